@@ -1,0 +1,47 @@
+"""StableDiffusionExecutor: text → images for every document of a request."""
+
+from typing import Optional
+
+from docarray import DocList
+from jina import Executor, requests
+
+from speech2image.diffusion import DEFAULT_MODEL, GenerateOptions, Image, generate, load_engine
+from speech2image.options import merge, split_kwargs
+from speech2image.schema import GeneratedImage, SpeechImageDoc, to_blob
+
+
+class StableDiffusionExecutor(Executor):
+    """Draws images of each document's English text (its transcript, else its prompt).
+
+    Arguments (config.yml `with:`): `model` (a diffusers model id, a local diffusers
+    directory, or "tiny"), `device` and `dtype` ("auto" picks CUDA+float16 when there is
+    a GPU), `cache_dir` (HF_HOME by default), `local_files_only`, `safety_checker`,
+    `cpu_threads`, `batch_images`; and the defaults of every request option of
+    :class:`GenerateOptions`, which request parameters override.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
+                 cache_dir: Optional[str] = None, local_files_only: bool = False, safety_checker: bool = False,
+                 cpu_threads: int = 0, batch_images: bool = False, **kwargs):
+        self.defaults, rest = split_kwargs(kwargs, GenerateOptions)
+        super().__init__(**rest)
+        self.engine = load_engine(model, device, dtype, cache_dir, local_files_only, safety_checker,
+                                  cpu_threads, batch_images)
+
+    @requests(on="/generate")
+    def generate(self, docs: DocList[SpeechImageDoc], parameters: dict, **kwargs) -> DocList[SpeechImageDoc]:
+        options = merge(self.defaults, parameters or {})
+        self.engine.resolve(options)  # rejects sizes outside the model's limits before any work
+        for doc in docs:
+            prompt = (doc.image_prompt() or "").strip()
+            if not prompt:
+                doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
+                continue
+            doc.images = DocList[GeneratedImage](to_document(image) for image in generate(self.engine, prompt, options))
+        return docs
+
+
+def to_document(image: Image) -> GeneratedImage:
+    """A generated image as a document field (the PNG as uint8 bytes)."""
+    fields = {k: v for k, v in vars(image).items() if k not in ("png", "warnings")}
+    return GeneratedImage(png=to_blob(image.png), warnings=list(image.warnings), **fields)

@@ -1,0 +1,282 @@
+"""Text → images with Hugging Face diffusers.
+
+:func:`load_engine` loads a text-to-image pipeline once (diffusers'
+`AutoPipelineForText2Image`: SD 1.x/2.x, SD-Turbo, SDXL, SDXL-Turbo); :func:`generate`
+turns one prompt into PNG images with :class:`GenerateOptions`. Each image carries the
+settings that made it, so it can be made again: image k of a request uses seed
+``seed + k``, and a request with that seed and ``num_images=1`` reproduces it alone.
+"""
+
+import io
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import GenerationError, InvalidRequest, ModelLoadError
+from .options import check_choice, check_range
+from .random_pipelines import has_random_weights, save_random_pipeline
+from .whisper_models import cache_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "stabilityai/sd-turbo"
+TINY = "tiny"
+MAX_SEED = 2**32 - 1
+MAX_IMAGES = 8
+
+# scheduler names users pass → diffusers class names
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-ancestral": "EulerAncestralDiscreteScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+# model family → (steps, guidance_scale); a request overrides either
+PRESETS = {
+    "sd": (25, 7.5),
+    "sdxl": (30, 5.0),
+    "turbo": (1, 0.0),
+    "tiny": (4, 7.5),
+}
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Per-request options; None means the model family's preset or native size."""
+
+    num_images: int = 1
+    seed: Optional[int] = None
+    negative_prompt: Optional[str] = None
+    steps: Optional[int] = None
+    guidance_scale: Optional[float] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    scheduler: Optional[str] = None
+
+    def __post_init__(self):
+        check_range("num_images", self.num_images, 1, MAX_IMAGES)
+        if self.seed is not None:
+            check_range("seed", self.seed, 0, MAX_SEED)
+        if self.steps is not None:
+            check_range("steps", self.steps, 1, 150)
+        if self.guidance_scale is not None:
+            check_range("guidance_scale", self.guidance_scale, 0.0, 30.0)
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or value % 8):
+                raise InvalidRequest(f"invalid {name}={value!r}: must be a positive multiple of 8")
+        if self.scheduler is not None:
+            check_choice("scheduler", self.scheduler, tuple(SCHEDULERS))
+        if self.negative_prompt is not None and len(self.negative_prompt) > 2000:
+            raise InvalidRequest(f"invalid negative_prompt: {len(self.negative_prompt)} characters, allowed up to 2000")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """GenerateOptions resolved against a model: every value concrete."""
+
+    seeds: tuple[int, ...]
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+    negative_prompt: Optional[str]
+
+
+@dataclass(frozen=True)
+class Image:
+    """One generated PNG and the settings that made it."""
+
+    png: bytes
+    prompt: str
+    negative_prompt: Optional[str]
+    seed: int
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+    model: str
+    device: str
+    seconds: float
+    random_weights: bool
+    nsfw: bool = False
+    prompt_truncated: bool = False
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+class DiffusionEngine:
+    """A loaded pipeline and what is known of its model. One generation at a time:
+    diffusers schedulers hold state."""
+
+    def __init__(self, pipe, model: str, device: str, dtype: str, random_weights: bool, batch_images: bool = False):
+        self.pipe = pipe
+        self.batch_images = batch_images
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.random_weights = random_weights
+        self.lock = threading.Lock()
+        self.family = _family(model, pipe, random_weights)
+        self.native_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        self.default_scheduler = _scheduler_name(type(pipe.scheduler).__name__)
+        self._schedulers = {self.default_scheduler: pipe.scheduler}
+
+    @property
+    def size_range(self) -> tuple[int, int]:
+        """Allowed width and height: a quarter to twice the native size."""
+        return max(8, self.native_size // 4), self.native_size * 2
+
+    def resolve(self, options: GenerateOptions) -> Settings:
+        """Check options against this model and fill in presets (no model work)."""
+        steps, guidance = PRESETS[self.family]
+        low, high = self.size_range
+        width, height = options.width or self.native_size, options.height or self.native_size
+        for name, value in (("width", width), ("height", height)):
+            check_range(name, value, low, high)
+        seed = options.seed if options.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        return Settings(
+            seeds=tuple((seed + k) % (MAX_SEED + 1) for k in range(options.num_images)),
+            steps=options.steps or steps,
+            guidance_scale=options.guidance_scale if options.guidance_scale is not None else guidance,
+            width=width, height=height,
+            scheduler=options.scheduler or self.default_scheduler,
+            negative_prompt=options.negative_prompt,
+        )
+
+    def scheduler(self, name: str):
+        """The named scheduler, made from the model's own scheduler config once."""
+        if name not in self._schedulers:
+            import diffusers
+
+            self._schedulers[name] = getattr(diffusers, SCHEDULERS[name]).from_config(self.pipe.scheduler.config)
+        return self._schedulers[name]
+
+
+def _scheduler_name(class_name: str) -> str:
+    return next((name for name, cls in SCHEDULERS.items() if cls == class_name), class_name)
+
+
+def _family(model: str, pipe, random_weights: bool) -> str:
+    if random_weights and model == TINY:
+        return "tiny"
+    if "turbo" in model.lower():
+        return "turbo"
+    return "sdxl" if "XL" in type(pipe).__name__ else "sd"
+
+
+def _resolve_device(device: str, dtype: str) -> tuple[str, str]:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "float16" if device.startswith("cuda") else "float32"
+    check_choice("dtype", dtype, ("float16", "bfloat16", "float32"))
+    return device, dtype
+
+
+def load_engine(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
+                cache_dir_: Optional[str] = None, local_files_only: bool = False,
+                safety_checker: bool = False, cpu_threads: int = 0, batch_images: bool = False) -> DiffusionEngine:
+    """Load a text-to-image pipeline: a diffusers model id, a local directory, or "tiny".
+
+    batch_images: draw a request's images in one batch (faster on a GPU) instead of one
+    by one; batched numerics differ slightly, so image k is then not byte-identical to
+    the same seed drawn alone."""
+    import torch
+    from diffusers import AutoPipelineForText2Image
+
+    device, dtype = _resolve_device(device, dtype)
+    if cpu_threads:
+        torch.set_num_threads(cpu_threads)
+    source = str(save_random_pipeline(cache_dir() / "tiny-sd-v1", "tiny")) if model == TINY else model
+    extra = {} if safety_checker else {"safety_checker": None, "requires_safety_checker": False}
+    started = time.perf_counter()
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(
+            source, torch_dtype=getattr(torch, dtype), cache_dir=cache_dir_,
+            local_files_only=local_files_only or model == TINY, **extra,
+        )
+    except Exception as e:  # hub, file and config errors alike
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        raise ModelLoadError(
+            f"diffusion model {model!r} could not be loaded ({reason}); it is neither cached nor downloadable here: "
+            f"connect to the internet once (HF_TOKEN for gated models), pass a local diffusers directory, "
+            f"or use model='{TINY}' (random weights, no network)"
+        ) from e
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    random_weights = has_random_weights(source) if os.path.isdir(source) else False
+    engine = DiffusionEngine(pipe, model, device, dtype, random_weights, batch_images)
+    log.info("diffusion model %s (%s) loaded on %s/%s in %.1f s", model, type(pipe).__name__, device, dtype,
+             time.perf_counter() - started)
+    if random_weights:
+        log.warning("diffusion model %s has RANDOM WEIGHTS (a test model): its images are noise", model)
+    return engine
+
+
+def generate(engine: DiffusionEngine, prompt: str, options: GenerateOptions = GenerateOptions()) -> list[Image]:
+    """Draw `options.num_images` images of `prompt`."""
+    import torch
+
+    settings = engine.resolve(options)
+    warnings = []
+    tokenizer = engine.pipe.tokenizer
+    n_tokens = len(tokenizer(prompt).input_ids)
+    truncated = n_tokens > tokenizer.model_max_length
+    if truncated:
+        warnings.append(f"prompt is {n_tokens} tokens; the text encoder read only the first {tokenizer.model_max_length}")
+    n = len(settings.seeds)
+    # one seed per pipeline call unless batching: batched numerics differ slightly, and
+    # image k must come out byte-identical when its seed is asked for alone
+    batches = [settings.seeds] if engine.batch_images else [(seed,) for seed in settings.seeds]
+    images, flagged = [], []
+    with engine.lock:
+        engine.pipe.scheduler = engine.scheduler(settings.scheduler)
+        started = time.perf_counter()
+        try:
+            for seeds in batches:
+                output = engine.pipe(
+                    prompt=[prompt] * len(seeds),
+                    negative_prompt=[settings.negative_prompt] * len(seeds) if settings.negative_prompt else None,
+                    num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
+                    width=settings.width, height=settings.height,
+                    generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+                    output_type="pil",
+                )
+                images += output.images
+                flagged += output.nsfw_content_detected or [False] * len(seeds)
+        except torch.OutOfMemoryError as e:
+            torch.cuda.empty_cache()
+            raise GenerationError(
+                f"CUDA out of memory generating {n} image(s) of {settings.width}x{settings.height}; "
+                "ask for fewer images or a smaller size"
+            ) from e
+        seconds = (time.perf_counter() - started) / n
+    return [
+        Image(
+            png=_png(image), prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed,
+            steps=settings.steps, guidance_scale=settings.guidance_scale, width=settings.width,
+            height=settings.height, scheduler=settings.scheduler, model=engine.model, device=engine.device,
+            seconds=seconds, random_weights=engine.random_weights, nsfw=bool(nsfw),
+            prompt_truncated=truncated, warnings=tuple(warnings),
+        )
+        for image, seed, nsfw in zip(images, settings.seeds, flagged)
+    ]
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

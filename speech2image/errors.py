@@ -1,0 +1,29 @@
+"""Every error speech2image raises on purpose.
+
+Each message is one line: what is wrong (the parameter and its value where there is
+one), then how to fix it. Library errors are wrapped with ``raise ... from e``.
+"""
+
+
+class Speech2ImageError(Exception):
+    """Base class of the project's errors."""
+
+
+class InvalidRequest(Speech2ImageError, ValueError):
+    """A request parameter or document is invalid; raised before any model work."""
+
+
+class AudioError(InvalidRequest):
+    """Audio that cannot be used: empty, not audio, too long or too large."""
+
+
+class ForbiddenSource(InvalidRequest):
+    """A document's `uri` names a path or URL the operator has not allow-listed."""
+
+
+class ModelLoadError(Speech2ImageError, RuntimeError):
+    """A model is unknown, not cached and not downloadable, or failed to load."""
+
+
+class GenerationError(Speech2ImageError, RuntimeError):
+    """A model failed while running (for example CUDA out of memory)."""

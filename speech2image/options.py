@@ -1,0 +1,87 @@
+"""Request options: typed dataclasses whose defaults live in one place.
+
+Three layers: the dataclass defaults ← the executor's `__init__` arguments (which
+config.yml `with:` sets) ← a request's `parameters`. :func:`merge` applies the last
+layer; every options dataclass validates itself in `__post_init__`, so a request is
+checked in one place, before any model work.
+"""
+
+import dataclasses
+import typing
+from typing import Any, Mapping, TypeVar
+
+from .errors import InvalidRequest
+
+T = TypeVar("T")
+
+
+def merge(defaults: T, parameters: Mapping[str, Any]) -> T:
+    """`defaults` with the fields named in `parameters` replaced (other keys are ignored:
+    Jina hands every executor the whole request's parameters)."""
+    hints = typing.get_type_hints(type(defaults))
+    changes = {
+        field.name: coerce(field.name, parameters[field.name], hints[field.name])
+        for field in dataclasses.fields(defaults)
+        if field.name in parameters
+    }
+    return dataclasses.replace(defaults, **changes) if changes else defaults
+
+
+def coerce(name: str, value: Any, annotation) -> Any:
+    """Convert a parameter to its field's type (JSON and protobuf turn ints into floats)."""
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(annotation) is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    else:
+        return value
+    raise InvalidRequest(f"invalid {name}={value!r}: expected {getattr(annotation, '__name__', annotation)}")
+
+
+def check_range(name: str, value, low, high) -> None:
+    """Raise InvalidRequest unless low <= value <= high."""
+    if not low <= value <= high:
+        raise InvalidRequest(f"invalid {name}={value!r}: allowed {low}..{high}")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise InvalidRequest unless value is one of choices."""
+    if value not in choices:
+        raise InvalidRequest(f"invalid {name}={value!r}: allowed {', '.join(map(str, choices))}")
+
+
+def split_kwargs(kwargs: dict, *option_classes) -> tuple:
+    """Build each options dataclass from the keyword arguments that name its fields
+    (config.yml `with:`), and return them followed by the unused keyword arguments."""
+    rest = dict(kwargs)
+    built = []
+    for option_class in option_classes:
+        names = {f.name for f in dataclasses.fields(option_class)}
+        built.append(merge(option_class(), {k: rest.pop(k) for k in list(rest) if k in names}))
+    return (*built, rest)

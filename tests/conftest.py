@@ -1,0 +1,52 @@
+"""Shared fixtures: the speech clips, their texts, and the executors' modules."""
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+# Flows start their executors with spawn: a forked child of a process that already
+# loaded CTranslate2 or PyTorch thread pools can deadlock.
+os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
+os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEECH = Path(os.environ.get("SPEECH2IMAGE_SPEECH_DATA", ROOT.parent / "shared" / "data" / "speech"))
+
+
+def load_executor_module(name: str):
+    """Import executors/<name>/executor.py under a unique module name."""
+    spec = importlib.util.spec_from_file_location(f"{name}_executor", ROOT / "executors" / name / "executor.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def clips() -> dict[str, str]:
+    """file name → spoken text, from the shared manifest."""
+    manifest = json.loads((SPEECH / "manifest.json").read_text())
+    return {clip["file"]: clip["text"] for clip in manifest["clips"]}
+
+
+@pytest.fixture(scope="session")
+def jfk_bytes() -> bytes:
+    return (SPEECH / "jfk.flac").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def jfk_text(clips) -> str:
+    return clips["jfk.flac"]
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate after Whisper's English normalizer."""
+    import jiwer
+    from whisper.normalizers import EnglishTextNormalizer
+
+    normalize = EnglishTextNormalizer()
+    return jiwer.wer(normalize(reference), normalize(hypothesis))

@@ -1,0 +1,116 @@
+"""Audio decoding and the uri allow-lists: pure functions, no model."""
+
+import os
+
+import numpy as np
+import pytest
+
+from speech2image.audio import AudioLimits, AudioSources, check_waveform, decode_audio, load_audio, read_source
+from speech2image.errors import AudioError, ForbiddenSource, InvalidRequest
+from speech2image.schema import SpeechImageDoc, from_blob, to_blob
+from tests.audio_files import FORMATS, encode
+
+
+@pytest.fixture(scope="module")
+def jfk_waveform(jfk_bytes):
+    return decode_audio(jfk_bytes)
+
+
+def test_jfk_decodes_to_11_seconds_of_16khz_mono(jfk_waveform):
+    assert jfk_waveform.dtype == np.float32 and jfk_waveform.ndim == 1
+    assert jfk_waveform.size == 11 * 16_000
+    assert 0.05 < np.abs(jfk_waveform).max() < 1.5  # resampling may overshoot 1.0 a little
+
+
+@pytest.mark.parametrize("name", FORMATS)
+@pytest.mark.parametrize("rate,layout", [(8_000, "mono"), (48_000, "stereo")])
+def test_every_format_rate_and_layout_decodes_to_the_same_audio(jfk_waveform, name, rate, layout):
+    decoded = decode_audio(encode(jfk_waveform, rate, name, layout))
+    assert abs(decoded.size / 16_000 - 11.0) < 0.2  # aac pads a few frames
+    n = min(decoded.size, jfk_waveform.size)
+    if name != "m4a":  # aac delays the signal; its transcript is checked in the executor tests
+        corr = np.corrcoef(decoded[:n], jfk_waveform[:n])[0, 1]
+        assert corr > (0.6 if rate == 8_000 else 0.8)
+
+
+def test_blob_round_trip():
+    data = bytes(range(256)) * 3
+    assert from_blob(to_blob(data)) == data
+    assert from_blob(list(data)) == data  # what JSON brings
+    with pytest.raises(ValueError):
+        from_blob([1, 300])
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"", "empty audio"),
+    (b"this is not audio at all" * 10, "not audio"),
+    (b"RIFF\x00\x00\x00\x00WAVEfmt ", "audio"),
+])
+def test_bad_bytes_are_one_line_audio_errors(data, message):
+    with pytest.raises(AudioError) as raised:
+        decode_audio(data)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_limits_on_bytes_and_duration(jfk_bytes):
+    with pytest.raises(AudioError, match="audio too large: .* max_audio_bytes=1000"):
+        decode_audio(jfk_bytes, AudioLimits(max_audio_bytes=1000))
+    with pytest.raises(AudioError, match="audio too long: .* max_audio_seconds=5"):
+        decode_audio(jfk_bytes, AudioLimits(max_audio_seconds=5))
+    assert decode_audio(jfk_bytes, AudioLimits(max_audio_seconds=12)).size == 176_000
+
+
+def test_truncated_file_is_rejected_or_shorter(jfk_bytes):
+    try:
+        waveform = decode_audio(jfk_bytes[: len(jfk_bytes) // 2])
+    except AudioError as e:
+        assert "audio" in str(e)
+    else:
+        assert waveform.size < 11 * 16_000
+
+
+def test_waveform_checks():
+    assert check_waveform(np.zeros(16_000, np.float64)).dtype == np.float32
+    for bad in (np.zeros((2, 100), np.float32), np.zeros(10, np.int16), np.zeros(0, np.float32),
+                np.array([0.0, np.nan], np.float32)):
+        with pytest.raises(AudioError):
+            check_waveform(bad)
+    with pytest.raises(AudioError, match="too long"):
+        check_waveform(np.zeros(16_000 * 3, np.float32), AudioLimits(max_audio_seconds=2))
+
+
+@pytest.mark.parametrize("uri", [
+    "/etc/passwd", "../../etc/passwd", "file:///etc/passwd", "http://127.0.0.1:54322/x.wav",
+    "http://169.254.169.254/latest/meta-data", "https://example.com/a.wav", "ftp://example.com/a.wav",
+])
+def test_uris_are_refused_by_default(uri):
+    with pytest.raises(ForbiddenSource, match="uri refused"):
+        read_source(uri, AudioSources())
+
+
+def test_allowed_directory_is_read_and_symlinks_out_of_it_are_refused(tmp_path, jfk_bytes):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "jfk.flac").write_bytes(jfk_bytes)
+    (allowed / "escape.flac").symlink_to("/etc/passwd")
+    sources = AudioSources(allowed_audio_dirs=(str(allowed),))
+    assert read_source(str(allowed / "jfk.flac"), sources) == jfk_bytes
+    assert read_source(f"file://{allowed}/jfk.flac", sources) == jfk_bytes
+    for uri in (str(allowed / "escape.flac"), f"{allowed}/../allowed/../../etc/passwd"):
+        with pytest.raises(ForbiddenSource):
+            read_source(uri, sources)
+
+
+def test_allowed_url_prefix_is_the_only_one_fetched():
+    sources = AudioSources(allowed_audio_urls=("https://media.example.com/",))
+    with pytest.raises(ForbiddenSource):
+        read_source("https://media.example.com.evil.test/a.wav", sources)
+
+
+def test_load_audio_prefers_bytes_then_waveform_and_passes_text_only(jfk_bytes):
+    limits, sources = AudioLimits(), AudioSources()
+    assert load_audio(SpeechImageDoc(audio=to_blob(jfk_bytes)), sources, limits).size == 176_000
+    assert load_audio(SpeechImageDoc(waveform=np.zeros(800, np.float32)), sources, limits).size == 800
+    assert load_audio(SpeechImageDoc(prompt="a cat"), sources, limits) is None
+    with pytest.raises(InvalidRequest):
+        load_audio(SpeechImageDoc(uri="/etc/passwd"), sources, limits)
