@@ -1,9 +1,7 @@
 """Shared fixtures: the speech clips, their texts, and the executors' modules."""
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 # Flows start their executors with spawn: a forked child of a process that already
@@ -15,15 +13,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = Path(os.environ.get("SPEECH2IMAGE_SPEECH_DATA", ROOT.parent / "shared" / "data" / "speech"))
-
-
-def load_executor_module(name: str):
-    """Import executors/<name>/executor.py under a unique module name."""
-    spec = importlib.util.spec_from_file_location(f"{name}_executor", ROOT / "executors" / name / "executor.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,59 @@
+"""Options: the three layers and validation, before any model work."""
+
+import pytest
+
+from speech2image.audio import AudioLimits
+from speech2image.diffusion import GenerateOptions
+from speech2image.errors import InvalidRequest
+from speech2image.options import merge, split_kwargs
+from speech2image.transcription import TranscribeOptions
+
+
+def test_three_layers_defaults_then_config_then_request():
+    defaults, limits, rest = split_kwargs({"beam_size": 2, "max_audio_seconds": 30, "name": "x"},
+                                          TranscribeOptions, AudioLimits)
+    assert defaults == TranscribeOptions(beam_size=2)
+    assert limits == AudioLimits(max_audio_seconds=30)
+    assert rest == {"name": "x"}
+    request = merge(defaults, {"beam_size": 1.0, "word_timestamps": "true", "num_images": 3, "__results__": {}})
+    assert request == TranscribeOptions(beam_size=1, word_timestamps=True)
+    assert merge(defaults, {}) is defaults
+
+
+@pytest.mark.parametrize("parameters,name", [
+    ({"language": "klingon"}, "language"),
+    ({"task": "summarize"}, "task"),
+    ({"beam_size": 0}, "beam_size"),
+    ({"beam_size": 2.5}, "beam_size"),
+    ({"vad_filter": "maybe"}, "vad_filter"),
+    ({"initial_prompt": "x" * 1001}, "initial_prompt"),
+])
+def test_invalid_transcribe_options_name_the_parameter(parameters, name):
+    with pytest.raises(InvalidRequest) as raised:
+        merge(TranscribeOptions(), parameters)
+    message = str(raised.value)
+    assert message.startswith(f"invalid {name}") and "\n" not in message
+
+
+@pytest.mark.parametrize("parameters,fragment", [
+    ({"num_images": 0}, "num_images=0: allowed 1..8"),
+    ({"num_images": 9}, "num_images=9: allowed 1..8"),
+    ({"seed": -1}, "seed=-1: allowed 0..4294967295"),
+    ({"seed": 2**32}, "seed=4294967296"),
+    ({"steps": 0}, "steps=0: allowed 1..150"),
+    ({"guidance_scale": 31}, "guidance_scale=31.0: allowed 0.0..30.0"),
+    ({"guidance_scale": "high"}, "guidance_scale='high'"),
+    ({"width": 100}, "width=100: must be a positive multiple of 8"),
+    ({"height": -8}, "height=-8"),
+    ({"scheduler": "magic"}, "scheduler='magic': allowed ddim"),
+    ({"negative_prompt": "x" * 2001}, "negative_prompt"),
+])
+def test_invalid_generate_options_name_parameter_value_and_range(parameters, fragment):
+    with pytest.raises(InvalidRequest) as raised:
+        merge(GenerateOptions(), parameters)
+    assert fragment in str(raised.value)
+
+
+def test_protobuf_floats_become_ints():
+    assert merge(GenerateOptions(), {"num_images": 2.0, "seed": 5.0, "width": 64.0}) == GenerateOptions(
+        num_images=2, seed=5, width=64)
