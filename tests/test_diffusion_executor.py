@@ -1,0 +1,77 @@
+"""The StableDiffusionExecutor called directly, then in a one-executor Flow over real gRPC."""
+
+import io
+
+import pytest
+from docarray import DocList
+from jina import Flow
+from PIL import Image
+
+from executors.diffusion.executor import StableDiffusionExecutor
+from speech2image.errors import InvalidRequest
+from speech2image.schema import SpeechImageDoc, from_blob
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def executor():
+    return StableDiffusionExecutor(model="tiny", num_images=2)
+
+
+def run(executor, *docs, **parameters):
+    return executor.generate(docs=DocList[SpeechImageDoc](docs), parameters=parameters)
+
+
+def test_transcript_or_prompt_becomes_images(executor):
+    docs = run(executor, SpeechImageDoc(text="a red apple"), SpeechImageDoc(prompt="a blue car"), seed=3)
+    for doc, prompt in zip(docs, ("a red apple", "a blue car")):
+        assert len(doc.images) == 2  # config default
+        assert [image.seed for image in doc.images] == [3, 4]
+        assert all(image.prompt == prompt and image.random_weights for image in doc.images)
+        assert Image.open(io.BytesIO(from_blob(doc.images[0].png))).size == (64, 64)
+
+
+def test_request_parameters_override_config_defaults(executor):
+    doc = run(executor, SpeechImageDoc(prompt="a cat"), num_images=1.0, width=32.0, steps=2, scheduler="ddim")[0]
+    assert len(doc.images) == 1
+    assert (doc.images[0].width, doc.images[0].steps, doc.images[0].scheduler) == (32, 2, "ddim")
+
+
+def test_empty_transcript_gets_no_images_and_a_flag(executor):
+    no_speech, empty = run(executor, SpeechImageDoc(text="", no_speech=True), SpeechImageDoc(prompt="   "))
+    assert len(no_speech.images) == 0 and no_speech.no_images_reason == "no speech found in the audio"
+    assert len(empty.images) == 0 and empty.no_images_reason == "empty prompt"
+
+
+@pytest.mark.parametrize("parameters,fragment", [
+    ({"num_images": 9}, "invalid num_images=9: allowed 1..8"),
+    ({"seed": -5}, "invalid seed=-5"),
+    ({"steps": 500}, "invalid steps=500: allowed 1..150"),
+    ({"guidance_scale": -1}, "invalid guidance_scale=-1.0"),
+    ({"width": 60}, "invalid width=60: must be a positive multiple of 8"),
+    ({"height": 1024}, "invalid height=1024: allowed 16..128"),
+    ({"scheduler": "fast"}, "invalid scheduler='fast'"),
+])
+def test_invalid_parameters_are_rejected_before_any_model_work(executor, parameters, fragment):
+    doc = SpeechImageDoc(prompt="a cat")
+    with pytest.raises(InvalidRequest, match=fragment):
+        run(executor, doc, **parameters)
+    assert len(doc.images) == 0
+    assert len(run(executor, SpeechImageDoc(prompt="a cat"))[0].images) == 2  # still serving
+
+
+def test_one_executor_flow_over_grpc():
+    flow = Flow().add(uses=str(ROOT / "executors" / "diffusion" / "config.yml"), name="diffusion",
+                      uses_with={"model": "tiny"})
+    inputs = DocList[SpeechImageDoc]([SpeechImageDoc(prompt="a red apple")])
+    with flow:
+        first = flow.post("/generate", inputs=inputs, return_type=DocList[SpeechImageDoc],
+                          parameters={"num_images": 3, "seed": 42, "width": 48})
+        again = flow.post("/generate", inputs=inputs, return_type=DocList[SpeechImageDoc],
+                          parameters={"num_images": 3, "seed": 42, "width": 48})
+        with pytest.raises(Exception, match="invalid num_images=0"):
+            flow.post("/generate", inputs=inputs, return_type=DocList[SpeechImageDoc], parameters={"num_images": 0})
+        images = first[0].images
+        assert len(images) == 3 and [i.seed for i in images] == [42, 43, 44]
+        assert Image.open(io.BytesIO(from_blob(images[0].png))).size == (48, 64)
+        assert [from_blob(i.png) for i in images] == [from_blob(i.png) for i in again[0].images]
