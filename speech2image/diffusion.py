@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 TINY = "tiny"
-MAX_SEED = 2**32 - 1
+MAX_SEED = 2**31 - 1  # seeds travel as protobuf int32
 MAX_IMAGES = 8
 
 # scheduler names users pass → diffusers class names
@@ -186,6 +186,27 @@ def _resolve_device(device: str, dtype: str) -> tuple[str, str]:
     return device, dtype
 
 
+def fetch_model(model: str, cache_dir_: Optional[str] = None, local_files_only: bool = False) -> None:
+    """Download a diffusers model if it is not cached (diffusers' own download code)."""
+    if model == TINY or os.path.isdir(model):
+        return
+    from diffusers import DiffusionPipeline
+
+    try:
+        DiffusionPipeline.download(model, cache_dir=cache_dir_, local_files_only=local_files_only)
+    except Exception as e:
+        raise ModelLoadError(_load_failure(model, e)) from e
+
+
+def _load_failure(model: str, error: Exception) -> str:
+    reason = " ".join(str(error).split())[:300] or type(error).__name__
+    return (
+        f"diffusion model {model!r} could not be loaded ({reason}); it is neither cached nor downloadable here: "
+        f"connect to the internet once (HF_TOKEN for gated models), pass a local diffusers directory, "
+        f"or use model='{TINY}' (random weights, no network)"
+    )
+
+
 def load_engine(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
                 cache_dir_: Optional[str] = None, local_files_only: bool = False,
                 safety_checker: bool = False, cpu_threads: int = 0, batch_images: bool = False) -> DiffusionEngine:
@@ -209,12 +230,7 @@ def load_engine(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "
             local_files_only=local_files_only or model == TINY, **extra,
         )
     except Exception as e:  # hub, file and config errors alike
-        reason = " ".join(str(e).split())[:300] or type(e).__name__
-        raise ModelLoadError(
-            f"diffusion model {model!r} could not be loaded ({reason}); it is neither cached nor downloadable here: "
-            f"connect to the internet once (HF_TOKEN for gated models), pass a local diffusers directory, "
-            f"or use model='{TINY}' (random weights, no network)"
-        ) from e
+        raise ModelLoadError(_load_failure(model, e)) from e
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     random_weights = has_random_weights(source) if os.path.isdir(source) else False

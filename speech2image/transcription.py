@@ -218,6 +218,28 @@ def _load_failure(model: str, error: Exception) -> str:
     )
 
 
+def fetch_model(backend: str, model: str, cache_dir: Optional[str] = None) -> None:
+    """Download a named model if it is not cached (its backend's own download code)."""
+    if model == EMBEDDED or os.path.exists(model):
+        return
+    check_choice("backend", backend, BACKENDS)
+    try:
+        if backend == "faster-whisper":
+            from faster_whisper import available_models
+            from faster_whisper.utils import download_model
+
+            download_model(resolve_model(model, available_models()), cache_dir=cache_dir)
+        else:
+            import whisper
+
+            root = cache_dir or os.path.join(os.path.expanduser("~/.cache"), "whisper")
+            whisper._download(whisper._MODELS[resolve_model(model, whisper.available_models())], root, False)
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(_load_failure(model, e)) from e
+
+
 def load_engine(backend: str = "faster-whisper", model: str = EMBEDDED, device: str = "auto",
                 compute_type: str = "auto", cache_dir: Optional[str] = None, cpu_threads: int = 0):
     """Load a Whisper model with the chosen backend (once per executor)."""

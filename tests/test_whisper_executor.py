@@ -89,13 +89,13 @@ def test_one_executor_flow_over_grpc(jfk_bytes, jfk_text):
     flow = Flow().add(uses=str(ROOT / "executors" / "whisper" / "config.yml"), name="whisper",
                       uses_with={"backend": "openai-whisper"})
     with flow:
-        docs = flow.post("/transcribe", inputs=DocList[SpeechImageDoc]([SpeechImageDoc(audio=to_blob(jfk_bytes))]),
+        docs = flow.post("/generate", inputs=DocList[SpeechImageDoc]([SpeechImageDoc(audio=to_blob(jfk_bytes))]),
                          return_type=DocList[SpeechImageDoc], parameters={"word_timestamps": True})
         assert wer(jfk_text, docs[0].text) == 0 and docs[0].asr_backend == "openai-whisper"
         assert docs[0].segments[0].words[0].word == "And"
         with pytest.raises(Exception, match="not audio"):
-            flow.post("/transcribe", inputs=DocList[SpeechImageDoc]([SpeechImageDoc(audio=to_blob(b"junk" * 50))]),
+            flow.post("/generate", inputs=DocList[SpeechImageDoc]([SpeechImageDoc(audio=to_blob(b"junk" * 50))]),
                       return_type=DocList[SpeechImageDoc])
-        docs = flow.post("/transcribe", inputs=DocList[SpeechImageDoc]([SpeechImageDoc(audio=to_blob(jfk_bytes))]),
+        docs = flow.post("/generate", inputs=DocList[SpeechImageDoc]([SpeechImageDoc(audio=to_blob(jfk_bytes))]),
                          return_type=DocList[SpeechImageDoc])
         assert wer(jfk_text, docs[0].text) == 0

@@ -29,7 +29,7 @@ class WhisperExecutor(Executor):
         super().__init__(**rest)
         self.engine = load_engine(backend, model, device, compute_type, cache_dir, cpu_threads)
 
-    @requests(on=["/generate", "/transcribe"])
+    @requests(on="/generate")
     def transcribe(self, docs: DocList[SpeechImageDoc], parameters: dict, **kwargs) -> DocList[SpeechImageDoc]:
         options = merge(self.defaults, parameters or {})
         for doc in docs:  # all documents are checked before any model work

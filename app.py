@@ -1,0 +1,124 @@
+"""Run the speech2image Flow on this machine: WhisperExecutor → StableDiffusionExecutor.
+
+    python app.py --offline          # no network: whisper "embedded", diffusion "tiny"
+    python app.py                    # the real models of flow.yml (downloaded once)
+
+The pipeline is defined once, in flow.yml; this runs each of its executors from
+executors/<name>/config.yml instead of a container image.
+"""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+PROTOCOLS = ("grpc", "http", "websocket")
+OFFLINE_MODELS = {"whisper": "embedded", "diffusion": "tiny"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serve the speech2image Flow locally.")
+    parser.add_argument("--offline", action="store_true",
+                        help="use the models that need no network (whisper embedded tiny.en, diffusion tiny)")
+    parser.add_argument("--port", type=int, default=54322, help="first port; each further protocol takes the next")
+    parser.add_argument("--protocol", nargs="+", choices=PROTOCOLS, default=["grpc"])
+    parser.add_argument("--whisper-model", help="Whisper name, local path or 'embedded' (default: flow.yml's)")
+    parser.add_argument("--whisper-backend", choices=("faster-whisper", "openai-whisper"))
+    parser.add_argument("--whisper-compute-type", help="e.g. int8, float16, float32 (default: auto)")
+    parser.add_argument("--diffusion-model", help="diffusers model id, local directory or 'tiny' (default: flow.yml's)")
+    parser.add_argument("--diffusion-replicas", type=int, default=1)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N for both executors")
+    parser.add_argument("--flow", type=Path, default=ROOT / "flow.yml", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def executor_specs(args: argparse.Namespace) -> list[dict]:
+    """flow.yml's executors, each set up to run from its local config.yml with args applied."""
+    import yaml
+
+    specs = []
+    for executor in yaml.safe_load(args.flow.read_text())["executors"]:
+        name = executor["name"]
+        uses_with = dict(executor.get("uses_with", {}), device=args.device)
+        if name == "whisper":
+            uses_with["model"] = args.whisper_model or (OFFLINE_MODELS[name] if args.offline else uses_with["model"])
+            if args.whisper_backend:
+                uses_with["backend"] = args.whisper_backend
+            if args.whisper_compute_type:
+                uses_with["compute_type"] = args.whisper_compute_type
+        elif name == "diffusion":
+            uses_with["model"] = args.diffusion_model or (OFFLINE_MODELS[name] if args.offline else uses_with["model"])
+            uses_with["local_files_only"] = args.offline
+        specs.append(dict(
+            name=name,
+            uses=str(ROOT / "executors" / name / "config.yml"),
+            uses_with=uses_with,
+            replicas=args.diffusion_replicas if name == "diffusion" else 1,
+            timeout_ready=-1,  # model loading is never cut short
+        ))
+    return specs
+
+
+def fetch_models(specs: list[dict]) -> None:
+    """Download what is not cached yet, so a missing model stops start-up with one line."""
+    from speech2image import diffusion, transcription
+
+    for spec in specs:
+        options = spec["uses_with"]
+        if spec["name"] == "whisper":
+            transcription.fetch_model(options.get("backend", "faster-whisper"), options["model"])
+        else:
+            diffusion.fetch_model(options["model"], local_files_only=options.get("local_files_only", False))
+
+
+def build_flow(args: argparse.Namespace, specs: list[dict]):
+    from jina import Flow
+
+    ports = [args.port + k for k in range(len(args.protocol))]
+    flow = Flow(protocol=args.protocol, port=ports)
+    for spec in specs:
+        flow = flow.add(**spec)
+    return flow
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("JINA_MP_START_METHOD", "spawn")  # no fork after model thread pools start
+    os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")
+    if args.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    specs = executor_specs(args)
+    from speech2image.errors import ModelLoadError
+
+    try:
+        fetch_models(specs)
+    except ModelLoadError as e:
+        print(f"speech2image: {e}; or start with --offline", file=sys.stderr)
+        return 2
+    from jina.excepts import RuntimeFailToStart
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    flow = build_flow(args, specs)
+    try:
+        with flow:
+            addresses = ", ".join(f"{p}://localhost:{args.port + k}" for k, p in enumerate(args.protocol))
+            models = "; ".join(f"{s['name']}: {s['uses_with']['model']}" + (f" x{s['replicas']}" if s["replicas"] > 1 else "")
+                               for s in specs)
+            print(f"speech2image ready on {addresses} ({models})", flush=True)
+            flow.block(stop_event=stop)
+    except RuntimeFailToStart:
+        print("speech2image: an executor failed to start; its error is in the log above", file=sys.stderr)
+        return 1
+    print("speech2image stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

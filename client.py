@@ -1,0 +1,216 @@
+"""Post audio files (or a text prompt) to a running speech2image Flow and save the images.
+
+    python client.py AUDIO [AUDIO ...] [--host localhost:54322] [--num-images N] [--seed S]
+                     [--out DIR] [--json] [--text "a prompt"] [request options ...]
+
+The client sends each file's bytes (never a path for the server to open), prints each
+transcript, writes the PNGs and one contact sheet into --out, and prints where they
+are. Importing this module does not import torch or any model library.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from speech2image.diffusion import SCHEDULERS, GenerateOptions
+from speech2image.errors import Speech2ImageError
+
+WHISPER_OPTIONS = ("language", "task", "beam_size", "vad_filter", "initial_prompt", "word_timestamps")
+DIFFUSION_OPTIONS = ("num_images", "seed", "negative_prompt", "steps", "guidance_scale", "width", "height", "scheduler")
+
+
+class ClientError(Speech2ImageError):
+    """A request could not be made or was refused; the message is one line."""
+
+
+@dataclass
+class Result:
+    """One input's outcome, as `--json` prints it."""
+
+    input: str
+    text: Optional[str]
+    language: Optional[str]
+    images: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    models: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    no_speech: bool = False
+    no_images_reason: Optional[str] = None
+
+
+def request_parameters(options: dict) -> dict:
+    """Request options → Jina parameters addressed to each executor (`whisper__language`…).
+
+    Diffusion options are validated here first, so a bad value fails before any upload.
+    """
+    diffusion = {k: options[k] for k in DIFFUSION_OPTIONS if options.get(k) is not None}
+    GenerateOptions(**diffusion)  # raises InvalidRequest with the one-line reason
+    whisper = {k: options[k] for k in WHISPER_OPTIONS if options.get(k) is not None}
+    return {**{f"whisper__{k}": v for k, v in whisper.items()}, **{f"diffusion__{k}": v for k, v in diffusion.items()}}
+
+
+def make_documents(audio_files: list[Path], text: Optional[str] = None):
+    """One document per audio file (its bytes), or one text-only document."""
+    from docarray import DocList
+
+    from speech2image.schema import SpeechImageDoc, to_blob
+
+    if text is not None:
+        return DocList[SpeechImageDoc]([SpeechImageDoc(prompt=text)])
+    docs = []
+    for path in audio_files:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise ClientError(f"cannot read {path}: {e.strerror}") from e
+        if not data:
+            raise ClientError(f"{path} is empty: record some speech into it first")
+        docs.append(SpeechImageDoc(audio=to_blob(data)))
+    return DocList[SpeechImageDoc](docs)
+
+
+def post(docs, host: str = "localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0):
+    """Send the documents through the Flow's /generate endpoint and return them filled."""
+    from docarray import DocList
+    from jina import Client
+
+    from speech2image.schema import SpeechImageDoc
+
+    protocol, address = host.split("://", 1) if "://" in host else ("grpc", host)
+    hostname, _, port = address.rpartition(":")
+    if not hostname or not port.isdigit():
+        raise ClientError(f"invalid --host {host!r}: use HOST:PORT, e.g. localhost:54322 (http://HOST:PORT for HTTP)")
+    client = Client(host=hostname, port=int(port), protocol=protocol)
+    failures = []
+    try:
+        results = client.post("/generate", inputs=docs, parameters=parameters or {},
+                              return_type=DocList[SpeechImageDoc], timeout=timeout,
+                              on_error=lambda response: failures.append(response))
+    except Exception as e:  # connection refused, timeouts, protocol errors
+        raise ClientError(f"cannot reach the speech2image server at {host}: {_first_line(e)}") from e
+    if failures:
+        raise ClientError(f"the server refused the request: {_server_error(failures[0])}")
+    return results
+
+
+def save(docs, inputs: list[str], out_dir: Path, elapsed: float) -> list[Result]:
+    """Write each document's PNGs and one contact sheet of all of them; describe each input."""
+    from speech2image.schema import from_blob
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, sheet = [], []
+    for index, (doc, name) in enumerate(zip(docs, inputs)):
+        stem = Path(name).stem if name != "text" else "text"
+        result = Result(input=name, text=doc.text if doc.text is not None else doc.prompt, language=doc.language,
+                        no_speech=doc.no_speech, no_images_reason=doc.no_images_reason)
+        for image in doc.images:
+            path = out_dir / f"{index:02d}-{stem}-seed{image.seed}.png"
+            path.write_bytes(from_blob(image.png))
+            result.images.append(str(path))
+            result.seeds.append(image.seed)
+            sheet.append(path)
+        result.models = {"whisper": doc.asr_model, "diffusion": doc.images[0].model if doc.images else None}
+        result.timings = {
+            "transcribe_s": doc.asr_seconds,
+            "generate_s_per_image": doc.images[0].seconds if doc.images else None,
+            "request_s": round(elapsed, 3),
+        }
+        results.append(result)
+    if sheet:
+        contact_sheet(sheet).save(out_dir / "contact_sheet.png")
+    return results
+
+
+def contact_sheet(paths: list[Path]):
+    """All images on one page, in rows of up to four."""
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in paths]
+    width, height = max(i.width for i in images), max(i.height for i in images)
+    columns = min(4, len(images))
+    rows = -(-len(images) // columns)
+    sheet = Image.new("RGB", (columns * width, rows * height), "white")
+    for k, image in enumerate(images):
+        sheet.paste(image, ((k % columns) * width, (k // columns) * height))
+    return sheet
+
+
+def _first_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text[:300] or type(error).__name__
+
+
+def _server_error(response) -> str:
+    status = response.header.status
+    description = status.description or status.exception.name
+    # the executor's message, without the exception class wrapper Jina adds: Name("message")
+    if status.exception.args:
+        description = status.exception.args[0]
+    return f"{status.exception.name or 'error'}: {' '.join(description.split())}"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Turn spoken audio into images with a speech2image server.")
+    parser.add_argument("audio", nargs="*", type=Path, help="audio files (wav, flac, mp3, ogg/opus, m4a)")
+    parser.add_argument("--text", help="a text prompt instead of audio (skips the speech step)")
+    parser.add_argument("--host", default="localhost:54322", help="HOST:PORT (gRPC) or http://HOST:PORT")
+    parser.add_argument("--out", type=Path, default=Path("outputs"), help="where the PNGs go (default ./outputs)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per input")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
+    speech = parser.add_argument_group("speech → text")
+    speech.add_argument("--language", help="language hint (e.g. en, fr); default: detect")
+    speech.add_argument("--task", choices=("auto", "transcribe", "translate"))
+    speech.add_argument("--beam-size", type=int)
+    speech.add_argument("--vad-filter", action="store_true", default=None)
+    speech.add_argument("--initial-prompt")
+    speech.add_argument("--word-timestamps", action="store_true", default=None)
+    image = parser.add_argument_group("text → images")
+    image.add_argument("--num-images", type=int)
+    image.add_argument("--seed", type=int)
+    image.add_argument("--negative-prompt")
+    image.add_argument("--steps", type=int)
+    image.add_argument("--guidance-scale", type=float)
+    image.add_argument("--width", type=int)
+    image.add_argument("--height", type=int)
+    image.add_argument("--scheduler", choices=tuple(SCHEDULERS))
+    args = parser.parse_args(argv)
+    if bool(args.audio) == (args.text is not None):
+        parser.error("give audio files or --text, not both and not neither")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("JINA_LOG_LEVEL", "CRITICAL")  # failures are reported in one line below
+    try:
+        parameters = request_parameters(vars(args))
+        docs = make_documents(args.audio, args.text)
+        started = time.perf_counter()
+        answered = post(docs, args.host, parameters, args.timeout)
+        inputs = [str(p) for p in args.audio] if args.text is None else ["text"]
+        results = save(answered, inputs, args.out, time.perf_counter() - started)
+    except Speech2ImageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for result in results:
+        if args.json:
+            print(json.dumps(vars(result)))
+            continue
+        spoken = f"{result.text!r}" + (f" [{result.language}]" if result.language else "")
+        print(f"{result.input}: {spoken}")
+        if result.images:
+            print(f"  {len(result.images)} image(s): {', '.join(result.images)}")
+        else:
+            print(f"  no images: {result.no_images_reason}")
+    if not args.json and any(r.images for r in results):
+        print(f"contact sheet: {args.out / 'contact_sheet.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
