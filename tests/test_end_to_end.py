@@ -1,0 +1,106 @@
+"""app.py and client.py as separate processes, the way users run them."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, SPEECH, wer
+from tests.test_flow import free_port
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--offline", "--port", str(port), "--protocol", "grpc", "http",
+         "--whisper-compute-type", "float32"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    deadline = time.monotonic() + 300
+    for line in process.stdout:
+        if line.startswith("speech2image ready on"):
+            assert f"grpc://localhost:{port}, http://localhost:{port + 1}" in line
+            break
+        assert time.monotonic() < deadline and process.poll() is None, "app.py did not become ready"
+    yield port, process
+    if process.poll() is None:
+        process.kill()
+
+
+def client(*args, cwd=None):
+    return subprocess.run([sys.executable, str(ROOT / "client.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+def test_client_json_files_and_contact_sheet(server, tmp_path, clips):
+    port, _ = server
+    done = client(SPEECH / "jfk.flac", SPEECH / "prompt1.wav", "--host", f"localhost:{port}", "--num-images", 2,
+                  "--seed", 3, "--out", tmp_path, "--json")
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["input"] for r in results] == [str(SPEECH / "jfk.flac"), str(SPEECH / "prompt1.wav")]
+    assert wer(clips["jfk.flac"], results[0]["text"]) == 0 and results[0]["language"] == "en"
+    for result in results:
+        assert result["seeds"] == [3, 4] and len(result["images"]) == 2
+        assert all(open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for path in result["images"])
+        assert result["models"] == {"whisper": "embedded (tiny.en)", "diffusion": "tiny"}
+        assert result["timings"]["transcribe_s"] > 0 and result["timings"]["request_s"] > 0
+    assert (tmp_path / "contact_sheet.png").exists()
+
+
+def test_client_text_over_http_and_human_output(server, tmp_path):
+    port, _ = server
+    done = client("--text", "a red apple", "--host", f"http://localhost:{port + 1}", "--out", tmp_path,
+                  "--steps", 2, "--width", 32)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("text: 'a red apple'")
+    assert f"contact sheet: {tmp_path / 'contact_sheet.png'}" in done.stdout
+
+
+def test_client_failures_are_one_line_and_non_zero(server, tmp_path):
+    port, _ = server
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("these are not the samples you are looking for\n" * 20)
+    cases = {
+        "error: the server refused the request: AudioError: not audio": [not_audio, "--host", f"localhost:{port}"],
+        "error: cannot reach the speech2image server at localhost:1": [SPEECH / "jfk.flac", "--host", "localhost:1"],
+        "error: invalid num_images=20: allowed 1..8": [SPEECH / "jfk.flac", "--num-images", 20],
+        "error: cannot read": [tmp_path / "missing.wav"],
+        "error: the server refused the request: InvalidRequest: invalid language='xx'":
+            [SPEECH / "jfk.flac", "--language", "xx", "--host", f"localhost:{port}"],
+    }
+    for expected, args in cases.items():
+        done = client(*args, "--out", tmp_path)
+        assert done.returncode == 1, (args, done.stderr)
+        lines = [line for line in done.stderr.splitlines() if line.strip() and "Warning" not in line]
+        assert len(lines) == 1 and lines[0].startswith(expected), (args, done.stderr)
+    assert client(SPEECH / "prompt4.wav", "--host", f"localhost:{port}", "--out", tmp_path).returncode == 0
+
+
+def test_client_does_not_import_torch():
+    code = "import sys, client; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_sigterm_stops_the_server_cleanly(server):
+    _, process = server
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert "speech2image stopped" in process.stdout.read()
+
+
+def test_unavailable_model_stops_start_up_with_one_line():
+    done = subprocess.run([sys.executable, "app.py", "--whisper-model", "embedded", "--diffusion-model",
+                           "no-such-org/no-such-model", "--port", str(free_port())],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip() and "Warning" not in line]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("speech2image: diffusion model 'no-such-org/no-such-model' could not be loaded")
+    assert lines[0].endswith("or start with --offline")
