@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("JINA_MP_START_METHOD", "spawn")  # no fork after model thread pools start
     os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # our own one-line errors say what failed
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
     specs = executor_specs(args)
