@@ -19,7 +19,7 @@ from typing import Optional
 from .errors import GenerationError, InvalidRequest, ModelLoadError
 from .options import check_choice, check_range
 from .random_pipelines import has_random_weights, save_random_pipeline
-from .whisper_models import cache_dir
+from .cache import tiny_diffusion_dir
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def load_engine(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     device, dtype = _resolve_device(device, dtype)
     if cpu_threads:
         torch.set_num_threads(cpu_threads)
-    source = str(save_random_pipeline(cache_dir() / "tiny-sd-v1", "tiny")) if model == TINY else model
+    source = str(save_random_pipeline(tiny_diffusion_dir(), "tiny")) if model == TINY else model
     extra = {} if safety_checker else {"safety_checker": None, "requires_safety_checker": False}
     started = time.perf_counter()
     try:

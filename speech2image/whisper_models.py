@@ -15,18 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import cache_dir
 from .errors import ModelLoadError
 
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "tiny.en"
-
-
-def cache_dir() -> Path:
-    """Where speech2image caches converted and generated models."""
-    root = os.environ.get("SPEECH2IMAGE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "speech2image"
-    )
-    return Path(root)
 
 
 def embedded_ctranslate2_path() -> Path:

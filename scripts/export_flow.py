@@ -1,0 +1,96 @@
+"""Write Kubernetes manifests and a docker-compose file from flow.yml, with no network.
+
+    python scripts/export_flow.py [--out deploy] [--namespace speech2image] [--flow flow.yml]
+
+Jina's own export (`Flow.to_kubernetes_yaml`, `Flow.to_docker_compose_yaml`) does the
+work. The gateway image is pinned through JINA_GATEWAY_IMAGE, so Jina's (closed) hub is
+never called. The HF token is never written: Kubernetes reads it from the Secret
+`speech2image-hf-token` (key HF_TOKEN), docker compose from the shell's $HF_TOKEN.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY_IMAGE = "jinaai/jina:3.34.0-py311-standard"
+SECRET = "speech2image-hf-token"
+
+
+def load_flow(flow_file: Path):
+    """flow.yml as a Jina Flow, without the env entries that would inline secrets."""
+    from jina import Flow
+
+    spec = yaml.safe_load(flow_file.read_text())
+    secrets = {}
+    for executor in spec["executors"]:
+        env = executor.pop("env", {}) or {}
+        secrets[executor["name"]] = sorted(env)  # only names travel; values come from the cluster
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=flow_file.parent) as stripped:
+        stripped.write(yaml.safe_dump(spec, sort_keys=False))
+        stripped.flush()
+        return Flow.load_config(stripped.name), secrets
+
+
+def export(out: Path, namespace: str, flow_file: Path) -> tuple[Path, Path]:
+    os.environ.setdefault("JINA_GATEWAY_IMAGE", GATEWAY_IMAGE)
+    flow, secrets = load_flow(flow_file)
+    k8s_dir, compose_file = out / "kubernetes", out / "docker-compose.yml"
+    flow.to_kubernetes_yaml(str(k8s_dir), k8s_namespace=namespace)
+    flow.to_docker_compose_yaml(str(compose_file), network_name="speech2image")
+    for manifest in k8s_dir.glob("*/*.yml"):
+        _finish_k8s(manifest, secrets.get(manifest.parent.name, []))
+    _finish_compose(compose_file, secrets)
+    return k8s_dir, compose_file
+
+
+def _without_search_paths(args: list[str]) -> list[str]:
+    """Drop `--extra-search-paths <this machine's directory>`: the images hold their code."""
+    return [a for k, a in enumerate(args) if a != "--extra-search-paths" and (k == 0 or args[k - 1] != "--extra-search-paths")]
+
+
+def _finish_k8s(manifest: Path, secret_variables: list[str]) -> None:
+    """Secrets by reference, a readiness probe (Jina's health check), no host paths."""
+    documents = list(yaml.safe_load_all(manifest.read_text()))
+    for document in documents:
+        if not document or document.get("kind") not in ("Deployment", "StatefulSet"):
+            continue
+        for container in document["spec"]["template"]["spec"]["containers"]:
+            container["args"] = _without_search_paths(container.get("args", []))
+            if "livenessProbe" in container:
+                container.setdefault("readinessProbe", {**container["livenessProbe"], "initialDelaySeconds": 5})
+            container.setdefault("env", []).extend(
+                {"name": v, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": v, "optional": True}}}
+                for v in secret_variables)
+    manifest.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+
+
+def _finish_compose(compose_file: Path, secrets: dict[str, list[str]]) -> None:
+    """Secrets from the shell, and no volume over the image's /app."""
+    compose = yaml.safe_load(compose_file.read_text())
+    for service_name, service in compose["services"].items():
+        service.pop("volumes", None)  # Jina mounts the host's ~/.cache/jina onto /app, hiding the code
+        service["command"] = _without_search_paths(service.get("command", []))
+        executor = service_name.split("-rep-")[0]
+        environment = service.setdefault("environment", [])
+        environment.extend(f"{v}=${{{v}:-}}" for v in secrets.get(executor, []))  # never inlined
+    compose_file.write_text(yaml.safe_dump(compose, sort_keys=False))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "deploy")
+    parser.add_argument("--namespace", default="speech2image")
+    parser.add_argument("--flow", type=Path, default=ROOT / "flow.yml")
+    args = parser.parse_args(argv)
+    k8s_dir, compose_file = export(args.out, args.namespace, args.flow)
+    print(f"kubernetes manifests: {k8s_dir}\ndocker compose file: {compose_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

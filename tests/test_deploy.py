@@ -1,0 +1,100 @@
+"""flow.yml, its Kubernetes and Compose exports, and the Dockerfile: checked offline."""
+
+import dataclasses
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+import app
+from tests.conftest import ROOT
+
+FAKE_TOKEN = "hf_THIS_IS_A_FAKE_TOKEN_123"
+BIN = Path(sys.executable).parent  # the virtual environment's console scripts
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("deploy")
+    done = subprocess.run([sys.executable, "scripts/export_flow.py", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_TOKEN": FAKE_TOKEN})
+    assert done.returncode == 0, done.stderr
+    assert FAKE_TOKEN not in done.stdout + done.stderr
+    return out
+
+
+def manifests(out):
+    return {path.parent.name: [d for d in yaml.safe_load_all(path.read_text()) if d]
+            for path in (out / "kubernetes").glob("*/*.yml")}
+
+
+def test_kubernetes_manifests_validate_against_the_api_schemas(exported):
+    for documents in manifests(exported).values():
+        for document in documents:
+            kubernetes_validate.validate(document, "1.37.0", strict=True)
+
+
+def test_gpus_replicas_probes_and_the_token_as_a_secret(exported):
+    by_name = manifests(exported)
+    assert set(by_name) == {"gateway", "whisper", "diffusion"}
+    deployments = {name: next(d for d in docs if d["kind"] == "Deployment") for name, docs in by_name.items()}
+    assert deployments["diffusion"]["spec"]["replicas"] == 2
+    for name in ("whisper", "diffusion"):
+        container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] in (1, "1")
+        assert container["image"] == f"speech2image-{name}:0.1.0"
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert "jina" in container[probe]["exec"]["command"]
+        assert "--extra-search-paths" not in container["args"]
+    env = deployments["diffusion"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "speech2image-hf-token", "key": "HF_TOKEN",
+                                                                 "optional": True}}} in env
+    for path in exported.rglob("*"):
+        if path.is_file():
+            assert FAKE_TOKEN not in path.read_text()
+
+
+def test_compose_file_matches_the_compose_spec(exported):
+    compose_file = exported / "docker-compose.yml"
+    done = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(compose_file)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    assert {"gateway", "whisper", "diffusion-rep-0", "diffusion-rep-1"} <= set(services)
+    assert all("volumes" not in s for s in services.values())
+    assert "HF_TOKEN=${HF_TOKEN:-}" in services["diffusion-rep-0"]["environment"]
+
+
+def test_dockerfile_passes_hadolint():
+    done = subprocess.run([str(BIN / "hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_app_runs_what_flow_yml_defines():
+    from executors.diffusion.executor import StableDiffusionExecutor
+    from executors.whisper.executor import WhisperExecutor
+    from speech2image.audio import AudioLimits, AudioSources
+    from speech2image.diffusion import GenerateOptions
+    from speech2image.transcription import TranscribeOptions
+
+    accepted = {
+        "whisper": (WhisperExecutor, (AudioLimits, AudioSources, TranscribeOptions)),
+        "diffusion": (StableDiffusionExecutor, (GenerateOptions,)),
+    }
+    flow = yaml.safe_load((ROOT / "flow.yml").read_text())
+    specs = app.executor_specs(app.parse_args([]))
+    assert [s["name"] for s in specs] == [e["name"] for e in flow["executors"]] == ["whisper", "diffusion"]
+    for spec, executor in zip(specs, flow["executors"]):
+        assert spec["uses_with"] == {**executor["uses_with"], **spec["uses_with"]}
+        executor_class, options = accepted[spec["name"]]
+        names = set(inspect.signature(executor_class.__init__).parameters) | {
+            f.name for o in options for f in dataclasses.fields(o)}
+        assert set(spec["uses_with"]) <= names
+        config = yaml.safe_load((ROOT / "executors" / spec["name"] / "config.yml").read_text())
+        assert set(config["with"]) <= names
