@@ -134,8 +134,8 @@ class DiffusionEngine:
 
     @property
     def size_range(self) -> tuple[int, int]:
-        """Allowed width and height: a quarter to twice the native size."""
-        return max(8, self.native_size // 4), self.native_size * 2
+        """Allowed width and height: a quarter to twice the native size (tiny: up to 512)."""
+        return max(8, self.native_size // 4), 512 if self.family == "tiny" else self.native_size * 2
 
     def resolve(self, options: GenerateOptions) -> Settings:
         """Check options against this model and fill in presets (no model work)."""
@@ -226,7 +226,7 @@ def load_engine(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     started = time.perf_counter()
     try:
         pipe = AutoPipelineForText2Image.from_pretrained(
-            source, torch_dtype=getattr(torch, dtype), cache_dir=cache_dir_,
+            source, dtype=getattr(torch, dtype), cache_dir=cache_dir_,
             local_files_only=local_files_only or model == TINY, **extra,
         )
     except Exception as e:  # hub, file and config errors alike

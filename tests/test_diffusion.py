@@ -62,8 +62,8 @@ def test_scheduler_by_name(engine):
 
 
 @pytest.mark.parametrize("options,fragment", [
-    (GenerateOptions(width=8), "invalid width=8: allowed 16..128"),
-    (GenerateOptions(height=136), "invalid height=136: allowed 16..128"),
+    (GenerateOptions(width=8), "invalid width=8: allowed 16..512"),
+    (GenerateOptions(height=520), "invalid height=520: allowed 16..512"),
 ])
 def test_sizes_outside_the_model_limits_are_rejected(engine, options, fragment):
     with pytest.raises(InvalidRequest, match=fragment):

@@ -49,7 +49,7 @@ def test_empty_transcript_gets_no_images_and_a_flag(executor):
     ({"steps": 500}, "invalid steps=500: allowed 1..150"),
     ({"guidance_scale": -1}, "invalid guidance_scale=-1.0"),
     ({"width": 60}, "invalid width=60: must be a positive multiple of 8"),
-    ({"height": 1024}, "invalid height=1024: allowed 16..128"),
+    ({"height": 1024}, "invalid height=1024: allowed 16..512"),
     ({"scheduler": "fast"}, "invalid scheduler='fast'"),
 ])
 def test_invalid_parameters_are_rejected_before_any_model_work(executor, parameters, fragment):
