@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from speech2image.diffusion import SCHEDULERS, GenerateOptions
-from speech2image.errors import Speech2ImageError
+from speech2image.errors import Speech2ImageError, one_line
 
 WHISPER_OPTIONS = ("language", "task", "beam_size", "vad_filter", "initial_prompt", "word_timestamps")
 DIFFUSION_OPTIONS = ("num_images", "seed", "negative_prompt", "steps", "guidance_scale", "width", "height", "scheduler")
@@ -92,7 +92,7 @@ def post(docs, host: str = "localhost:54322", parameters: Optional[dict] = None,
                               return_type=DocList[SpeechImageDoc], timeout=timeout,
                               on_error=lambda response: failures.append(response))
     except Exception as e:  # connection refused, timeouts, protocol errors
-        raise ClientError(f"cannot reach the speech2image server at {host}: {_first_line(e)}") from e
+        raise ClientError(f"cannot reach the speech2image server at {host}: {one_line(e)}") from e
     if failures:
         raise ClientError(f"the server refused the request: {_server_error(failures[0])}")
     return results
@@ -140,18 +140,11 @@ def contact_sheet(paths: list[Path]):
     return sheet
 
 
-def _first_line(error: Exception) -> str:
-    text = " ".join(str(error).split())
-    return text[:300] or type(error).__name__
-
-
 def _server_error(response) -> str:
-    status = response.header.status
-    description = status.description or status.exception.name
-    # the executor's message, without the exception class wrapper Jina adds: Name("message")
-    if status.exception.args:
-        description = status.exception.args[0]
-    return f"{status.exception.name or 'error'}: {' '.join(description.split())}"
+    exception = response.header.status.exception
+    # the executor's own message, without the Name("message") wrapper Jina adds to the description
+    message = exception.args[0] if exception.args else response.header.status.description
+    return f"{exception.name or 'error'}: {' '.join(message.split())}"
 
 
 def parse_args(argv=None) -> argparse.Namespace:

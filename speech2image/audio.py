@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .errors import AudioError, ForbiddenSource
+from .errors import AudioError, ForbiddenSource, one_line
 from .options import check_range
 
 SAMPLE_RATE = 16_000
@@ -67,7 +67,7 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray
     try:
         container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, ValueError, UnicodeDecodeError) as e:
-        raise AudioError(f"not audio: the bytes could not be opened as audio ({_one_line(e)}); {FORMATS_HINT}") from e
+        raise AudioError(f"not audio: the bytes could not be opened as audio ({one_line(e)}); {FORMATS_HINT}") from e
     chunks: list[np.ndarray] = []
     total = 0
     try:
@@ -91,7 +91,7 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray
     except AudioError:
         raise
     except (av.FFmpegError, ValueError, OSError) as e:
-        raise AudioError(f"corrupt audio: decoding failed ({_one_line(e)}); {FORMATS_HINT}") from e
+        raise AudioError(f"corrupt audio: decoding failed ({one_line(e)}); {FORMATS_HINT}") from e
     waveform = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     if waveform.size == 0:
         raise AudioError(f"empty audio: the file decodes to no samples; {FORMATS_HINT}")
@@ -159,17 +159,13 @@ def _fetch(url: str, sources: AudioSources, limits: AudioLimits) -> bytes:
                     raise AudioError(f"audio too large: {url!r} is over max_audio_bytes={limits.max_audio_bytes}")
             return bytes(body)
     except requests.RequestException as e:
-        raise AudioError(f"cannot fetch {url!r}: {_one_line(e)}") from e
+        raise AudioError(f"cannot fetch {url!r}: {one_line(e)}") from e
 
 
 def _too_long(seconds: float, limits: AudioLimits) -> AudioError:
     return AudioError(
         f"audio too long: {seconds:.1f} s > max_audio_seconds={limits.max_audio_seconds:g}; send a shorter clip"
     )
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def load_audio(doc, sources: AudioSources, limits: AudioLimits) -> Optional[np.ndarray]:

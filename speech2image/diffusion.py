@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .errors import GenerationError, InvalidRequest, ModelLoadError
+from .errors import GenerationError, InvalidRequest, ModelLoadError, one_line
 from .options import check_choice, check_range
 from .random_pipelines import has_random_weights, save_random_pipeline
 from .cache import tiny_diffusion_dir
@@ -199,9 +199,8 @@ def fetch_model(model: str, cache_dir_: Optional[str] = None, local_files_only: 
 
 
 def _load_failure(model: str, error: Exception) -> str:
-    reason = " ".join(str(error).split())[:300] or type(error).__name__
     return (
-        f"diffusion model {model!r} could not be loaded ({reason}); it is neither cached nor downloadable here: "
+        f"diffusion model {model!r} could not be loaded ({one_line(error)}); it is neither cached nor downloadable here: "
         f"connect to the internet once (HF_TOKEN for gated models), pass a local diffusers directory, "
         f"or use model='{TINY}' (random weights, no network)"
     )

@@ -5,6 +5,11 @@ one), then how to fix it. Library errors are wrapped with ``raise ... from e``.
 """
 
 
+def one_line(error: Exception, limit: int = 300) -> str:
+    """A library error's message on one line, for wrapping it in one of ours."""
+    return " ".join(str(error).split())[:limit] or type(error).__name__
+
+
 class Speech2ImageError(Exception):
     """Base class of the project's errors."""
 

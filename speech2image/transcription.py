@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .errors import InvalidRequest, ModelLoadError
+from .errors import InvalidRequest, ModelLoadError, one_line
 from .options import check_choice, check_range
 from .whisper_models import (
     EMBEDDED,
@@ -211,9 +211,8 @@ def speech_timestamps(audio: np.ndarray) -> list[dict]:
 
 
 def _load_failure(model: str, error: Exception) -> str:
-    reason = " ".join(str(error).split())[:300] or type(error).__name__
     return (
-        f"whisper model {model!r} could not be loaded ({reason}); it is neither cached nor downloadable here: "
+        f"whisper model {model!r} could not be loaded ({one_line(error)}); it is neither cached nor downloadable here: "
         f"connect to the internet once, pass a local path, or use model='{EMBEDDED}' (no network needed)"
     )
 
