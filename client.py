@@ -74,28 +74,66 @@ def make_documents(audio_files: list[Path], text: Optional[str] = None):
     return DocList[SpeechImageDoc](docs)
 
 
-def post(docs, host: str = "localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0):
-    """Send the documents through the Flow's /generate endpoint and return them filled."""
-    from docarray import DocList
+def post(docs, host="localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0):
+    """Send the documents through the Flow's /generate endpoint and return them filled.
+
+    `host` is "HOST:PORT", "http://HOST:PORT", or a client from :func:`connect` (which
+    keeps its connection: use one for many requests). Jina's gRPC client serves one
+    thread at a time (jina-ai/serve#5192): for concurrent requests from one process use
+    :func:`post_async` in one event loop, or processes.
+    """
+    client, failures = connect(host), []
+    try:
+        results = client.post("/generate", inputs=docs, parameters=parameters or {},
+                              return_type=_doc_list(), timeout=timeout, on_error=failures.append)
+    except Exception as e:  # connection refused, timeouts, protocol errors
+        raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
+    _raise_failure(failures)
+    return results
+
+
+async def post_async(docs, host="localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0):
+    """:func:`post` for asyncio: many of these may run at once in one event loop."""
+    client, failures, results = connect(host, asyncio=True), [], _doc_list()()
+    try:
+        async for answered in client.post(
+                "/generate", inputs=docs, parameters=parameters or {}, return_type=_doc_list(), timeout=timeout,
+                on_error=failures.append):
+            results.extend(answered)
+    except Exception as e:
+        raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
+    _raise_failure(failures)
+    return results
+
+
+def connect(host: str, asyncio: bool = False):
+    """A Jina client of the Flow at "HOST:PORT" or "http://HOST:PORT" (a client is returned as is)."""
     from jina import Client
 
-    from speech2image.schema import SpeechImageDoc
-
+    if not isinstance(host, str):
+        return host
     protocol, address = host.split("://", 1) if "://" in host else ("grpc", host)
     hostname, _, port = address.rpartition(":")
     if not hostname or not port.isdigit():
         raise ClientError(f"invalid --host {host!r}: use HOST:PORT, e.g. localhost:54322 (http://HOST:PORT for HTTP)")
-    client = Client(host=hostname, port=int(port), protocol=protocol)
-    failures = []
-    try:
-        results = client.post("/generate", inputs=docs, parameters=parameters or {},
-                              return_type=DocList[SpeechImageDoc], timeout=timeout,
-                              on_error=lambda response: failures.append(response))
-    except Exception as e:  # connection refused, timeouts, protocol errors
-        raise ClientError(f"cannot reach the speech2image server at {host}: {one_line(e)}") from e
+    return Client(host=hostname, port=int(port), protocol=protocol, asyncio=asyncio)
+
+
+def _address(client) -> str:
+    return f"{client.args.host}:{client.args.port}"
+
+
+def _doc_list():
+    from docarray import DocList
+
+    from speech2image.schema import SpeechImageDoc
+
+    return DocList[SpeechImageDoc]
+
+
+def _raise_failure(failures: list) -> None:
     if failures:
         raise ClientError(f"the server refused the request: {_server_error(failures[0])}")
-    return results
 
 
 def save(docs, inputs: list[str], out_dir: Path, elapsed: float) -> list[Result]:
