@@ -1,8 +1,9 @@
 """Audio in: decode untrusted bytes with PyAV into 16 kHz mono float32, within limits.
 
 Nothing here needs a system ffmpeg: PyAV ships its own libraries (as faster-whisper
-does). Decoding stops as soon as a limit is passed, so a file that claims to be huge
-costs no more than the limit.
+does). The declared format is checked before decoding and decoding stops as soon as a
+limit is passed, so a file that claims (or unpacks) to be huge costs no more than the
+limit in time and memory.
 """
 
 import io
@@ -15,22 +16,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .errors import AudioError, ForbiddenSource, one_line
-from .options import check_range
+from .limits import AudioLimits
 
 SAMPLE_RATE = 16_000
 FORMATS_HINT = "send the bytes of a wav, flac, mp3, ogg/opus or m4a file"
-
-
-@dataclass(frozen=True)
-class AudioLimits:
-    """Bounds on one document's audio."""
-
-    max_audio_bytes: int = 25_000_000
-    max_audio_seconds: float = 600.0
-
-    def __post_init__(self):
-        check_range("max_audio_bytes", self.max_audio_bytes, 1, 2**31)
-        check_range("max_audio_seconds", self.max_audio_seconds, 0.1, 24 * 3600)
 
 
 @dataclass(frozen=True)
@@ -75,11 +64,13 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray
             if not container.streams.audio:
                 raise AudioError(f"not audio: the file has no audio stream; {FORMATS_HINT}")
             stream = container.streams.audio[0]
+            limits.check_format(stream.sample_rate or 0, stream.channels or 0)
             declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
             if declared is not None and declared > limits.max_audio_seconds * 1.05:
                 raise _too_long(declared, limits)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
             for frame in container.decode(stream):
+                limits.check_format(frame.sample_rate, frame.layout.nb_channels)  # formats may change mid-stream
                 frame.pts = None  # let the resampler count samples itself
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))

@@ -73,7 +73,8 @@ class GeneratedImage(BaseDoc):
 class SpeechImageDoc(BaseDoc):
     """A spoken (or typed) prompt, its transcript, and the images made from it."""
 
-    # input: one of audio, waveform, uri (audio); or prompt alone (text-only request)
+    # input: one of audio, waveform, uri (audio); or prompt alone (text-only request).
+    # WhisperExecutor clears audio and waveform once transcribed: answers stay small.
     audio: Optional[NdArray] = None  # encoded file bytes (wav, flac, mp3, ogg, m4a) as uint8
     waveform: Optional[NdArray] = None  # float32 mono samples at 16 kHz
     uri: Optional[str] = None  # server-side path or URL; refused unless allow-listed

@@ -75,3 +75,15 @@ def test_one_executor_flow_over_grpc():
         assert len(images) == 3 and [i.seed for i in images] == [42, 43, 44]
         assert Image.open(io.BytesIO(from_blob(images[0].png))).size == (48, 64)
         assert [from_blob(i.png) for i in images] == [from_blob(i.png) for i in again[0].images]
+
+
+def test_work_budget_is_checked_before_any_image_is_drawn():
+    executor = StableDiffusionExecutor(model="tiny", max_megapixel_steps=0.5, max_documents=2)
+    docs = DocList[SpeechImageDoc]([SpeechImageDoc(prompt="a cat"), SpeechImageDoc(text="a dog")])
+    with pytest.raises(InvalidRequest, match=r"2 document\(s\) x num_images=2 x steps=4 x 256x256 = 1.0 megapixel-steps"
+                                             r" > max_megapixel_steps=0.5"):
+        executor.generate(docs=docs, parameters={"num_images": 2, "width": 256, "height": 256})
+    assert all(len(doc.images) == 0 for doc in docs)  # nothing was drawn
+    with pytest.raises(InvalidRequest, match="too many documents: 3 > max_documents=2"):
+        executor.generate(docs=DocList[SpeechImageDoc]([SpeechImageDoc(prompt="a")] * 3), parameters={})
+    assert len(run(executor, SpeechImageDoc(prompt="a cat"), num_images=1, width=256, height=256)[0].images) == 1

@@ -99,3 +99,13 @@ def test_one_executor_flow_over_grpc(jfk_bytes, jfk_text):
         docs = flow.post("/generate", inputs=DocList[SpeechImageDoc]([SpeechImageDoc(audio=to_blob(jfk_bytes))]),
                          return_type=DocList[SpeechImageDoc])
         assert wer(jfk_text, docs[0].text) == 0
+
+
+def test_request_limits_are_checked_before_any_audio_is_decoded(jfk_bytes):
+    executor = WhisperExecutor(model="embedded", max_documents=2, max_prompt_chars=20)
+    audio = SpeechImageDoc(audio=to_blob(jfk_bytes))
+    with pytest.raises(InvalidRequest, match="too many documents: 3 > max_documents=2"):
+        run(executor, audio, audio, audio)
+    with pytest.raises(InvalidRequest, match="prompt of document 1 too long: 21 characters > max_prompt_chars=20"):
+        run(executor, audio, SpeechImageDoc(prompt="x" * 21))
+    assert audio.text is None  # refused before any transcription

@@ -6,6 +6,7 @@ from docarray import DocList
 from jina import Executor, requests
 
 from speech2image.diffusion import DEFAULT_MODEL, GenerateOptions, Image, generate, load_engine
+from speech2image.limits import RequestLimits
 from speech2image.options import merge, split_kwargs
 from speech2image.schema import GeneratedImage, SpeechImageDoc, to_blob
 
@@ -16,14 +17,15 @@ class StableDiffusionExecutor(Executor):
     Arguments (config.yml `with:`): `model` (a diffusers model id, a local diffusers
     directory, or "tiny"), `device` and `dtype` ("auto" picks CUDA+float16 when there is
     a GPU), `cache_dir` (HF_HOME by default), `local_files_only`, `safety_checker`,
-    `cpu_threads`, `batch_images`; and the defaults of every request option of
-    :class:`GenerateOptions`, which request parameters override.
+    `cpu_threads`, `batch_images`; the request limits of :class:`RequestLimits`
+    (`max_documents`, `max_prompt_chars`, `max_megapixel_steps`); and the defaults of every
+    request option of :class:`GenerateOptions`, which request parameters override.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
                  cache_dir: Optional[str] = None, local_files_only: bool = False, safety_checker: bool = False,
                  cpu_threads: int = 0, batch_images: bool = False, **kwargs):
-        self.defaults, rest = split_kwargs(kwargs, GenerateOptions)
+        self.limits, self.defaults, rest = split_kwargs(kwargs, RequestLimits, GenerateOptions)
         super().__init__(**rest)
         self.engine = load_engine(model, device, dtype, cache_dir, local_files_only, safety_checker,
                                   cpu_threads, batch_images)
@@ -31,9 +33,12 @@ class StableDiffusionExecutor(Executor):
     @requests(on="/generate")
     def generate(self, docs: DocList[SpeechImageDoc], parameters: dict, **kwargs) -> DocList[SpeechImageDoc]:
         options = merge(self.defaults, parameters or {})
-        self.engine.resolve(options)  # rejects sizes outside the model's limits before any work
-        for doc in docs:
-            prompt = (doc.image_prompt() or "").strip()
+        settings = self.engine.resolve(options)  # rejects sizes outside the model's limits
+        self.limits.check_documents(docs)
+        prompts = [(doc.image_prompt() or "").strip() for doc in docs]
+        self.limits.check_work(sum(map(bool, prompts)), len(settings.seeds), settings.steps, settings.width,
+                               settings.height)
+        for doc, prompt in zip(docs, prompts):
             if not prompt:
                 doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
                 continue

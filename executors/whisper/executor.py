@@ -5,8 +5,9 @@ from typing import Optional
 from docarray import DocList
 from jina import Executor, requests
 
-from speech2image.audio import AudioLimits, AudioSources, load_audio
+from speech2image.audio import AudioSources, load_audio
 from speech2image.errors import InvalidRequest
+from speech2image.limits import AudioLimits, RequestLimits
 from speech2image.options import merge, split_kwargs
 from speech2image.schema import Segment, SpeechImageDoc, Word
 from speech2image.transcription import TranscribeOptions, Transcript, load_engine, transcribe
@@ -18,20 +19,23 @@ class WhisperExecutor(Executor):
     Arguments (config.yml `with:`): `backend` ("faster-whisper" or "openai-whisper"),
     `model` (a Whisper name, a local path, or "embedded"), `device` and `compute_type`
     ("auto" picks CUDA+float16 when there is a GPU), `cache_dir`, `cpu_threads`; the
-    audio limits (`max_audio_bytes`, `max_audio_seconds`); the `uri` allow-lists
+    limits of :mod:`speech2image.limits` (`max_audio_bytes`, `max_audio_seconds`,
+    `max_sample_rate`, `max_channels`, `max_documents`, `max_prompt_chars`); the `uri` allow-lists
     (`allowed_audio_dirs`, `allowed_audio_urls`); and the defaults of every request
     option of :class:`TranscribeOptions`, which request parameters override.
     """
 
     def __init__(self, backend: str = "faster-whisper", model: str = "embedded", device: str = "auto",
                  compute_type: str = "auto", cache_dir: Optional[str] = None, cpu_threads: int = 0, **kwargs):
-        self.limits, self.sources, self.defaults, rest = split_kwargs(kwargs, AudioLimits, AudioSources, TranscribeOptions)
+        self.limits, self.request_limits, self.sources, self.defaults, rest = split_kwargs(
+            kwargs, AudioLimits, RequestLimits, AudioSources, TranscribeOptions)
         super().__init__(**rest)
         self.engine = load_engine(backend, model, device, compute_type, cache_dir, cpu_threads)
 
     @requests(on="/generate")
     def transcribe(self, docs: DocList[SpeechImageDoc], parameters: dict, **kwargs) -> DocList[SpeechImageDoc]:
         options = merge(self.defaults, parameters or {})
+        self.request_limits.check_documents(docs)
         for doc in docs:  # all documents are checked before any model work
             if not doc.has_audio() and not doc.prompt:
                 raise InvalidRequest("empty document: it has neither audio nor a text prompt; send audio bytes or prompt")
@@ -39,6 +43,7 @@ class WhisperExecutor(Executor):
         for doc, waveform in zip(docs, waveforms):
             if waveform is not None:  # text-only documents pass through untouched
                 write_transcript(doc, transcribe(self.engine, waveform, options))
+                doc.audio = doc.waveform = None  # the answer does not carry the input back
         return docs
 
 

@@ -1,0 +1,83 @@
+"""Every bound on what one request may ask for, in one place.
+
+Operators set them in either executor's config.yml `with:` (or `uses_with`); requests
+cannot change them. Each is checked before any model work, and a request over one is
+refused with a one-line message naming the parameter, its value and the limit.
+"""
+
+from dataclasses import dataclass
+
+from .errors import AudioError, InvalidRequest
+from .options import check_range
+
+MEGA = 2**20
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """Bounds on one document's audio."""
+
+    max_audio_bytes: int = 25_000_000
+    max_audio_seconds: float = 600.0
+    max_sample_rate: int = 192_000
+    max_channels: int = 8
+
+    def __post_init__(self):
+        check_range("max_audio_bytes", self.max_audio_bytes, 1, 2**31)
+        check_range("max_audio_seconds", self.max_audio_seconds, 0.1, 24 * 3600)
+        check_range("max_sample_rate", self.max_sample_rate, 8_000, 768_000)
+        check_range("max_channels", self.max_channels, 1, 64)
+
+    def check_format(self, sample_rate: int, channels: int) -> None:
+        """Refuse a stream whose declared format is over the limits, before decoding it."""
+        if not 0 < sample_rate <= self.max_sample_rate:
+            raise AudioError(
+                f"audio sample rate {sample_rate} Hz is outside 1..max_sample_rate={self.max_sample_rate}; "
+                "resample the file (16 kHz is enough for speech)"
+            )
+        if not 0 < channels <= self.max_channels:
+            raise AudioError(
+                f"audio has {channels} channels, outside 1..max_channels={self.max_channels}; send mono or stereo"
+            )
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on one request: its documents, prompts, and the images' work.
+
+    The work of a request is documents × num_images × steps × width × height, counted in
+    megapixel-steps (2^20 pixels through one denoising step): 4 SDXL images of 1024² at
+    30 steps are 120, 8 SD images of 512² at 50 steps 100.
+    """
+
+    max_documents: int = 16
+    max_prompt_chars: int = 1000
+    max_megapixel_steps: float = 128.0
+
+    def __post_init__(self):
+        check_range("max_documents", self.max_documents, 1, 10_000)
+        check_range("max_prompt_chars", self.max_prompt_chars, 1, 100_000)
+        check_range("max_megapixel_steps", self.max_megapixel_steps, 0.001, 1e6)
+
+    def check_documents(self, docs) -> None:
+        """Refuse too many documents, or a text prompt that is too long."""
+        if len(docs) > self.max_documents:
+            raise InvalidRequest(
+                f"too many documents: {len(docs)} > max_documents={self.max_documents}; split the request"
+            )
+        for index, doc in enumerate(docs):
+            if doc.prompt is not None and len(doc.prompt) > self.max_prompt_chars:
+                raise InvalidRequest(
+                    f"prompt of document {index} too long: {len(doc.prompt)} characters > "
+                    f"max_prompt_chars={self.max_prompt_chars}; shorten it"
+                )
+
+    def check_work(self, documents: int, num_images: int, steps: int, width: int, height: int) -> None:
+        """Refuse a request whose images would take more than max_megapixel_steps."""
+        work = documents * num_images * steps * width * height / MEGA
+        if work > self.max_megapixel_steps:
+            raise InvalidRequest(
+                f"request too large: {documents} document(s) x num_images={num_images} x steps={steps} x "
+                f"{width}x{height} = {work:.1f} megapixel-steps > max_megapixel_steps={self.max_megapixel_steps:g}; "
+                "ask for fewer images, fewer steps or a smaller size"
+            )
