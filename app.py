@@ -76,10 +76,14 @@ def fetch_models(specs: list[dict]) -> None:
 
 
 def build_flow(args: argparse.Namespace, specs: list[dict]):
+    """The Flow of flow.yml's gateway settings (its `with:`) and `specs`, on args' ports."""
+    import yaml
     from jina import Flow
 
+    gateway = {k: v for k, v in yaml.safe_load(args.flow.read_text()).get("with", {}).items()
+               if k not in ("protocol", "port")}
     ports = [args.port + k for k in range(len(args.protocol))]
-    flow = Flow(protocol=args.protocol, port=ports)
+    flow = Flow(protocol=args.protocol, port=ports, **gateway)
     for spec in specs:
         flow = flow.add(**spec)
     return flow

@@ -241,8 +241,14 @@ def load_engine(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     return engine
 
 
-def generate(engine: DiffusionEngine, prompt: str, options: GenerateOptions = GenerateOptions()) -> list[Image]:
-    """Draw `options.num_images` images of `prompt`."""
+class _PastDeadline(Exception):
+    """Raised between denoising steps once a request has run out of time."""
+
+
+def generate(engine: DiffusionEngine, prompt: str, options: GenerateOptions = GenerateOptions(),
+             deadline: Optional[float] = None) -> list[Image]:
+    """Draw `options.num_images` images of `prompt`, stopping between two denoising steps
+    with GenerationError once `time.monotonic()` passes `deadline`."""
     import torch
 
     settings = engine.resolve(options)
@@ -257,6 +263,12 @@ def generate(engine: DiffusionEngine, prompt: str, options: GenerateOptions = Ge
     # image k must come out byte-identical when its seed is asked for alone
     batches = [settings.seeds] if engine.batch_images else [(seed,) for seed in settings.seeds]
     images, flagged = [], []
+
+    def check_deadline(pipe, step, timestep, callback_kwargs):
+        if deadline is not None and time.monotonic() > deadline:
+            raise _PastDeadline(f"step {step + 1} of {settings.steps} of image {len(images) + 1} of {n}")
+        return callback_kwargs
+
     with engine.lock:
         engine.pipe.scheduler = engine.scheduler(settings.scheduler)
         started = time.perf_counter()
@@ -268,10 +280,15 @@ def generate(engine: DiffusionEngine, prompt: str, options: GenerateOptions = Ge
                     num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
                     width=settings.width, height=settings.height,
                     generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-                    output_type="pil",
+                    output_type="pil", callback_on_step_end=check_deadline,
                 )
                 images += output.images
                 flagged += output.nsfw_content_detected or [False] * len(seeds)
+        except _PastDeadline as e:
+            raise GenerationError(
+                f"request timed out at {e}: it ran past the executor's request_timeout_seconds; "
+                "ask for fewer images, fewer steps or a smaller size"
+            ) from e
         except torch.OutOfMemoryError as e:
             torch.cuda.empty_cache()
             raise GenerationError(

@@ -43,7 +43,7 @@ class AudioLimits:
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """Bounds on one request: its documents, prompts, and the images' work.
+    """Bounds on one request: its documents, prompts, the images' work and time.
 
     The work of a request is documents × num_images × steps × width × height, counted in
     megapixel-steps (2^20 pixels through one denoising step): 4 SDXL images of 1024² at
@@ -53,8 +53,10 @@ class RequestLimits:
     max_documents: int = 16
     max_prompt_chars: int = 1000
     max_megapixel_steps: float = 128.0
+    request_timeout_seconds: float = 300.0  # image generation stops between two steps past it
 
     def __post_init__(self):
+        check_range("request_timeout_seconds", self.request_timeout_seconds, 0.001, 24 * 3600)
         check_range("max_documents", self.max_documents, 1, 10_000)
         check_range("max_prompt_chars", self.max_prompt_chars, 1, 100_000)
         check_range("max_megapixel_steps", self.max_megapixel_steps, 0.001, 1e6)

@@ -87,3 +87,17 @@ def test_work_budget_is_checked_before_any_image_is_drawn():
     with pytest.raises(InvalidRequest, match="too many documents: 3 > max_documents=2"):
         executor.generate(docs=DocList[SpeechImageDoc]([SpeechImageDoc(prompt="a")] * 3), parameters={})
     assert len(run(executor, SpeechImageDoc(prompt="a cat"), num_images=1, width=256, height=256)[0].images) == 1
+
+
+def test_a_request_past_its_timeout_stops_between_steps_and_the_executor_keeps_serving():
+    import time
+
+    from speech2image.errors import GenerationError
+
+    executor = StableDiffusionExecutor(model="tiny", request_timeout_seconds=3)
+    started = time.monotonic()
+    with pytest.raises(GenerationError, match=r"request timed out at step \d+ of 50 of image 1 of 8: .*"
+                                              r"request_timeout_seconds"):
+        run(executor, SpeechImageDoc(prompt="a cat"), num_images=8, steps=50, width=128, height=128)
+    assert time.monotonic() - started < 30  # 400 steps would take minutes
+    assert len(run(executor, SpeechImageDoc(prompt="a cat"), steps=1, width=16, height=16)[0].images) == 1
