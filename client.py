@@ -19,6 +19,7 @@ from typing import Optional
 
 from speech2image.diffusion import SCHEDULERS, GenerateOptions
 from speech2image.errors import Speech2ImageError, one_line
+from speech2image.options import merge
 
 WHISPER_OPTIONS = ("language", "task", "beam_size", "vad_filter", "initial_prompt", "word_timestamps")
 DIFFUSION_OPTIONS = ("num_images", "seed", "negative_prompt", "steps", "guidance_scale", "width", "height", "scheduler")
@@ -49,7 +50,7 @@ def request_parameters(options: dict) -> dict:
     Diffusion options are validated here first, so a bad value fails before any upload.
     """
     diffusion = {k: options[k] for k in DIFFUSION_OPTIONS if options.get(k) is not None}
-    GenerateOptions(**diffusion)  # raises InvalidRequest with the one-line reason
+    merge(GenerateOptions(), diffusion)  # raises InvalidRequest with the one-line reason
     whisper = {k: options[k] for k in WHISPER_OPTIONS if options.get(k) is not None}
     return {**{f"whisper__{k}": v for k, v in whisper.items()}, **{f"diffusion__{k}": v for k, v in diffusion.items()}}
 

@@ -64,6 +64,8 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray
             if not container.streams.audio:
                 raise AudioError(f"not audio: the file has no audio stream; {FORMATS_HINT}")
             stream = container.streams.audio[0]
+            if stream.codec_context is None:
+                raise AudioError(f"corrupt audio: its audio stream has no known codec; {FORMATS_HINT}")
             limits.check_format(stream.sample_rate or 0, stream.channels or 0)
             declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
             if declared is not None and declared > limits.max_audio_seconds * 1.05:
@@ -110,6 +112,8 @@ def check_waveform(waveform, limits: AudioLimits = AudioLimits()) -> np.ndarray:
 
 def read_source(uri: str, sources: AudioSources, limits: AudioLimits = AudioLimits()) -> bytes:
     """Read the bytes a `uri` names, only if `sources` allow-lists it."""
+    if "\x00" in uri:
+        raise ForbiddenSource("uri refused: it holds a NUL byte; send the audio bytes in the document instead")
     scheme = urlsplit(uri).scheme.lower()
     if scheme in ("http", "https"):
         if not any(uri.startswith(prefix) for prefix in sources.allowed_audio_urls):
