@@ -2,43 +2,48 @@
 #   BASE_IMAGE           a CUDA runtime by default; any Debian/Ubuntu image with apt works
 #   EXECUTOR             whisper or diffusion: only that executor's code and dependencies
 #   BAKE_OFFLINE_MODELS  true: build the offline models (embedded whisper / tiny diffusion) into the image
+# Build-only pip settings (a mirror, a CA bundle, local wheels) go in build-config/
+# (see its README); they are used by the build stage and never reach the image.
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
-FROM ${BASE_IMAGE}
 
-ARG EXECUTOR=whisper
-ARG BAKE_OFFLINE_MODELS=false
-
+FROM ${BASE_IMAGE} AS base
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONPATH=/app \
+    PYTHONPATH=/opt/speech2image \
     JINA_MP_START_METHOD=spawn \
     PATH=/opt/venv/bin:$PATH
-
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && python3.11 -m venv /opt/venv
+    && useradd --create-home --uid 10001 speech2image
 
-WORKDIR /app
+FROM base AS dependencies
+ARG EXECUTOR=whisper
+COPY build-config /build-config
+COPY requirements-jina.txt /opt/speech2image/requirements-jina.txt
+COPY executors/${EXECUTOR}/requirements.txt /opt/speech2image/executors/${EXECUTOR}/requirements.txt
+RUN if [ -f /build-config/pip.conf ]; then export PIP_CONFIG_FILE=/build-config/pip.conf; fi \
+    && python3.11 -m venv /opt/venv \
+    && pip install -r /opt/speech2image/executors/${EXECUTOR}/requirements.txt
 
-# dependencies first: code changes do not reinstall them
-COPY requirements-jina.txt /app/requirements-jina.txt
-COPY executors/${EXECUTOR}/requirements.txt /app/executors/${EXECUTOR}/requirements.txt
-RUN pip install -r /app/executors/${EXECUTOR}/requirements.txt
+FROM base
+# code under /opt: Jina mounts an executor workspace volume on /app
+ARG EXECUTOR=whisper
+ARG BAKE_OFFLINE_MODELS=false
+COPY --from=dependencies /opt/venv /opt/venv
+WORKDIR /opt/speech2image
+COPY speech2image /opt/speech2image/speech2image
+COPY executors/__init__.py /opt/speech2image/executors/__init__.py
+COPY executors/${EXECUTOR} /opt/speech2image/executors/${EXECUTOR}
 
-COPY speech2image /app/speech2image
-COPY executors/__init__.py /app/executors/__init__.py
-COPY executors/${EXECUTOR} /app/executors/${EXECUTOR}
-
-RUN useradd --create-home --uid 10001 speech2image
 USER 10001
 ENV HOME=/home/speech2image \
     SPEECH2IMAGE_CACHE=/home/speech2image/.cache/speech2image \
     HF_HOME=/home/speech2image/.cache/huggingface
 RUN if [ "$BAKE_OFFLINE_MODELS" = "true" ]; then python -m speech2image.bake "$EXECUTOR"; fi
 
-WORKDIR /app/executors/${EXECUTOR}
+WORKDIR /opt/speech2image/executors/${EXECUTOR}
 ENTRYPOINT ["jina", "executor", "--uses", "config.yml"]

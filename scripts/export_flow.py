@@ -70,10 +70,10 @@ def _finish_k8s(manifest: Path, secret_variables: list[str]) -> None:
 
 
 def _finish_compose(compose_file: Path, secrets: dict[str, list[str]]) -> None:
-    """Secrets from the shell, and no volume over the image's /app."""
+    """Secrets from the shell, and no host paths."""
     compose = yaml.safe_load(compose_file.read_text())
     for service_name, service in compose["services"].items():
-        service.pop("volumes", None)  # Jina mounts the host's ~/.cache/jina onto /app, hiding the code
+        service.pop("volumes", None)  # Jina would mount the host's ~/.cache/jina on /app
         service["command"] = _without_search_paths(service.get("command", []))
         executor = service_name.split("-rep-")[0]
         environment = service.setdefault("environment", [])

@@ -1,5 +1,6 @@
 """StableDiffusionExecutor: text → images for every document of a request."""
 
+import time
 from typing import Optional
 
 from docarray import DocList
@@ -8,6 +9,7 @@ from jina import Executor, requests
 from speech2image.diffusion import DEFAULT_MODEL, GenerateOptions, Image, generate, load_engine
 from speech2image.limits import RequestLimits
 from speech2image.options import merge, split_kwargs
+from speech2image.serving import announce_when_serving
 from speech2image.schema import GeneratedImage, SpeechImageDoc, to_blob
 
 
@@ -18,8 +20,9 @@ class StableDiffusionExecutor(Executor):
     directory, or "tiny"), `device` and `dtype` ("auto" picks CUDA+float16 when there is
     a GPU), `cache_dir` (HF_HOME by default), `local_files_only`, `safety_checker`,
     `cpu_threads`, `batch_images`; the request limits of :class:`RequestLimits`
-    (`max_documents`, `max_prompt_chars`, `max_megapixel_steps`); and the defaults of every
-    request option of :class:`GenerateOptions`, which request parameters override.
+    (`max_documents`, `max_prompt_chars`, `max_megapixel_steps`, `request_timeout_seconds`);
+    and the defaults of every request option of :class:`GenerateOptions`, which request
+    parameters override.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
@@ -29,9 +32,11 @@ class StableDiffusionExecutor(Executor):
         super().__init__(**rest)
         self.engine = load_engine(model, device, dtype, cache_dir, local_files_only, safety_checker,
                                   cpu_threads, batch_images)
+        announce_when_serving(f"diffusion executor ({self.engine.model})")
 
     @requests(on="/generate")
     def generate(self, docs: DocList[SpeechImageDoc], parameters: dict, **kwargs) -> DocList[SpeechImageDoc]:
+        deadline = time.monotonic() + self.limits.request_timeout_seconds
         options = merge(self.defaults, parameters or {})
         settings = self.engine.resolve(options)  # rejects sizes outside the model's limits
         self.limits.check_documents(docs)
@@ -42,7 +47,8 @@ class StableDiffusionExecutor(Executor):
             if not prompt:
                 doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
                 continue
-            doc.images = DocList[GeneratedImage](to_document(image) for image in generate(self.engine, prompt, options))
+            images = generate(self.engine, prompt, options, deadline)
+            doc.images = DocList[GeneratedImage](to_document(image) for image in images)
         return docs
 
 

@@ -9,6 +9,7 @@ from speech2image.audio import AudioSources, load_audio
 from speech2image.errors import InvalidRequest
 from speech2image.limits import AudioLimits, RequestLimits
 from speech2image.options import merge, split_kwargs
+from speech2image.serving import announce_when_serving
 from speech2image.schema import Segment, SpeechImageDoc, Word
 from speech2image.transcription import TranscribeOptions, Transcript, load_engine, transcribe
 
@@ -31,6 +32,7 @@ class WhisperExecutor(Executor):
             kwargs, AudioLimits, RequestLimits, AudioSources, TranscribeOptions)
         super().__init__(**rest)
         self.engine = load_engine(backend, model, device, compute_type, cache_dir, cpu_threads)
+        announce_when_serving(f"whisper executor ({self.engine.model_label})")
 
     @requests(on="/generate")
     def transcribe(self, docs: DocList[SpeechImageDoc], parameters: dict, **kwargs) -> DocList[SpeechImageDoc]:
