@@ -57,12 +57,10 @@ def request_parameters(options: dict) -> dict:
 
 def make_documents(audio_files: list[Path], text: Optional[str] = None):
     """One document per audio file (its bytes), or one text-only document."""
-    from docarray import DocList
-
     from speech2image.schema import SpeechImageDoc, to_blob
 
     if text is not None:
-        return DocList[SpeechImageDoc]([SpeechImageDoc(prompt=text)])
+        return _doc_list()([SpeechImageDoc(prompt=text)])
     docs = []
     for path in audio_files:
         try:
@@ -72,7 +70,7 @@ def make_documents(audio_files: list[Path], text: Optional[str] = None):
         if not data:
             raise ClientError(f"{path} is empty: record some speech into it first")
         docs.append(SpeechImageDoc(audio=to_blob(data)))
-    return DocList[SpeechImageDoc](docs)
+    return _doc_list()(docs)
 
 
 def post(docs, host="localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0):

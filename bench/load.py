@@ -14,6 +14,7 @@ Prints latency p50/p95, throughput and the outcome counts.
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -65,11 +66,18 @@ class Report:
         ] + ([f"diffusion replica pid {self.killed} was killed with SIGKILL"] if self.killed else [])
 
 
-def closest(text: str, texts: dict) -> str:
-    import jiwer
+@functools.lru_cache(maxsize=1)
+def _normalizer():
     from whisper.normalizers import EnglishTextNormalizer
 
-    normalize = EnglishTextNormalizer()
+    return EnglishTextNormalizer()
+
+
+def closest(text: str, texts: dict) -> str:
+    """The name of the text in `texts` nearest to `text` (lowest WER after Whisper's normalizer)."""
+    import jiwer
+
+    normalize = _normalizer()
     return min(texts, key=lambda name: jiwer.wer(normalize(texts[name]), normalize(text or "-")))
 
 

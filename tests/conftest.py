@@ -1,5 +1,6 @@
 """Shared fixtures: the speech clips, their texts, and the executors' modules."""
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -32,10 +33,16 @@ def jfk_text(clips) -> str:
     return clips["jfk.flac"]
 
 
+@functools.lru_cache(maxsize=1)
+def _normalizer():
+    from whisper.normalizers import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
 def wer(reference: str, hypothesis: str) -> float:
     """Word error rate after Whisper's English normalizer."""
     import jiwer
-    from whisper.normalizers import EnglishTextNormalizer
 
-    normalize = EnglishTextNormalizer()
+    normalize = _normalizer()
     return jiwer.wer(normalize(reference), normalize(hypothesis))

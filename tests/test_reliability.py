@@ -7,6 +7,7 @@ with an HF token in its environment, must not hold the token.
 """
 
 import asyncio
+import os
 import subprocess
 import sys
 
@@ -57,7 +58,7 @@ def test_the_hf_token_never_reaches_logs_answers_or_exports(server, tmp_path):
     assert TOKEN not in log
     out = tmp_path / "deploy"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "export_flow.py"), "--out", str(out)], check=True,
-                   capture_output=True, env={**__import__("os").environ, "HF_TOKEN": TOKEN}, timeout=120)
+                   capture_output=True, env={**os.environ, "HF_TOKEN": TOKEN}, timeout=120)
     for exported in out.rglob("*"):
         if exported.is_file():
             assert TOKEN not in exported.read_text(), exported

@@ -28,7 +28,7 @@ class WhisperExecutor(Executor):
 
     def __init__(self, backend: str = "faster-whisper", model: str = "embedded", device: str = "auto",
                  compute_type: str = "auto", cache_dir: Optional[str] = None, cpu_threads: int = 0, **kwargs):
-        self.limits, self.request_limits, self.sources, self.defaults, rest = split_kwargs(
+        self.audio_limits, self.request_limits, self.sources, self.defaults, rest = split_kwargs(
             kwargs, AudioLimits, RequestLimits, AudioSources, TranscribeOptions)
         super().__init__(**rest)
         self.engine = load_engine(backend, model, device, compute_type, cache_dir, cpu_threads)
@@ -41,7 +41,7 @@ class WhisperExecutor(Executor):
         for doc in docs:  # all documents are checked before any model work
             if not doc.has_audio() and not doc.prompt:
                 raise InvalidRequest("empty document: it has neither audio nor a text prompt; send audio bytes or prompt")
-        waveforms = [load_audio(doc, self.sources, self.limits) for doc in docs]
+        waveforms = [load_audio(doc, self.sources, self.audio_limits) for doc in docs]
         for doc, waveform in zip(docs, waveforms):
             if waveform is not None:  # text-only documents pass through untouched
                 write_transcript(doc, transcribe(self.engine, waveform, options))
