@@ -21,7 +21,8 @@ from speech2image.diffusion import SCHEDULERS, GenerateOptions
 from speech2image.errors import Speech2ImageError, one_line
 from speech2image.options import merge
 
-WHISPER_OPTIONS = ("language", "task", "beam_size", "vad_filter", "initial_prompt", "word_timestamps")
+WHISPER_OPTIONS = ("language", "task", "min_language_probability", "beam_size", "vad_filter", "initial_prompt",
+                   "word_timestamps")
 DIFFUSION_OPTIONS = ("num_images", "seed", "negative_prompt", "steps", "guidance_scale", "width", "height", "scheduler")
 
 
@@ -36,12 +37,15 @@ class Result:
     input: str
     text: Optional[str]
     language: Optional[str]
+    language_probability: Optional[float] = None
+    task: Optional[str] = None
     images: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     models: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     no_speech: bool = False
     no_images_reason: Optional[str] = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def request_parameters(options: dict) -> dict:
@@ -144,7 +148,8 @@ def save(docs, inputs: list[str], out_dir: Path, elapsed: float) -> list[Result]
     for index, (doc, name) in enumerate(zip(docs, inputs)):
         stem = Path(name).stem if name != "text" else "text"
         result = Result(input=name, text=doc.text if doc.text is not None else doc.prompt, language=doc.language,
-                        no_speech=doc.no_speech, no_images_reason=doc.no_images_reason)
+                        language_probability=doc.language_probability, task=doc.task, no_speech=doc.no_speech,
+                        no_images_reason=doc.no_images_reason, warnings=list(doc.warnings))
         for image in doc.images:
             path = out_dir / f"{index:02d}-{stem}-seed{image.seed}.png"
             path.write_bytes(from_blob(image.png))
@@ -194,7 +199,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
     speech = parser.add_argument_group("speech → text")
     speech.add_argument("--language", help="language hint (e.g. en, fr); default: detect")
-    speech.add_argument("--task", choices=("auto", "transcribe", "translate"))
+    speech.add_argument("--task", choices=("auto", "transcribe", "translate"),
+                        help="auto (default): translate speech that is not English")
+    speech.add_argument("--min-language-probability", type=float,
+                        help="below it a detected language is unsure: warned, and task auto translates (default 0.5)")
     speech.add_argument("--beam-size", type=int)
     speech.add_argument("--vad-filter", action="store_true", default=None)
     speech.add_argument("--initial-prompt")
@@ -231,8 +239,10 @@ def main(argv=None) -> int:
         if args.json:
             print(json.dumps(vars(result)))
             continue
-        spoken = f"{result.text!r}" + (f" [{result.language}]" if result.language else "")
+        spoken = f"{result.text!r}" + (f" [{result.language}, {result.task}]" if result.language else "")
         print(f"{result.input}: {spoken}")
+        for warning in result.warnings:
+            print(f"  warning: {warning}")
         if result.images:
             print(f"  {len(result.images)} image(s): {', '.join(result.images)}")
         else:

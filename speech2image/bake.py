@@ -1,6 +1,6 @@
 """Prepare an executor's offline model in its cache, e.g. while building an image.
 
-    python -m speech2image.bake whisper     # the openai-whisper checkpoint of "embedded"
+    python -m speech2image.bake whisper     # "embedded-base" joined; openai-whisper checkpoints of both
     python -m speech2image.bake diffusion   # the "tiny" random-weights pipeline
 """
 
@@ -10,10 +10,11 @@ import sys
 def bake(executor: str) -> str:
     """Build the offline model `executor` needs and return where it is."""
     if executor == "whisper":
-        from .whisper_models import embedded_ctranslate2_path, embedded_openai_checkpoint
+        from .whisper_models import EMBEDDED_MODELS, embedded_ctranslate2_path, embedded_openai_checkpoint
 
-        embedded_ctranslate2_path()  # faster-whisper reads it straight from the package
-        return str(embedded_openai_checkpoint())
+        for model in EMBEDDED_MODELS:
+            embedded_ctranslate2_path(model)  # faster-whisper reads it from there
+        return " ".join(str(embedded_openai_checkpoint(model)) for model in EMBEDDED_MODELS)
     if executor == "diffusion":
         from .cache import tiny_diffusion_dir
         from .random_pipelines import save_random_pipeline

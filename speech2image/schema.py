@@ -93,6 +93,7 @@ class SpeechImageDoc(BaseDoc):
     asr_device: Optional[str] = None
     asr_compute_type: Optional[str] = None
     asr_seconds: Optional[float] = None
+    warnings: list[str] = []  # e.g. an unsure language detection, and what was done about it
 
     # text -> images (StableDiffusionExecutor)
     images: DocList[GeneratedImage] = DocList[GeneratedImage]()

@@ -18,7 +18,7 @@ from .errors import InvalidRequest, ModelLoadError, one_line
 from .options import check_choice, check_range
 from .whisper_models import (
     EMBEDDED,
-    EMBEDDED_NAME,
+    EMBEDDED_MODELS,
     alignment_heads_file,
     embedded_ctranslate2_path,
     embedded_openai_checkpoint,
@@ -45,10 +45,14 @@ class TranscribeOptions:
     language: a Whisper language code hint (e.g. "en", "fr"), or None to detect it.
     task: "transcribe", "translate" (into English), or "auto": translate when the
         language is not English, so the image step always gets English text.
+    min_language_probability: a detected language below this probability is unsure:
+        the transcript carries a warning, and `task: auto` translates (English comes
+        out whatever was spoken; Whisper's translation of English is English).
     """
 
     language: Optional[str] = None
     task: str = "auto"
+    min_language_probability: float = 0.5
     beam_size: int = 5
     vad_filter: bool = False
     initial_prompt: Optional[str] = None
@@ -62,6 +66,7 @@ class TranscribeOptions:
                 "or leave it unset to detect the language"
             )
         check_choice("task", self.task, TASKS)
+        check_range("min_language_probability", self.min_language_probability, 0.0, 1.0)
         check_range("beam_size", self.beam_size, 1, 16)
         if self.initial_prompt is not None and len(self.initial_prompt) > 1000:
             raise InvalidRequest(
@@ -102,6 +107,7 @@ class Transcript:
     compute_type: str
     seconds: float
     options: TranscribeOptions = field(default_factory=TranscribeOptions)
+    warnings: tuple[str, ...] = ()
 
 
 class FasterWhisperEngine:
@@ -116,7 +122,7 @@ class FasterWhisperEngine:
         self.model_name = resolve_model(model, available_models())
         self.device = device if device != "auto" else ("cuda" if ctranslate2.get_cuda_device_count() else "cpu")
         self.compute_type = compute_type if compute_type != "auto" else ("float16" if self.device == "cuda" else "int8")
-        source = str(embedded_ctranslate2_path()) if model == EMBEDDED else model
+        source = str(embedded_ctranslate2_path(model)) if model in EMBEDDED_MODELS else model
         try:
             self.model = WhisperModel(
                 source, device=self.device, compute_type=self.compute_type,
@@ -161,21 +167,25 @@ class OpenAIWhisperEngine:
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
         try:
-            if model == EMBEDDED:
-                checkpoint = embedded_openai_checkpoint()
+            if model in EMBEDDED_MODELS:
+                checkpoint = embedded_openai_checkpoint(model)
                 self.model = whisper.load_model(str(checkpoint), device=self.device)
                 self.model.set_alignment_heads(alignment_heads_file(checkpoint).read_bytes())
             else:
                 self.model = whisper.load_model(model, device=self.device, download_root=cache_dir)
+        except ModelLoadError:
+            raise
         except Exception as e:  # download, unpickling and OS errors alike
             raise ModelLoadError(_load_failure(model, e)) from e
         self.multilingual = self.model.is_multilingual
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        import torch
         import whisper
 
         mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), self.model.dims.n_mels).to(self.device)
-        _, probabilities = self.model.detect_language(mel.to(self.model.dtype))
+        dtype = torch.float16 if self.compute_type == "float16" else torch.float32
+        _, probabilities = self.model.detect_language(mel.to(dtype))
         language = max(probabilities, key=probabilities.get)
         return language, float(probabilities[language])
 
@@ -219,7 +229,7 @@ def _load_failure(model: str, error: Exception) -> str:
 
 def fetch_model(backend: str, model: str, cache_dir: Optional[str] = None) -> None:
     """Download a named model if it is not cached (its backend's own download code)."""
-    if model == EMBEDDED or os.path.exists(model):
+    if model in EMBEDDED_MODELS or os.path.exists(model):
         return
     check_choice("backend", backend, BACKENDS)
     try:
@@ -246,7 +256,7 @@ def load_engine(backend: str = "faster-whisper", model: str = EMBEDDED, device: 
     engine_class = FasterWhisperEngine if backend == "faster-whisper" else OpenAIWhisperEngine
     started = time.perf_counter()
     engine = engine_class(model, device, compute_type, cache_dir, cpu_threads)
-    shown = f"{EMBEDDED} ({EMBEDDED_NAME})" if model == EMBEDDED else model
+    shown = f"{model} ({EMBEDDED_MODELS[model]})" if model in EMBEDDED_MODELS else model
     engine.model_label = shown
     log.info("whisper %s model %s loaded on %s/%s in %.1f s", backend, shown, engine.device,
              engine.compute_type, time.perf_counter() - started)
@@ -273,16 +283,29 @@ def transcribe(engine, audio: np.ndarray, options: TranscribeOptions = Transcrib
         language, probability = engine.detect_language(audio)
     else:
         language, probability = "en", 1.0
-    task = options.task if options.task != "auto" else ("transcribe" if language == "en" else "translate")
+    task, warnings = _choose_task(options, language, probability)
     segments = tuple(engine.run(audio, options, language, task))
-    return _transcript(engine, audio, options, language, probability, task, segments, started)
+    return _transcript(engine, audio, options, language, probability, task, segments, started, warnings)
 
 
-def _transcript(engine, audio, options, language, probability, task, segments, started) -> Transcript:
+def _choose_task(options: TranscribeOptions, language: str, probability: float) -> tuple[str, tuple[str, ...]]:
+    """The task to run, and a warning when the detected language is unsure."""
+    if probability >= options.min_language_probability:
+        task = options.task if options.task != "auto" else ("transcribe" if language == "en" else "translate")
+        return task, ()
+    unsure = (f"language detection unsure: {language} at {probability:.2f}, below "
+              f"min_language_probability={options.min_language_probability:g}")
+    if options.task != "auto":
+        return options.task, (f"{unsure}; pass language=... if it is not {language}",)
+    return "translate", (f"{unsure}: translated to English to be safe; pass language=... to name the language",)
+
+
+def _transcript(engine, audio, options, language, probability, task, segments, started, warnings=()) -> Transcript:
     text = " ".join(s.text for s in segments if s.text).strip()
     return Transcript(
         text=text, language=language, language_probability=probability, task=task,
         duration=audio.size / SAMPLE_RATE, segments=segments, no_speech=not text,
         backend=engine.backend, model=engine.model_label, device=engine.device,
         compute_type=engine.compute_type, seconds=time.perf_counter() - started, options=options,
+        warnings=warnings,
     )

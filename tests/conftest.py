@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = Path(os.environ.get("SPEECH2IMAGE_SPEECH_DATA", ROOT.parent / "shared" / "data" / "speech"))
+FOREIGN_SPEECH = ROOT / "tests" / "data"  # espeak-ng clips in German, Spanish and French
 
 
 @pytest.fixture(scope="session")
@@ -33,16 +34,23 @@ def jfk_text(clips) -> str:
     return clips["jfk.flac"]
 
 
-@functools.lru_cache(maxsize=1)
-def _normalizer():
-    from whisper.normalizers import EnglishTextNormalizer
+@pytest.fixture(scope="session")
+def foreign_clips() -> dict[str, dict]:
+    """file name → its manifest entry (language, text), for tests/data."""
+    manifest = json.loads((FOREIGN_SPEECH / "manifest.json").read_text())
+    return {clip["file"]: clip for clip in manifest["clips"]}
 
-    return EnglishTextNormalizer()
+
+@functools.lru_cache(maxsize=2)
+def _normalizer(english: bool):
+    from whisper.normalizers import BasicTextNormalizer, EnglishTextNormalizer
+
+    return EnglishTextNormalizer() if english else BasicTextNormalizer()
 
 
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate after Whisper's English normalizer."""
+def wer(reference: str, hypothesis: str, english: bool = True) -> float:
+    """Word error rate after Whisper's English normalizer (its basic one for other languages)."""
     import jiwer
 
-    normalize = _normalizer()
+    normalize = _normalizer(english)
     return jiwer.wer(normalize(reference), normalize(hypothesis))

@@ -9,17 +9,16 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, SPEECH, wer
+from tests.conftest import FOREIGN_SPEECH, ROOT, SPEECH, wer
 from tests.test_flow import free_port
 
 
-@pytest.fixture(scope="module")
-def server():
+def start_app(*args):
+    """`app.py --offline ARGS` on a free gRPC port and the next (HTTP), once it is ready."""
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, "app.py", "--offline", "--port", str(port), "--protocol", "grpc", "http",
-         "--whisper-compute-type", "float32"],
+        [sys.executable, "app.py", "--offline", "--port", str(port), "--protocol", "grpc", "http", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     deadline = time.monotonic() + 300
@@ -28,6 +27,12 @@ def server():
             assert f"grpc://localhost:{port}, http://localhost:{port + 1}" in line
             break
         assert time.monotonic() < deadline and process.poll() is None, "app.py did not become ready"
+    return port, process
+
+
+@pytest.fixture(scope="module")
+def server():
+    port, process = start_app("--whisper-compute-type", "float32")
     yield port, process
     if process.poll() is None:
         process.kill()
@@ -104,3 +109,18 @@ def test_unavailable_model_stops_start_up_with_one_line():
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("speech2image: diffusion model 'no-such-org/no-such-model' could not be loaded")
     assert lines[0].endswith("or start with --offline")
+
+
+def test_german_speech_becomes_english_text_and_images_with_embedded_base(tmp_path):
+    port, process = start_app("--whisper-model", "embedded-base")
+    try:
+        done = client(FOREIGN_SPEECH / "de-garden.flac", SPEECH / "jfk.flac", "--host", f"localhost:{port}",
+                      "--width", 32, "--steps", 1, "--out", tmp_path, "--json")
+    finally:
+        process.kill()
+    assert done.returncode == 0, done.stderr
+    german, english = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (german["language"], german["task"], german["warnings"]) == ("de", "translate", [])
+    assert german["text"].isascii() and len(german["images"]) == 1
+    assert german["models"]["whisper"] == "embedded-base (base)"
+    assert (english["language"], english["task"]) == ("en", "transcribe") and english["language_probability"] > 0.9

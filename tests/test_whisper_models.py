@@ -43,4 +43,4 @@ def test_converted_checkpoint_loads_with_openai_whisper(tmp_path):
 def test_unknown_model_names_list_the_valid_ones():
     with pytest.raises(ModelLoadError) as raised:
         resolve_model("tiny.fr", ["tiny", "tiny.en"])
-    assert "use one of embedded, tiny, tiny.en, or a local path" in str(raised.value)
+    assert "use one of embedded, embedded-base, tiny, tiny.en, or a local path" in str(raised.value)

@@ -67,3 +67,4 @@ def write_transcript(doc: SpeechImageDoc, transcript: Transcript) -> None:
     doc.asr_device = transcript.device
     doc.asr_compute_type = transcript.compute_type
     doc.asr_seconds = transcript.seconds
+    doc.warnings = list(transcript.warnings)
