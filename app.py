@@ -30,7 +30,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--whisper-backend", choices=("faster-whisper", "openai-whisper"))
     parser.add_argument("--whisper-compute-type", help="e.g. int8, float16, float32 (default: auto)")
     parser.add_argument("--diffusion-model", help="diffusers model id, local directory or 'tiny' (default: flow.yml's)")
-    parser.add_argument("--diffusion-replicas", type=int, default=1)
+    parser.add_argument("--diffusion-dtype", choices=("auto", "float16", "bfloat16", "float32"),
+                        help="auto (default): float16 on CUDA, bfloat16 on CPUs that have it natively, else float32")
+    parser.add_argument("--diffusion-vae", choices=("auto", "full", "tiny"),
+                        help="auto (default): the tiny VAE on a CPU, the model's own on a GPU")
+    parser.add_argument("--diffusion-compile", action="store_true", help="torch.compile the UNet and VAE decoder")
+    parser.add_argument("--diffusion-replicas", type=int, default=1,
+                        help="replicas of the diffusion executor; with several GPUs each takes its own")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N for both executors")
     parser.add_argument("--flow", type=Path, default=ROOT / "flow.yml", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -53,6 +59,11 @@ def executor_specs(args: argparse.Namespace) -> list[dict]:
         elif name == "diffusion":
             uses_with["model"] = args.diffusion_model or (OFFLINE_MODELS[name] if args.offline else uses_with["model"])
             uses_with["local_files_only"] = args.offline
+            for option in ("dtype", "vae"):
+                if getattr(args, f"diffusion_{option}"):
+                    uses_with[option] = getattr(args, f"diffusion_{option}")
+            if args.diffusion_compile:
+                uses_with["compile"] = True
         specs.append(dict(
             name=name,
             uses=str(ROOT / "executors" / name / "config.yml"),
@@ -60,6 +71,9 @@ def executor_specs(args: argparse.Namespace) -> list[dict]:
             replicas=args.diffusion_replicas if name == "diffusion" else 1,
             timeout_ready=-1,  # model loading is never cut short
         ))
+        if name == "diffusion" and args.diffusion_replicas > 1 and args.device in ("auto", "cuda"):
+            # Jina gives replica k GPU k mod (GPUs nvidia-smi lists); without GPUs it does nothing
+            specs[-1]["env"] = {"CUDA_VISIBLE_DEVICES": "RR"}
     return specs
 
 

@@ -1,15 +1,22 @@
-"""Benchmark: Stable Diffusion 1.5 architecture (random weights) seconds per image and per step.
+"""Benchmark: Stable Diffusion architectures (random weights): seconds per image, per step, per part.
 
-    python bench/diffusion_speed.py                      # CPU: 256² and 512², 2 and 4 steps
-    python bench/diffusion_speed.py --device cuda        # GPU: 512², 25 steps, fp16, batch 1 and 4
+    python bench/diffusion_speed.py --compare            # CPU: SD-Turbo 512², float32 + full VAE vs the defaults
+    python bench/diffusion_speed.py --compare --compile  # … and with torch.compile
+    python bench/diffusion_speed.py                      # CPU: SD 1.5 256² and 512², 2 and 4 steps
+    python bench/diffusion_speed.py --device cuda        # GPU: SD 1.5 512², 25 steps, fp16, batch 1 and 4
+    python bench/diffusion_speed.py --device cuda --compare   # GPU: SD-Turbo 512², full and tiny VAE
 
-Speed does not depend on weight values, so the full SD 1.5 architecture (UNet ≈ 860 M
-parameters, VAE, CLIP ViT-L/14 text encoder) is built from its configuration with
-seeded random weights: no download. Per-step time is the slope between two step
-counts; per-image time includes text encoding and VAE decoding.
+Speed does not depend on weight values, so the architectures are built from their
+configurations with seeded random weights (no download) and saved once into the cache,
+so they load through the executor's own `load_engine` like a real model (weights loaded
+in the chosen dtype). `--compare` times, in one process, one whole image (text encoder
++ UNet + VAE + PNG, the way the executor makes it) for each configuration, median of
+`--repeat` runs, and each part alone; the last line is the speedup of the defaults.
 """
 
 import argparse
+import gc
+import io
 import statistics
 import sys
 import time
@@ -17,63 +24,143 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from speech2image.random_pipelines import build_random_pipeline  # noqa: E402
+from speech2image.cache import cache_dir  # noqa: E402
+from speech2image.diffusion import GenerateOptions, _png, generate, load_engine  # noqa: E402
+from speech2image.random_pipelines import build_random_pipeline, save_random_pipeline  # noqa: E402
+
+PROMPT = "a photograph of an astronaut riding a horse"
 
 
-def timed(pipe, batch: int, size: int, steps: int, device: str, repeat: int) -> float:
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_seconds(run, device: str, repeat: int) -> float:
     times = []
     for _ in range(repeat):
-        if device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         started = time.perf_counter()
-        pipe(prompt=["a photograph of an astronaut riding a horse"] * batch, num_inference_steps=steps,
-             guidance_scale=7.5, width=size, height=size, output_type="pil",
-             generator=[torch.Generator("cpu").manual_seed(k) for k in range(batch)])
-        if device == "cuda":
-            torch.cuda.synchronize()
+        run()
+        synchronize(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def parts(engine, size: int, repeat: int) -> dict[str, float]:
+    """Seconds of each part of one image, alone: text encoder, one UNet step, VAE decode, PNG."""
+    pipe, device = engine.pipe, engine.device
+    dtype = getattr(torch, engine.dtype)
+    latent = size // pipe.vae_scale_factor
+    latents = torch.randn(1, pipe.unet.config.in_channels, latent, latent, device=device, dtype=dtype)
+    with torch.inference_mode():
+        embeddings, _ = pipe.encode_prompt(PROMPT, device, 1, False)
+        timestep = torch.tensor(999, device=device)
+        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        image = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+        return {
+            "text encoder": median_seconds(lambda: pipe.encode_prompt(PROMPT, device, 1, False), device, repeat),
+            "UNet step": median_seconds(lambda: pipe.unet(latents, timestep, encoder_hidden_states=embeddings),
+                                        device, repeat),
+            "VAE decode": median_seconds(lambda: pipe.vae.decode(latents / pipe.vae.config.scaling_factor),
+                                         device, repeat),
+            "PNG": median_seconds(lambda: _png(image), device, repeat),
+        }
+
+
+def compare(args) -> None:
+    """SD-Turbo architecture, 512², 1 step, no guidance: float32 + full VAE against the defaults."""
+    gpu = args.device.startswith("cuda")
+    started = time.perf_counter()
+    model_dir = save_random_pipeline(cache_dir() / "bench-sd-turbo-random", "sd-turbo")
+    print(f"SD-Turbo architecture (SD 2.1 UNet, OpenCLIP ViT-H text encoder), random weights, in {model_dir} "
+          f"({time.perf_counter() - started:.0f} s); {args.size}², 1 step, guidance 0; device {args.device} "
+          f"({torch.cuda.get_device_name() if gpu else f'{torch.get_num_threads()} threads'}); "
+          f"median of {args.repeat}")
+    baseline = dict(dtype="float16" if gpu else "float32", vae="full")
+    configs = {f"{baseline['dtype']} + full VAE": baseline, "defaults (auto)": dict(dtype="auto", vae="auto")}
+    if not gpu:
+        configs["float32 + tiny VAE"] = dict(dtype="float32", vae="tiny")
+        configs["bfloat16 + full VAE"] = dict(dtype="bfloat16", vae="full")
+    else:
+        configs["float16 + tiny VAE"] = dict(dtype="float16", vae="tiny")
+    if args.compile:
+        configs["defaults + compile"] = dict(dtype="auto", vae="auto", compile=True)
+    options = GenerateOptions(seed=0, width=args.size, height=args.size)
+    per_image, pictures, latents = {}, {}, {}
+    for label, config in configs.items():
+        engine = load_engine(str(model_dir), args.device, local_files_only=True, **config)
+        started = time.perf_counter()
+        [image] = generate(engine, PROMPT, options)  # warm-up (and compilation)
+        first = time.perf_counter() - started
+        pictures[label] = np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"), dtype=np.float64)
+        latents[label] = engine.pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0, width=args.size,
+                                     height=args.size, output_type="latent",
+                                     generator=torch.Generator("cpu").manual_seed(0)).images.float().cpu()
+        per_image[label] = median_seconds(lambda: generate(engine, PROMPT, options), args.device, args.repeat)
+        timings = parts(engine, args.size, args.repeat)
+        print(f"{label:24s} {engine.dtype:8s} {engine.vae:4s} VAE: {per_image[label]:7.3f} s per image "
+              f"(first {first:.1f} s); " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()), flush=True)
+        del engine
+        gc.collect()
+    pairs = [("float32 + full VAE", "bfloat16 + full VAE"), ("float32 + tiny VAE", "defaults (auto)")]
+    for exact, fast in (pair for pair in pairs if set(pair) <= set(pictures)):
+        a, b = pictures[exact], pictures[fast]
+        relative = ((latents[fast] - latents[exact]).norm() / latents[exact].norm()).item()
+        print(f"{fast} vs {exact}, same seed: latents after the UNet differ by {relative:.2%} (relative L2); "
+              f"images by {np.abs(a - b).mean():.2f} of 255 on average, correlation "
+              f"{np.corrcoef(a.ravel(), b.ravel())[0, 1]:.4f}")
+    base, default = per_image[next(iter(configs))], per_image["defaults (auto)"]
+    print(f"speedup: {base / default:.1f}× per image ({next(iter(configs)).replace(' (auto)', '')}: {base:.2f} s; "
+          f"defaults: {default:.2f} s)")
+
+
+def steps_and_sizes(args) -> None:
+    """SD 1.5 architecture: per image and per step (the slope between two step counts)."""
+    gpu = args.device.startswith("cuda")
+    sizes = args.sizes or ([512] if gpu else [256, 512])
+    low, high = args.steps or ((10, 25) if gpu else (2, 4))
+    batches = args.batches or ([1, 4] if gpu else [1])
+    dtype = torch.float16 if gpu else torch.float32
+    pipe = build_random_pipeline("sd15").to(args.device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    if args.compile:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
+        pipe.vae.decode = torch.compile(pipe.vae.decode, mode="max-autotune", fullgraph=True)
+    print(f"SD 1.5 architecture, random weights; device {args.device}, {dtype}")
+
+    def run(batch, size, steps):
+        pipe(prompt=[PROMPT] * batch, num_inference_steps=steps, guidance_scale=7.5, width=size, height=size,
+             output_type="pil", generator=[torch.Generator("cpu").manual_seed(k) for k in range(batch)])
+
+    for size in sizes:
+        for batch in batches:
+            run(batch, size, low)  # warm-up (and compilation)
+            t_low = median_seconds(lambda: run(batch, size, low), args.device, args.repeat)
+            t_high = median_seconds(lambda: run(batch, size, high), args.device, args.repeat)
+            per_step = (t_high - t_low) / (high - low)
+            print(f"{size}x{size} batch {batch}: {t_high / batch:7.3f} s/image at {high} steps, "
+                  f"{t_low / batch:7.3f} s/image at {low} steps; {per_step:6.3f} s/step "
+                  f"({batch / per_step:5.1f} image-steps/s)")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compare", action="store_true", help="SD-Turbo: float32 + full VAE vs the defaults")
+    parser.add_argument("--size", type=int, default=512, help="--compare: width and height")
     parser.add_argument("--sizes", type=int, nargs="+")
     parser.add_argument("--steps", type=int, nargs=2, help="two step counts; per-step time is their slope")
     parser.add_argument("--batches", type=int, nargs="+")
-    parser.add_argument("--repeat", type=int)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and VAE decoder")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also torch.compile the UNet and VAE decoder")
     args = parser.parse_args()
-    gpu = args.device.startswith("cuda")
-    sizes = args.sizes or ([512] if gpu else [256, 512])
-    low, high = args.steps or ((10, 25) if gpu else (2, 4))
-    batches = args.batches or ([1, 4] if gpu else [1])
-    repeat = args.repeat or (3 if gpu else 1)
-    dtype = torch.float16 if gpu else torch.float32
-
-    started = time.perf_counter()
-    pipe = build_random_pipeline("sd15").to(args.device, dtype)
-    pipe.set_progress_bar_config(disable=True)
-    params = sum(p.numel() for p in pipe.unet.parameters())
-    print(f"SD 1.5 architecture, random weights: UNet {params / 1e6:.0f} M parameters; built in "
-          f"{time.perf_counter() - started:.0f} s; device {args.device} "
-          f"({torch.cuda.get_device_name() if gpu else f'{torch.get_num_threads()} threads'}), {dtype}, "
-          f"attention {type(pipe.unet.attn_processors[next(iter(pipe.unet.attn_processors))]).__name__}")
-    if args.compile:
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
-        pipe.vae.decode = torch.compile(pipe.vae.decode, mode="max-autotune", fullgraph=True)
-    for size in sizes:
-        for batch in batches:
-            timed(pipe, batch, size, low, args.device, 1)  # warm-up (and compilation)
-            t_low = timed(pipe, batch, size, low, args.device, repeat)
-            t_high = timed(pipe, batch, size, high, args.device, repeat)
-            per_step = (t_high - t_low) / (high - low)
-            print(f"{size}x{size} batch {batch}: {t_high / batch:7.3f} s/image at {high} steps, "
-                  f"{t_low / batch:7.3f} s/image at {low} steps; {per_step:6.3f} s/step "
-                  f"({batch / per_step:5.1f} image-steps/s)")
+    compare(args) if args.compare else steps_and_sizes(args)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 `tiny`: the SD architecture (UNet, VAE, CLIP text encoder and tokenizer) shrunk to a
 few hundred thousand parameters; its images are noise. `sd15`: the full SD 1.5
-architecture (UNet ≈ 860 M parameters, VAE, CLIP ViT-L/14 text encoder): speed does not
-depend on weight values, so benchmarks use it. Both are built deterministically
-(seeded) and saved with `save_pretrained`, so they load with `from_pretrained` like a
-downloaded model. A marker file says the weights are random.
+architecture (UNet ≈ 860 M parameters, VAE, CLIP ViT-L/14 text encoder); `sd-turbo`: the
+SD 2.1 architecture SD-Turbo uses (UNet ≈ 866 M parameters with linear projections,
+OpenCLIP ViT-H text encoder, the same VAE): speed does not depend on weight values, so
+benchmarks use them. Each comes with a random tiny VAE (`AutoencoderTiny`, the
+architecture of madebyollin/taesd; shrunk for `tiny`) in the subfolder `vae_tiny`. All
+are built deterministically (seeded) and saved with `save_pretrained`, so they load with
+`from_pretrained` like a downloaded model. A marker file says the weights are random.
 """
 
 import json
@@ -14,6 +17,7 @@ import shutil
 from pathlib import Path
 
 RANDOM_WEIGHTS_MARKER = "speech2image_random_weights.json"
+TINY_VAE_SUBFOLDER = "vae_tiny"
 
 ARCHITECTURES = {
     "tiny": dict(
@@ -23,6 +27,9 @@ ARCHITECTURES = {
         vae=dict(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
                  up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4, sample_size=64),
         text=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=5, projection_dim=32),
+        # the same latent scale (2) as the VAE above
+        vae_tiny=dict(encoder_block_out_channels=(32, 32), decoder_block_out_channels=(32, 32),
+                      num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)),
     ),
     "sd15": dict(
         unet=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, sample_size=64,
@@ -31,6 +38,17 @@ ARCHITECTURES = {
                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512),
         text=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
                   projection_dim=768, hidden_act="quick_gelu"),
+        vae_tiny=dict(),  # AutoencoderTiny's defaults are taesd's
+    ),
+    "sd-turbo": dict(
+        unet=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, sample_size=64,
+                  cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True),
+        vae=dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                 up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=768),
+        text=dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=23,
+                  projection_dim=512, hidden_act="gelu"),
+        vae_tiny=dict(),
+        scheduler=dict(timestep_spacing="trailing"),
     ),
 }
 
@@ -66,10 +84,19 @@ def build_random_pipeline(architecture: str = "tiny"):
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **spec["text"],
     ))
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       steps_offset=1, timestep_spacing="leading")
+                                       steps_offset=1, **{"timestep_spacing": "leading", **spec.get("scheduler", {})})
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+
+
+def build_random_tiny_vae(architecture: str = "tiny"):
+    """A tiny VAE (diffusers' AutoencoderTiny) with seeded random weights, for `architecture`."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(3)
+    return AutoencoderTiny(**ARCHITECTURES[architecture]["vae_tiny"])
 
 
 def save_random_pipeline(directory: Path, architecture: str = "tiny") -> Path:
@@ -80,6 +107,7 @@ def save_random_pipeline(directory: Path, architecture: str = "tiny") -> Path:
     partial = directory.with_name(f"{directory.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     build_random_pipeline(architecture).save_pretrained(partial, safe_serialization=True)
+    build_random_tiny_vae(architecture).save_pretrained(partial / TINY_VAE_SUBFOLDER, safe_serialization=True)
     (partial / RANDOM_WEIGHTS_MARKER).write_text(json.dumps(
         {"architecture": architecture, "random_weights": True,
          "note": "random weights for tests and benchmarks: its images are noise"}, indent=1))

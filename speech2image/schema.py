@@ -63,6 +63,8 @@ class GeneratedImage(BaseDoc):
     scheduler: str = ""
     model: str = ""
     device: str = ""
+    dtype: str = ""  # the weights' and computation's: float16, bfloat16 or float32
+    vae: str = ""  # the decoder: full or tiny
     seconds: float = 0.0
     random_weights: bool = False
     nsfw: bool = False

@@ -98,3 +98,18 @@ def test_app_runs_what_flow_yml_defines():
         assert set(spec["uses_with"]) <= names
         config = yaml.safe_load((ROOT / "executors" / spec["name"] / "config.yml").read_text())
         assert set(config["with"]) <= names
+
+
+def test_app_passes_the_speed_options_and_spreads_replicas_over_gpus():
+    specs = {s["name"]: s for s in app.executor_specs(app.parse_args(
+        ["--offline", "--diffusion-dtype", "float32", "--diffusion-vae", "full", "--diffusion-compile",
+         "--diffusion-replicas", "2"]))}
+    diffusion = specs["diffusion"]
+    assert {k: diffusion["uses_with"][k] for k in ("dtype", "vae", "compile")} == \
+        {"dtype": "float32", "vae": "full", "compile": True}
+    # Jina's round-robin: replica k takes GPU k mod the GPUs nvidia-smi lists
+    assert diffusion["replicas"] == 2 and diffusion["env"] == {"CUDA_VISIBLE_DEVICES": "RR"}
+    assert "env" not in specs["whisper"]
+    cpu_only = app.executor_specs(app.parse_args(["--offline", "--device", "cpu", "--diffusion-replicas", "2"]))
+    assert all("env" not in spec for spec in cpu_only)
+    assert "dtype" not in app.executor_specs(app.parse_args(["--offline"]))[1]["uses_with"]

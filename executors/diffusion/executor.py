@@ -17,9 +17,10 @@ class StableDiffusionExecutor(Executor):
     """Draws images of each document's English text (its transcript, else its prompt).
 
     Arguments (config.yml `with:`): `model` (a diffusers model id, a local diffusers
-    directory, or "tiny"), `device` and `dtype` ("auto" picks CUDA+float16 when there is
-    a GPU), `cache_dir` (HF_HOME by default), `local_files_only`, `safety_checker`,
-    `cpu_threads`, `batch_images`; the request limits of :class:`RequestLimits`
+    directory, or "tiny"), `device`, `dtype` and `vae` ("auto": CUDA, float16 and the full
+    VAE with a GPU; else the CPU, bfloat16 where the CPU has it natively, and the tiny
+    VAE), `compile`, `cache_dir` (HF_HOME by default), `local_files_only`,
+    `safety_checker`, `cpu_threads`, `batch_images`; the request limits of :class:`RequestLimits`
     (`max_documents`, `max_prompt_chars`, `max_megapixel_steps`, `request_timeout_seconds`);
     and the defaults of every request option of :class:`GenerateOptions`, which request
     parameters override.
@@ -27,11 +28,12 @@ class StableDiffusionExecutor(Executor):
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
                  cache_dir: Optional[str] = None, local_files_only: bool = False, safety_checker: bool = False,
-                 cpu_threads: int = 0, batch_images: bool = False, **kwargs):
+                 cpu_threads: int = 0, batch_images: bool = False, vae: str = "auto", compile: bool = False,
+                 **kwargs):
         self.limits, self.defaults, rest = split_kwargs(kwargs, RequestLimits, GenerateOptions)
         super().__init__(**rest)
         self.engine = load_engine(model, device, dtype, cache_dir, local_files_only, safety_checker,
-                                  cpu_threads, batch_images)
+                                  cpu_threads, batch_images, vae, compile)
         announce_when_serving(f"diffusion executor ({self.engine.model})")
 
     @requests(on="/generate")

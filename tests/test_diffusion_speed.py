@@ -1,0 +1,95 @@
+"""The fast paths: bfloat16 on CPUs that have it, the tiny VAE, torch.compile — and that they stay right.
+
+Speed is measured by bench/diffusion_speed.py, never here; these tests check choices,
+metadata and numbers (bfloat16 images close to float32 ones, not garbage).
+"""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, AutoencoderTiny
+from PIL import Image
+
+from speech2image import diffusion
+from speech2image.diffusion import GenerateOptions, generate, load_engine
+from speech2image.errors import InvalidRequest
+
+OPTIONS = GenerateOptions(seed=3, width=64, height=64, steps=2)
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"), dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def engines():
+    """The tiny model in float32 and bfloat16, each with the full and the tiny VAE."""
+    return {(dtype, vae): load_engine("tiny", "cpu", dtype, vae=vae)
+            for dtype in ("float32", "bfloat16") for vae in ("full", "tiny")}
+
+
+def test_auto_picks_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    native = diffusion.cpu_has_native_bfloat16()
+    assert diffusion._resolve_device("cpu", "auto", "auto") == ("cpu", "bfloat16" if native else "float32", "tiny")
+    monkeypatch.setattr(diffusion, "cpu_has_native_bfloat16", lambda: False)
+    assert diffusion._resolve_device("cpu", "auto", "auto") == ("cpu", "float32", "tiny")
+    assert diffusion._resolve_device("cpu", "float32", "full") == ("cpu", "float32", "full")
+    assert diffusion._resolve_device("cuda", "auto", "auto") == ("cuda", "float16", "full")
+
+
+def test_this_cpu_reports_native_bfloat16_as_pytorch_reads_it():
+    assert diffusion.cpu_has_native_bfloat16() == (torch.cpu._is_avx512_bf16_supported()
+                                                   or torch.cpu._is_amx_tile_supported())
+
+
+@pytest.mark.parametrize("name,value", [("dtype", "float64"), ("vae", "medium")])
+def test_unknown_dtype_or_vae_is_refused_with_the_choices(name, value):
+    with pytest.raises(InvalidRequest, match=f"invalid {name}='{value}': allowed auto, "):
+        load_engine("tiny", **{name: value})
+
+
+def test_weights_are_loaded_in_the_chosen_dtype_and_vae(engines):
+    engine = engines["bfloat16", "tiny"]
+    assert engine.pipe.unet.dtype == engine.pipe.text_encoder.dtype == torch.bfloat16
+    assert isinstance(engine.pipe.vae, AutoencoderTiny) and engine.pipe.vae.dtype == torch.bfloat16
+    assert isinstance(engines["float32", "full"].pipe.vae, AutoencoderKL)
+
+
+def test_every_image_records_its_dtype_and_vae(engines):
+    for (dtype, vae), engine in engines.items():
+        [image] = generate(engine, "a red apple", OPTIONS)
+        assert (image.dtype, image.vae) == (dtype, vae)
+        assert Image.open(io.BytesIO(image.png)).size == (64, 64)
+
+
+@pytest.mark.parametrize("vae", ["full", "tiny"])
+def test_bfloat16_images_are_close_to_float32_not_garbage(engines, vae):
+    exact = pixels(generate(engines["float32", vae], "a red apple", OPTIONS)[0])
+    fast = pixels(generate(engines["bfloat16", vae], "a red apple", OPTIONS)[0])
+    assert np.isfinite(fast).all() and fast.std() > 1  # an image, not a flat colour
+    assert np.corrcoef(exact.ravel(), fast.ravel())[0, 1] > 0.95
+    assert np.abs(exact - fast).mean() < 8  # of 255
+
+
+def test_bfloat16_latents_after_the_unet_are_close_to_float32(engines):
+    def latents(engine):
+        return engine.pipe("a red apple", num_inference_steps=2, width=64, height=64, output_type="latent",
+                           generator=torch.Generator("cpu").manual_seed(3)).images.float()
+
+    exact, fast = latents(engines["float32", "full"]), latents(engines["bfloat16", "full"])
+    assert torch.isfinite(fast).all()
+    assert ((fast - exact).norm() / exact.norm()).item() < 0.05
+
+
+def test_same_seed_gives_the_same_bytes_with_the_fast_defaults(engines):
+    engine = engines["bfloat16", "tiny"]
+    assert generate(engine, "a red apple", OPTIONS)[0].png == generate(engine, "a red apple", OPTIONS)[0].png
+
+
+def test_compiled_pipeline_draws_the_same_image_size():
+    engine = load_engine("tiny", "cpu", "float32", vae="tiny", compile=True)
+    [image] = generate(engine, "a red apple", GenerateOptions(seed=3, width=32, height=32, steps=1))
+    assert Image.open(io.BytesIO(image.png)).size == (32, 32)
+    assert pixels(image).std() > 1
