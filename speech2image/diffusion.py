@@ -32,7 +32,7 @@ DTYPES = ("auto", "float16", "bfloat16", "float32")
 VAES = ("auto", "full", "tiny")
 # diffusers' AutoencoderTiny weights for each latent space (SD 1.x/2.x/Turbo; SDXL)
 TINY_VAES = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
-# zlib level 1: measured 6x faster than PIL's default (6) for 0-3 % larger files (README)
+# zlib level 1: measured 1.1-1.8x faster than PIL's default (6) for 0-14 % larger files (README)
 PNG_COMPRESS_LEVEL = 1
 
 # scheduler names users pass → diffusers class names
@@ -304,9 +304,14 @@ def _tiny_vae(pipe, source: str, random_weights: bool, dtype, cache_dir_: Option
 
 
 def _compile(pipe) -> None:
-    """torch.compile the UNet and the VAE decoder, channels-last."""
+    """torch.compile the UNet and the VAE decoder, channels-last; on a CPU with Inductor's
+    weight freezing (constant weights folded and prepacked for oneDNN: measured 2.43 → 2.17 s
+    per SD-Turbo image)."""
     import torch
+    import torch._inductor.config
 
+    if pipe.device.type == "cpu":
+        torch._inductor.config.freezing = True
     for module in (pipe.unet, pipe.vae):
         module.to(memory_format=torch.channels_last)
     pipe.unet = torch.compile(pipe.unet)
