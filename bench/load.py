@@ -17,6 +17,7 @@ import asyncio
 import functools
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -131,22 +132,29 @@ def cases(n: int) -> list[Case]:
     return made
 
 
-def diffusion_replicas(server_pid: int) -> list[int]:
-    """The server's child processes that hold the diffusion model's weights (mapped files)."""
+def diffusion_replicas(server: subprocess.Popen, wait_seconds: float = 30.0) -> list[int]:
+    """The live diffusion replicas of a :func:`start_server` process: the pids they announced
+    in its log ("diffusion executor (...) serving (pid N)"), waiting for at least one."""
     import psutil
 
-    found = []
-    for child in psutil.Process(server_pid).children(recursive=True):
-        try:
-            if any(m.path.endswith(".safetensors") and "tiny-sd" in m.path for m in child.memory_maps()):
-                found.append(child.pid)
-        except psutil.Error:
-            continue
-    return found
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        announced = {int(pid) for pid in re.findall(r"diffusion executor \(.*?\) serving \(pid (\d+)\)",
+                                                     Path(server.log.name).read_text())}
+        alive = []
+        for pid in sorted(announced):
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.Error:
+                continue
+        if announced or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
 
 
 async def run_load(address: str, requests: list[Case], clients: int, request_timeout: float = 120.0,
-                   kill_after: Optional[int] = None, server_pid: Optional[int] = None) -> Report:
+                   kill_after: Optional[int] = None, server: Optional[subprocess.Popen] = None) -> Report:
     """Send every case from `clients` concurrent tasks; check each answer against its request."""
     report, queue, ended = Report(), asyncio.Queue(), 0
     for index, case in enumerate(requests):
@@ -189,7 +197,7 @@ async def run_load(address: str, requests: list[Case], clients: int, request_tim
         while not queue.empty():
             index, case = queue.get_nowait()
             if kill_after is not None and report.killed is None and ended >= kill_after:
-                victims = diffusion_replicas(server_pid)
+                victims = diffusion_replicas(server)
                 if victims:
                     os.kill(victims[0], signal.SIGKILL)
                     report.killed = victims[0]
@@ -248,7 +256,7 @@ def main():
     server = start_server(args.port, args.replicas, Path("/tmp/speech2image-load.log"))
     try:
         report = asyncio.run(run_load(f"localhost:{args.port}", cases(args.requests), args.clients,
-                                      kill_after=args.kill_after, server_pid=server.pid))
+                                      kill_after=args.kill_after, server=server))
     finally:
         stop_server(server)
     print("\n".join(report.lines()))

@@ -26,6 +26,15 @@ def engine(request):
     return load_engine(request.param, EMBEDDED_BASE)
 
 
+@pytest.fixture(autouse=True)
+def repeatable_sampling():
+    """Whisper falls back to sampling (temperature > 0) on hard audio; openai-whisper samples
+    with PyTorch's generator: seed it, so that a run can be repeated."""
+    import torch
+
+    torch.manual_seed(0)
+
+
 def clip(name: str):
     return decode_audio(((SPEECH if name in ("jfk.flac", "prompt4.wav") else FOREIGN_SPEECH) / name).read_bytes())
 
@@ -75,7 +84,7 @@ def test_a_language_hint_skips_detection_and_transcribe_keeps_german(engine, for
 
 @pytest.mark.parametrize("name", ["de-garden.flac", "es-beach.flac"])
 def test_auto_detects_and_translates_to_english(engine, foreign_clips, name):
-    transcript = transcribe(engine, clip(name), TranscribeOptions(**FAST))
+    transcript = transcribe(engine, clip(name))
     assert transcript.language == name[:2] and transcript.language_probability >= 0.5
     assert transcript.task == "translate" and not transcript.warnings
     assert transcript.text and latin_fraction(transcript.text) >= 0.9

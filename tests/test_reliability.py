@@ -10,6 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,13 +33,16 @@ def server(tmp_path_factory):
 
 def test_mixed_load_with_a_replica_killed_loses_nothing_and_mixes_nothing_up(server):
     port, process = server
-    assert len(diffusion_replicas(process.pid)) == 2
+    deadline = time.monotonic() + 30  # each replica announces itself a moment after it listens
+    while len(diffusion_replicas(process)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(diffusion_replicas(process)) == 2
     requests = cases(90)
     report = asyncio.run(run_load(f"localhost:{port}", requests, clients=8, request_timeout=60,
-                                  kill_after=30, server_pid=process.pid))
+                                  kill_after=30, server=process))
     print("\n".join(report.lines()))
     outcomes = report.outcomes
-    assert report.killed and len(diffusion_replicas(process.pid)) == 1
+    assert report.killed and len(diffusion_replicas(process)) == 1
     assert sum(outcomes.values()) == len(requests)  # every request ended
     assert not any("WRONG" in k or "lost" in k for k in outcomes), report.lines()
     assert outcomes["bad: refused with its message"] == sum(c.kind == "bad" for c in requests)
