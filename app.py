@@ -8,6 +8,7 @@ executors/<name>/config.yml instead of a container image.
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -38,6 +39,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--diffusion-replicas", type=int, default=1,
                         help="replicas of the diffusion executor; with several GPUs each takes its own")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N for both executors")
+    parser.add_argument("--no-monitoring", dest="monitoring", action="store_false",
+                        help="do not serve Prometheus metrics (served by default)")
+    parser.add_argument("--monitoring-port", type=int,
+                        help="fixed metrics ports: the gateway's, then one more per executor replica (default: free ports)")
+    parser.add_argument("--tracing", metavar="URL",
+                        help="send OpenTelemetry traces to this OTLP gRPC collector, e.g. http://localhost:4317")
+    parser.add_argument("--prometheus", nargs="?", type=int, const=9090, metavar="PORT",
+                        help="also start a Prometheus on loopback (default port 9090) that scrapes the Flow "
+                             "and serves the dashboard")
     parser.add_argument("--flow", type=Path, default=ROOT / "flow.yml", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -70,11 +80,39 @@ def executor_specs(args: argparse.Namespace) -> list[dict]:
             uses_with=uses_with,
             replicas=args.diffusion_replicas if name == "diffusion" else 1,
             timeout_ready=-1,  # model loading is never cut short
+            # requests wait inside the executor (its model lock), where the queue time is measured
+            allow_concurrent=executor.get("allow_concurrent", True),
+            **observability(args),
         ))
+        if args.monitoring and args.monitoring_port:
+            first = args.monitoring_port + 1 + sum(spec["replicas"] for spec in specs[:-1])
+            specs[-1]["port_monitoring"] = list(range(first, first + specs[-1]["replicas"]))
         if name == "diffusion" and args.diffusion_replicas > 1 and args.device in ("auto", "cuda"):
             # Jina gives replica k GPU k mod (GPUs nvidia-smi lists); without GPUs it does nothing
             specs[-1]["env"] = {"CUDA_VISIBLE_DEVICES": "RR"}
     return specs
+
+
+def observability(args: argparse.Namespace) -> dict:
+    """Jina's monitoring and tracing arguments, the same for the gateway and every executor."""
+    settings = dict(monitoring=args.monitoring)
+    if args.tracing:
+        host, _, port = args.tracing.rpartition(":")
+        if not host or not port.isdigit():
+            raise SystemExit(f"invalid --tracing {args.tracing!r}: use http://HOST:PORT (an OTLP gRPC collector)")
+        # Jina's exporter needs the scheme: http:// for a plaintext collector
+        settings.update(tracing=True, traces_exporter_host=host if "://" in host else f"http://{host}",
+                        traces_exporter_port=int(port))
+    return settings
+
+
+def metrics_urls(flow) -> dict[str, list[str]]:
+    """Every metrics endpoint of a running Flow: the gateway's and each executor replica's."""
+    urls = {"gateway": [f"http://localhost:{flow.port_monitoring}/metrics"]}
+    for name, deployment in flow:
+        if name != "gateway":
+            urls[name] = [f"http://localhost:{pod.port_monitoring}/metrics" for pod in deployment.pod_args["pods"][0]]
+    return urls
 
 
 def fetch_models(specs: list[dict]) -> None:
@@ -95,9 +133,11 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
     from jina import Flow
 
     gateway = {k: v for k, v in yaml.safe_load(args.flow.read_text()).get("with", {}).items()
-               if k not in ("protocol", "port")}
+               if k not in ("protocol", "port", "monitoring", "port_monitoring")}  # app.py's flags decide
     ports = [args.port + k for k in range(len(args.protocol))]
-    flow = Flow(protocol=args.protocol, port=ports, **gateway)
+    if args.monitoring and args.monitoring_port:
+        gateway["port_monitoring"] = args.monitoring_port
+    flow = Flow(protocol=args.protocol, port=ports, **gateway, **observability(args))
     for spec in specs:
         flow = flow.add(**spec)
     return flow
@@ -130,12 +170,40 @@ def main(argv=None) -> int:
             models = "; ".join(f"{s['name']}: {s['uses_with']['model']}" + (f" x{s['replicas']}" if s["replicas"] > 1 else "")
                                for s in specs)
             print(f"speech2image ready on {addresses} ({models})", flush=True)
-            flow.block(stop_event=stop)
+            urls = metrics_urls(flow) if args.monitoring else {}
+            if urls:
+                print(f"metrics: {' '.join(url for group in urls.values() for url in group)}", flush=True)
+            with start_prometheus(args, urls):
+                flow.block(stop_event=stop)
     except RuntimeFailToStart:
         print("speech2image: an executor failed to start; its error is in the log above", file=sys.stderr)
         return 1
     print("speech2image stopped", flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def start_prometheus(args: argparse.Namespace, urls: dict[str, list[str]]):
+    """With --prometheus: a Prometheus on loopback scraping `urls`, for as long as the Flow runs."""
+    if args.prometheus is None:
+        yield
+        return
+    from speech2image.prometheus import Prometheus, PrometheusError
+
+    if not urls:
+        print("speech2image: --prometheus needs monitoring; drop --no-monitoring", file=sys.stderr)
+        yield
+        return
+    targets = {name: [url.split("//")[1].split("/")[0] for url in group] for name, group in urls.items()}
+    try:
+        prometheus = Prometheus(targets, args.prometheus)
+    except PrometheusError as e:
+        print(f"speech2image: {e}; the Flow serves on without it", file=sys.stderr)
+        yield
+        return
+    print(f"dashboard: {prometheus.dashboard} (Prometheus {prometheus.url})", flush=True)
+    with prometheus:
+        yield
 
 
 if __name__ == "__main__":

@@ -54,13 +54,21 @@ def _without_search_paths(args: list[str]) -> list[str]:
 
 
 def _finish_k8s(manifest: Path, secret_variables: list[str]) -> None:
-    """Secrets by reference, a readiness probe (Jina's health check), no host paths."""
+    """Secrets by reference, a readiness probe (Jina's health check), no host paths, and the
+    metrics port named on the container and announced to Prometheus (scrape annotations,
+    beside the ServiceMonitor Jina writes for the Prometheus operator)."""
     documents = list(yaml.safe_load_all(manifest.read_text()))
     for document in documents:
         if not document or document.get("kind") not in ("Deployment", "StatefulSet"):
             continue
-        for container in document["spec"]["template"]["spec"]["containers"]:
+        template = document["spec"]["template"]
+        for container in template["spec"]["containers"]:
             container["args"] = _without_search_paths(container.get("args", []))
+            if "--port-monitoring" in container["args"]:
+                port = int(container["args"][container["args"].index("--port-monitoring") + 1])
+                container.setdefault("ports", []).append({"containerPort": port, "name": "monitoring"})
+                template["metadata"].setdefault("annotations", {}).update(
+                    {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"})
             if "livenessProbe" in container:
                 container.setdefault("readinessProbe", {**container["livenessProbe"], "initialDelaySeconds": 5})
             container.setdefault("env", []).extend(

@@ -7,6 +7,7 @@ settings that made it, so it can be made again: image k of a request uses seed
 ``seed + k``, and a request with that seed and ``num_images=1`` reproduces it alone.
 """
 
+import functools
 import io
 import logging
 import os
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import GenerationError, InvalidRequest, ModelLoadError, one_line
+from .metrics import Observe
 from .options import check_choice, check_range
 from .random_pipelines import TINY_VAE_SUBFOLDER, has_random_weights, save_random_pipeline
 from .cache import tiny_diffusion_dir
@@ -142,6 +144,9 @@ class DiffusionEngine:
         self.native_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.default_scheduler = _scheduler_name(type(pipe.scheduler).__name__)
         self._schedulers = {self.default_scheduler: pipe.scheduler}
+        self.stages = _StageClock()
+        self.stages.wrap(pipe, "encode_prompt", "text_encode")
+        self.stages.wrap(pipe.vae, "decode", "vae_decode")
 
     @property
     def size_range(self) -> tuple[int, int]:
@@ -172,6 +177,26 @@ class DiffusionEngine:
 
             self._schedulers[name] = getattr(diffusers, SCHEDULERS[name]).from_config(self.pipe.scheduler.config)
         return self._schedulers[name]
+
+
+class _StageClock:
+    """When each wrapped stage of the last pipeline call started and ended (time.time_ns())."""
+
+    def __init__(self):
+        self.times: dict[str, tuple[int, int]] = {}
+
+    def wrap(self, owner, attribute: str, stage: str) -> None:
+        original = getattr(owner, attribute)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            started = time.time_ns()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.times[stage] = (started, time.time_ns())
+
+        setattr(owner, attribute, timed)
 
 
 def _scheduler_name(class_name: str) -> str:
@@ -323,9 +348,10 @@ class _PastDeadline(Exception):
 
 
 def generate(engine: DiffusionEngine, prompt: str, options: GenerateOptions = GenerateOptions(),
-             deadline: Optional[float] = None) -> list[Image]:
+             deadline: Optional[float] = None, observe: Optional[Observe] = None) -> list[Image]:
     """Draw `options.num_images` images of `prompt`, stopping between two denoising steps
-    with GenerationError once `time.monotonic()` passes `deadline`."""
+    with GenerationError once `time.monotonic()` passes `deadline`. `observe` is told when
+    each stage of each image ran: `text_encode`, `denoise`, `vae_decode`, `png_encode`."""
     import torch
 
     settings = engine.resolve(options)
@@ -340,8 +366,10 @@ def generate(engine: DiffusionEngine, prompt: str, options: GenerateOptions = Ge
     # image k must come out byte-identical when its seed is asked for alone
     batches = [settings.seeds] if engine.batch_images else [(seed,) for seed in settings.seeds]
     images, flagged = [], []
+    last_step = [0]
 
-    def check_deadline(pipe, step, timestep, callback_kwargs):
+    def after_step(pipe, step, timestep, callback_kwargs):
+        last_step[0] = time.time_ns()
         if deadline is not None and time.monotonic() > deadline:
             raise _PastDeadline(f"step {step + 1} of {settings.steps} of image {len(images) + 1} of {n}")
         return callback_kwargs
@@ -351,14 +379,20 @@ def generate(engine: DiffusionEngine, prompt: str, options: GenerateOptions = Ge
         started = time.perf_counter()
         try:
             for seeds in batches:
+                engine.stages.times.clear()
                 output = engine.pipe(
                     prompt=[prompt] * len(seeds),
                     negative_prompt=[settings.negative_prompt] * len(seeds) if settings.negative_prompt else None,
                     num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
                     width=settings.width, height=settings.height,
                     generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-                    output_type="pil", callback_on_step_end=check_deadline,
+                    output_type="pil", callback_on_step_end=after_step,
                 )
+                if observe:
+                    text, vae = engine.stages.times["text_encode"], engine.stages.times["vae_decode"]
+                    observe("text_encode", *text)
+                    observe("denoise", text[1], last_step[0])
+                    observe("vae_decode", *vae)
                 images += output.images
                 flagged += output.nsfw_content_detected or [False] * len(seeds)
         except _PastDeadline as e:
@@ -373,15 +407,21 @@ def generate(engine: DiffusionEngine, prompt: str, options: GenerateOptions = Ge
                 "ask for fewer images or a smaller size"
             ) from e
         seconds = (time.perf_counter() - started) / n
+    pngs = []
+    for image in images:
+        started = time.time_ns()
+        pngs.append(_png(image))
+        if observe:
+            observe("png_encode", started, time.time_ns())
     return [
         Image(
-            png=_png(image), prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed,
+            png=png, prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed,
             steps=settings.steps, guidance_scale=settings.guidance_scale, width=settings.width,
             height=settings.height, scheduler=settings.scheduler, model=engine.model, device=engine.device,
             dtype=engine.dtype, vae=engine.vae, seconds=seconds, random_weights=engine.random_weights, nsfw=bool(nsfw),
             prompt_truncated=truncated, warnings=tuple(warnings),
         )
-        for image, seed, nsfw in zip(images, settings.seeds, flagged)
+        for png, seed, nsfw in zip(pngs, settings.seeds, flagged)
     ]
 
 

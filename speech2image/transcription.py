@@ -9,12 +9,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from .audio import SAMPLE_RATE
 from .errors import InvalidRequest, ModelLoadError, one_line
+from .metrics import Observe
 from .options import check_choice, check_range
 from .whisper_models import (
     EMBEDDED,
@@ -263,8 +264,18 @@ def load_engine(backend: str = "faster-whisper", model: str = EMBEDDED, device: 
     return engine
 
 
-def transcribe(engine, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions()) -> Transcript:
-    """Transcribe a 16 kHz mono float32 waveform."""
+def _timed(observe: Optional[Observe], stage: str, work: Callable):
+    started = time.time_ns()
+    result = work()
+    if observe:
+        observe(stage, started, time.time_ns())
+    return result
+
+
+def transcribe(engine, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(),
+               observe: Optional[Observe] = None) -> Transcript:
+    """Transcribe a 16 kHz mono float32 waveform; `observe` is told when each stage ran
+    (`vad`, `detect_language`, `transcribe`)."""
     if options.task == "translate" and not engine.multilingual:
         raise InvalidRequest(
             f"invalid task='translate': model {engine.model_label!r} is English-only; use a multilingual model"
@@ -275,16 +286,16 @@ def transcribe(engine, audio: np.ndarray, options: TranscribeOptions = Transcrib
             "use language='en' or a multilingual model"
         )
     started = time.perf_counter()
-    if options.skip_silence and not speech_timestamps(audio):
+    if options.skip_silence and not _timed(observe, "vad", lambda: speech_timestamps(audio)):
         return _transcript(engine, audio, options, options.language or "en", 0.0, "transcribe", (), started)
     if options.language:
         language, probability = options.language, 1.0
     elif engine.multilingual:
-        language, probability = engine.detect_language(audio)
+        language, probability = _timed(observe, "detect_language", lambda: engine.detect_language(audio))
     else:
         language, probability = "en", 1.0
     task, warnings = _choose_task(options, language, probability)
-    segments = tuple(engine.run(audio, options, language, task))
+    segments = _timed(observe, "transcribe", lambda: tuple(engine.run(audio, options, language, task)))
     return _transcript(engine, audio, options, language, probability, task, segments, started, warnings)
 
 

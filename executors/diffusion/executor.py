@@ -8,6 +8,7 @@ from jina import Executor, requests
 
 from speech2image.diffusion import DEFAULT_MODEL, GenerateOptions, Image, generate, load_engine
 from speech2image.limits import RequestLimits
+from speech2image.metrics import ExecutorMetrics, executor_name
 from speech2image.options import merge, split_kwargs
 from speech2image.serving import announce_when_serving
 from speech2image.schema import GeneratedImage, SpeechImageDoc, to_blob
@@ -34,23 +35,33 @@ class StableDiffusionExecutor(Executor):
         super().__init__(**rest)
         self.engine = load_engine(model, device, dtype, cache_dir, local_files_only, safety_checker,
                                   cpu_threads, batch_images, vae, compile)
+        runtime_name = getattr(self.runtime_args, "name", None) or "diffusion"
+        self.metrics = ExecutorMetrics(executor_name(runtime_name, "diffusion"), runtime_name,
+                                       getattr(self.runtime_args, "metrics_registry", None), self.tracer)
         announce_when_serving(f"diffusion executor ({self.engine.model})")
 
     @requests(on="/generate")
-    def generate(self, docs: DocList[SpeechImageDoc], parameters: dict, **kwargs) -> DocList[SpeechImageDoc]:
-        deadline = time.monotonic() + self.limits.request_timeout_seconds
-        options = merge(self.defaults, parameters or {})
-        settings = self.engine.resolve(options)  # rejects sizes outside the model's limits
-        self.limits.check_documents(docs)
-        prompts = [(doc.image_prompt() or "").strip() for doc in docs]
-        self.limits.check_work(sum(map(bool, prompts)), len(settings.seeds), settings.steps, settings.width,
-                               settings.height)
-        for doc, prompt in zip(docs, prompts):
-            if not prompt:
-                doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
-                continue
-            images = generate(self.engine, prompt, options, deadline)
-            doc.images = DocList[GeneratedImage](to_document(image) for image in images)
+    def generate(self, docs: DocList[SpeechImageDoc], parameters: dict, tracing_context=None,
+                 **kwargs) -> DocList[SpeechImageDoc]:
+        with self.metrics.request("generate", tracing_context, model=self.engine.model, dtype=self.engine.dtype,
+                                  vae=self.engine.vae, documents=len(docs)):
+            deadline = time.monotonic() + self.limits.request_timeout_seconds
+            options = merge(self.defaults, parameters or {})
+            settings = self.engine.resolve(options)  # rejects sizes outside the model's limits
+            self.limits.check_documents(docs)
+            prompts = [(doc.image_prompt() or "").strip() for doc in docs]
+            self.limits.check_work(sum(map(bool, prompts)), len(settings.seeds), settings.steps, settings.width,
+                                   settings.height)
+            self.metrics.set_attributes(steps=settings.steps, width=settings.width, height=settings.height,
+                                        images=len(settings.seeds))
+            with self.metrics.working():
+                for doc, prompt in zip(docs, prompts):
+                    if not prompt:
+                        doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
+                        continue
+                    images = generate(self.engine, prompt, options, deadline, self.metrics.observe)
+                    doc.images = DocList[GeneratedImage](to_document(image) for image in images)
+                    self.metrics.images_made(self.engine.model, len(images))
         return docs
 
 

@@ -1,5 +1,6 @@
 """WhisperExecutor: speech → text for every document of a request."""
 
+import time
 from typing import Optional
 
 from docarray import DocList
@@ -8,6 +9,7 @@ from jina import Executor, requests
 from speech2image.audio import AudioSources, load_audio
 from speech2image.errors import InvalidRequest
 from speech2image.limits import AudioLimits, RequestLimits
+from speech2image.metrics import ExecutorMetrics, executor_name
 from speech2image.options import merge, split_kwargs
 from speech2image.serving import announce_when_serving
 from speech2image.schema import Segment, SpeechImageDoc, Word
@@ -18,12 +20,13 @@ class WhisperExecutor(Executor):
     """Transcribes each document's audio with Whisper and writes the transcript on it.
 
     Arguments (config.yml `with:`): `backend` ("faster-whisper" or "openai-whisper"),
-    `model` (a Whisper name, a local path, or "embedded"), `device` and `compute_type`
-    ("auto" picks CUDA+float16 when there is a GPU), `cache_dir`, `cpu_threads`; the
-    limits of :mod:`speech2image.limits` (`max_audio_bytes`, `max_audio_seconds`,
-    `max_sample_rate`, `max_channels`, `max_documents`, `max_prompt_chars`); the `uri` allow-lists
-    (`allowed_audio_dirs`, `allowed_audio_urls`); and the defaults of every request
-    option of :class:`TranscribeOptions`, which request parameters override.
+    `model` (a Whisper name, a local path, "embedded" or "embedded-base"), `device` and
+    `compute_type` ("auto" picks CUDA+float16 when there is a GPU), `cache_dir`,
+    `cpu_threads`; the limits of :mod:`speech2image.limits` (`max_audio_bytes`,
+    `max_audio_seconds`, `max_sample_rate`, `max_channels`, `max_documents`,
+    `max_prompt_chars`); the `uri` allow-lists (`allowed_audio_dirs`,
+    `allowed_audio_urls`); and the defaults of every request option of
+    :class:`TranscribeOptions`, which request parameters override.
     """
 
     def __init__(self, backend: str = "faster-whisper", model: str = "embedded", device: str = "auto",
@@ -32,20 +35,34 @@ class WhisperExecutor(Executor):
             kwargs, AudioLimits, RequestLimits, AudioSources, TranscribeOptions)
         super().__init__(**rest)
         self.engine = load_engine(backend, model, device, compute_type, cache_dir, cpu_threads)
+        runtime_name = getattr(self.runtime_args, "name", None) or "whisper"
+        self.metrics = ExecutorMetrics(executor_name(runtime_name, "whisper"), runtime_name,
+                                       getattr(self.runtime_args, "metrics_registry", None), self.tracer)
         announce_when_serving(f"whisper executor ({self.engine.model_label})")
 
     @requests(on="/generate")
-    def transcribe(self, docs: DocList[SpeechImageDoc], parameters: dict, **kwargs) -> DocList[SpeechImageDoc]:
-        options = merge(self.defaults, parameters or {})
-        self.request_limits.check_documents(docs)
-        for doc in docs:  # all documents are checked before any model work
-            if not doc.has_audio() and not doc.prompt:
-                raise InvalidRequest("empty document: it has neither audio nor a text prompt; send audio bytes or prompt")
-        waveforms = [load_audio(doc, self.sources, self.audio_limits) for doc in docs]
-        for doc, waveform in zip(docs, waveforms):
-            if waveform is not None:  # text-only documents pass through untouched
-                write_transcript(doc, transcribe(self.engine, waveform, options))
-                doc.audio = doc.waveform = None  # the answer does not carry the input back
+    def transcribe(self, docs: DocList[SpeechImageDoc], parameters: dict, tracing_context=None,
+                   **kwargs) -> DocList[SpeechImageDoc]:
+        with self.metrics.request("transcribe", tracing_context, model=self.engine.model_label,
+                                  documents=len(docs)):
+            options = merge(self.defaults, parameters or {})
+            self.request_limits.check_documents(docs)
+            for doc in docs:  # all documents are checked before any model work
+                if not doc.has_audio() and not doc.prompt:
+                    raise InvalidRequest("empty document: it has neither audio nor a text prompt; "
+                                         "send audio bytes or prompt")
+            started = time.time_ns()
+            waveforms = [load_audio(doc, self.sources, self.audio_limits) for doc in docs]
+            self.metrics.observe("decode", started, time.time_ns())
+            with self.metrics.working():
+                for doc, waveform in zip(docs, waveforms):
+                    if waveform is not None:  # text-only documents pass through untouched
+                        transcript = transcribe(self.engine, waveform, options, self.metrics.observe)
+                        write_transcript(doc, transcript)
+                        doc.audio = doc.waveform = None  # the answer does not carry the input back
+                        self.metrics.audio_transcribed(transcript.duration)
+                        self.metrics.set_attributes(audio_seconds=transcript.duration, language=transcript.language,
+                                                    task=transcript.task)
         return docs
 
 

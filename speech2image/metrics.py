@@ -1,0 +1,160 @@
+"""The project's metrics and trace spans: every name, label and bucket in one place.
+
+Each executor registers these on the Prometheus registry Jina serves at its
+`port_monitoring` (Flow `monitoring: true`), beside Jina's own `jina_*` metrics, and
+opens its stage spans under the request span of Jina's tracer (Flow `tracing: true`).
+Both are off when Jina gives no registry or tracer. Labels: `executor` (the Flow's
+executor name: whisper, diffusion) and `runtime_name` (Jina's name of the replica).
+Metrics and spans never carry a prompt, a transcript, a file name or a token.
+
+Jina's `jina_process_request_seconds` counts the wait for the executor's lock as work;
+here the wait is `speech2image_queue_seconds` and the work is
+`speech2image_inference_seconds` by stage.
+"""
+
+import contextlib
+import threading
+import time
+from typing import Callable, Optional
+
+Observe = Callable[[str, int, int], None]  # a stage ran: (stage, started, ended) in time.time_ns()
+
+REQUESTS = "speech2image_requests"  # a counter: exposed as speech2image_requests_total
+REQUEST_SECONDS = "speech2image_request_seconds"
+QUEUE_SECONDS = "speech2image_queue_seconds"
+INFERENCE_SECONDS = "speech2image_inference_seconds"
+AUDIO_SECONDS = "speech2image_audio_seconds"  # speech2image_audio_seconds_total
+IMAGES = "speech2image_images"  # speech2image_images_total
+ERRORS = "speech2image_errors"  # speech2image_errors_total
+IN_PROGRESS = "speech2image_in_progress"
+GPU_MEMORY_USED = "speech2image_gpu_memory_used_bytes"
+GPU_UTILIZATION = "speech2image_gpu_utilization_ratio"
+
+# stages of the model work, by executor (the `stage` label and the span names)
+STAGES = {
+    "whisper": ("decode", "vad", "detect_language", "transcribe"),
+    "diffusion": ("text_encode", "denoise", "vae_decode", "png_encode"),
+}
+# from a millisecond of audio decoding to minutes of diffusion on a CPU
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0,
+           300.0, 600.0)
+
+
+class ExecutorMetrics:
+    """One executor replica's metrics and spans, and the lock its model work runs under.
+
+    `registry` is Jina's (`runtime_args.metrics_registry`), or None: then the metrics
+    are kept but served nowhere. `tracer` is Jina's executor tracer, or None.
+    """
+
+    def __init__(self, executor: str, runtime_name: str, registry=None, tracer=None):
+        from prometheus_client import Counter, Gauge, Histogram
+
+        labels = {"executor": executor, "runtime_name": runtime_name}
+        names = tuple(labels)
+        self.executor, self.tracer = executor, tracer
+        self.lock = threading.Lock()  # one request's model work at a time per replica
+        self.requests = Counter(REQUESTS, "Requests the executor received", names,
+                                registry=registry).labels(**labels)
+        self.request_seconds = Histogram(
+            REQUEST_SECONDS, "Seconds a request spent in the executor, queue included", names,
+            registry=registry, buckets=BUCKETS).labels(**labels)
+        self.queue_seconds = Histogram(
+            QUEUE_SECONDS, "Seconds a request waited in the executor before its model work began",
+            names, registry=registry, buckets=BUCKETS).labels(**labels)
+        self.inference_seconds = Histogram(
+            INFERENCE_SECONDS, "Seconds of model work, by stage", (*names, "stage"), registry=registry,
+            buckets=BUCKETS)
+        self.errors = Counter(ERRORS, "Requests refused or failed, by error class", (*names, "kind"),
+                              registry=registry)
+        self.in_progress = Gauge(IN_PROGRESS, "Requests being worked on now", names,
+                                 registry=registry).labels(**labels)
+        self.audio_seconds = Counter(AUDIO_SECONDS, "Seconds of audio transcribed", names, registry=registry)
+        self.images = Counter(IMAGES, "Images made", (*names, "model"), registry=registry)
+        self.labels = labels
+        gpus = _GpuGauges(registry, names, labels) if registry is not None else None
+        self._gpu = gpus if gpus and gpus.handles else None
+
+    @contextlib.contextmanager
+    def request(self, name: str, tracing_context=None, **attributes):
+        """Count and time a request, count its error by class, and open its span (a child of
+        Jina's request span)."""
+        self.requests.inc()
+        span = (self.tracer.start_as_current_span(f"{self.executor}.{name}", context=tracing_context,
+                                                  attributes=attributes)
+                if self.tracer else contextlib.nullcontext())
+        with span, self.request_seconds.time():
+            try:
+                yield
+            except Exception as e:
+                self.errors.labels(**self.labels, kind=type(e).__name__).inc()
+                raise
+
+    @contextlib.contextmanager
+    def working(self):
+        """Hold the replica's model lock: the wait is the queue time, the hold is in progress."""
+        waited = time.perf_counter()
+        with self.lock:
+            self.queue_seconds.observe(time.perf_counter() - waited)
+            self.in_progress.inc()
+            try:
+                yield
+            finally:
+                self.in_progress.dec()
+                if self._gpu:
+                    self._gpu.update()
+
+    def audio_transcribed(self, seconds: float) -> None:
+        self.audio_seconds.labels(**self.labels).inc(seconds)
+
+    def images_made(self, model: str, count: int) -> None:
+        self.images.labels(**self.labels, model=model).inc(count)
+
+    def observe(self, stage: str, started_ns: int, ended_ns: int, **attributes) -> None:
+        """One stage of model work, timed with `time.time_ns()`: a histogram sample and a span."""
+        self.inference_seconds.labels(**self.labels, stage=stage).observe((ended_ns - started_ns) / 1e9)
+        if self.tracer:
+            span = self.tracer.start_span(stage, start_time=started_ns, attributes=attributes)
+            span.end(end_time=ended_ns)
+
+    def set_attributes(self, **attributes) -> None:
+        """Attributes of the current request span (sizes, languages, counts: never content)."""
+        if self.tracer:
+            from opentelemetry import trace
+
+            trace.get_current_span().set_attributes({k: v for k, v in attributes.items() if v is not None})
+
+
+class _GpuGauges:
+    """GPU memory used and utilisation per device, from NVIDIA's NVML (none without a GPU)."""
+
+    def __init__(self, registry, names: tuple, labels: dict):
+        from prometheus_client import Gauge
+
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(k) for k in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:  # no NVIDIA driver, or nvidia-ml-py missing: no GPU gauges
+            self.handles = []
+        if not self.handles:
+            return
+        self.memory = Gauge(GPU_MEMORY_USED, "GPU memory used, bytes", (*names, "gpu"), registry=registry)
+        self.utilization = Gauge(GPU_UTILIZATION, "GPU busy fraction over the last sample period",
+                                 (*names, "gpu"), registry=registry)
+        self.labels = labels
+        self.update()
+
+    def update(self) -> None:
+        import pynvml
+
+        for index, handle in enumerate(self.handles):
+            self.memory.labels(**self.labels, gpu=str(index)).set(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+            self.utilization.labels(**self.labels, gpu=str(index)).set(
+                pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100)
+
+
+def executor_name(runtime_name: Optional[str], default: str) -> str:
+    """The Flow's executor name from Jina's runtime name ("diffusion/rep-0" → "diffusion")."""
+    return (runtime_name or default).split("/")[0]

@@ -1,0 +1,204 @@
+"""Observability for real: app.py's metrics endpoints, traces into a real OTLP gRPC receiver,
+and the dashboard's every query on a real Prometheus (Debian's package).
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from concurrent import futures
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from speech2image import dashboard, metrics
+from tests.conftest import ROOT, SPEECH
+from tests.test_end_to_end import client
+from tests.test_flow import free_port
+
+PROMPT = "a lighthouse made of glass"  # must never show in metrics or spans
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP gRPC trace receiver (opentelemetry-proto's collector service), spans kept in memory."""
+
+    def __init__(self):
+        self.spans, self.lock = [], threading.Lock()
+
+    def Export(self, request, context):
+        with self.lock:
+            for resource in request.resource_spans:
+                service = next((a.value.string_value for a in resource.resource.attributes
+                                if a.key == "service.name"), "")
+                for scope in resource.scope_spans:
+                    self.spans.extend((service, span) for span in scope.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    server, servicer = grpc.server(futures.ThreadPoolExecutor(max_workers=4)), Receiver()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield port, servicer
+    server.stop(None)
+
+
+def start(*args):
+    """app.py --offline ARGS; its port, process and the lines it printed up to `metrics:`."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "app.py", "--offline", "--port", str(port), *args], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    deadline = time.monotonic() + 300
+    for line in process.stdout:
+        lines.append(line.strip())
+        if line.startswith("metrics:") or (line.startswith("speech2image ready") and "--no-monitoring" in args):
+            break
+        assert time.monotonic() < deadline and process.poll() is None, "app.py did not become ready"
+    return port, process, lines
+
+
+@pytest.fixture(scope="module")
+def server(receiver):
+    port, process, lines = start("--diffusion-replicas", "2", "--tracing", f"http://localhost:{receiver[0]}")
+    urls = lines[-1].split()[1:]
+    yield port, urls
+    process.kill()
+
+
+@pytest.fixture(scope="module")
+def served(server, tmp_path_factory):
+    """Requests through the Flow: two clips, a text prompt and a refused request."""
+    port, _ = server
+    out = tmp_path_factory.mktemp("out")
+    for args in ([SPEECH / "jfk.flac", SPEECH / "prompt4.wav", "--num-images", 2],
+                 ["--text", PROMPT], [SPEECH / "prompt1.wav", "--language", "xx"]):
+        client(*args, "--host", f"localhost:{port}", "--width", 32, "--steps", 1, "--out", out)
+    return server
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return answer.read().decode()
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """{labels: value} of one metric's samples."""
+    return {m.group(1): float(m.group(2)) for m in re.finditer(rf"^{name}\{{(.*?)\}} (\S+)$", text, re.M)}
+
+
+def test_ready_line_is_followed_by_every_metrics_url(server):
+    _, urls = server
+    assert len(urls) == 4  # gateway, whisper, 2 diffusion replicas
+    assert all(re.fullmatch(r"http://localhost:\d+/metrics", url) for url in urls)
+    assert len(set(urls)) == 4
+
+
+def test_histograms_counters_and_gauges_per_executor_and_replica(served):
+    _, urls = served
+    gateway, whisper, *replicas = (scrape(url) for url in urls)
+    assert "jina_" in gateway
+    assert "# TYPE speech2image_queue_seconds histogram" in whisper
+    stages = samples(whisper, "speech2image_inference_seconds_count")
+    assert {re.search(r'stage="(\w+)"', k).group(1) for k in stages} >= {"decode", "vad", "transcribe"}
+    assert sum(samples(whisper, "speech2image_requests_total").values()) == 3
+    assert sum(samples(whisper, "speech2image_audio_seconds_total").values()) == pytest.approx(11.0 + 2.5, abs=1)
+    [(labels, refused)] = samples(whisper, "speech2image_errors_total").items()
+    assert 'kind="InvalidRequest"' in labels and refused == 1
+    diffusion = "\n".join(replicas)
+    assert sum(samples(diffusion, "speech2image_requests_total").values()) == 2
+    assert sum(samples(diffusion, "speech2image_images_total").values()) == 5  # 2 + 2 + 1
+    stages = samples(diffusion, "speech2image_inference_seconds_count")
+    assert {re.search(r'stage="(\w+)"', k).group(1) for k in stages} == set(metrics.STAGES["diffusion"])
+    assert all('executor="diffusion"' in k for k in samples(diffusion, "speech2image_queue_seconds_count"))
+    runtimes = set(re.findall(r'runtime_name="(diffusion/rep-\d)"', diffusion))
+    assert runtimes == {"diffusion/rep-0", "diffusion/rep-1"}
+    assert all(v == 0 for v in samples(diffusion, "speech2image_in_progress").values())
+    for text in (gateway, whisper, diffusion):  # no content, no file names
+        assert PROMPT not in text and "jfk" not in text and "country" not in text.lower()
+
+
+def test_one_trace_per_request_with_stage_spans_under_the_executor_spans(served, receiver):
+    spans = receiver[1].spans
+    deadline = time.monotonic() + 30  # Jina exports in batches
+    while time.monotonic() < deadline:
+        names = {span.name for _, span in spans}
+        if {"whisper.transcribe", "diffusion.generate", "vae_decode", "png_encode"} <= names:
+            break
+        time.sleep(0.5)
+    by_trace = defaultdict(list)
+    for service, span in list(spans):
+        by_trace[span.trace_id].append((service, span))
+    [trace] = [t for t in by_trace.values() if any(s.name == "diffusion.generate" for _, s in t)
+               and any(s.name == "whisper.transcribe" for _, s in t)
+               and any(s.name == "transcribe" for _, s in t)][:1]
+    services = {service for service, _ in trace}
+    assert {"gateway", "whisper", "diffusion"} <= {s.split("/")[0] for s in services}, services
+    ids = {span.span_id: span for _, span in trace}
+    for _, span in trace:
+        if span.name in metrics.STAGES["whisper"][1:]:
+            assert ids[span.parent_span_id].name == "whisper.transcribe"
+        if span.name in metrics.STAGES["diffusion"]:
+            assert ids[span.parent_span_id].name == "diffusion.generate"
+    attributes = {a.key: a.value for _, span in trace for a in span.attributes}
+    assert attributes["audio_seconds"].double_value > 0 and attributes["language"].string_value == "en"
+    assert attributes["width"].int_value == 32 and attributes["images"].int_value == 2
+    everything = str([span for _, span in spans])
+    assert PROMPT not in everything and "country" not in everything.lower()
+
+
+@pytest.mark.skipif(not shutil.which("prometheus") and not shutil.which("apt-get"),
+                    reason="needs Debian's prometheus package (apt-get install prometheus)")
+def test_every_dashboard_query_returns_data_on_a_real_prometheus(served):
+    from speech2image.prometheus import Prometheus
+
+    port, urls = served
+    targets = {"speech2image": [url.split("//")[1].split("/")[0] for url in urls]}
+    with Prometheus(targets, free_port()) as prometheus:
+        # two more requests once it scrapes, so that every rate() has two samples that differ
+        for _ in range(2):
+            time.sleep(3)
+            client(SPEECH / "prompt4.wav", "--host", f"localhost:{port}", "--width", 32, "--steps", 1,
+                   "--out", ROOT / "outputs")
+        time.sleep(3)
+        empty = []
+        for panel in dashboard.PANELS:
+            if panel.gpu_only:
+                continue
+            for _, expr in panel.queries:
+                answer = json.loads(urllib.request.urlopen(
+                    f"{prometheus.url}/api/v1/query?query={urllib.parse.quote(expr)}").read())
+                assert answer["status"] == "success", expr
+                if not answer["data"]["result"]:
+                    empty.append(expr)
+        assert not empty, empty
+        page = urllib.request.urlopen(prometheus.dashboard).read().decode()
+        assert all(panel.title in page for panel in dashboard.PANELS)
+
+
+def test_the_shipped_dashboards_are_the_generated_ones():
+    assert json.loads(dashboard.GRAFANA_JSON.read_text()) == dashboard.grafana_dashboard()
+    assert dashboard.CONSOLE_PAGE.read_text() == dashboard.console_page()
+    grafana = dashboard.grafana_dashboard()
+    assert grafana["templating"]["list"][0]["type"] == "datasource"
+    assert {t["datasource"]["uid"] for p in grafana["panels"] for t in p["targets"]} == {"${datasource}"}
+
+
+def test_no_monitoring_and_a_dead_trace_collector_never_fail_a_request(tmp_path):
+    port, process, lines = start("--no-monitoring", "--tracing", f"http://localhost:{free_port()}")
+    try:
+        done = client(SPEECH / "prompt4.wav", "--host", f"localhost:{port}", "--width", 32, "--steps", 1,
+                      "--out", tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert not any(line.startswith("metrics:") for line in lines)
+    finally:
+        process.kill()
