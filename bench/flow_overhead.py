@@ -1,4 +1,4 @@
-"""Benchmark: the Flow's own overhead, and diffusion throughput with 1 vs 2 replicas.
+"""Benchmark: the Flow's own overhead (monitoring on and off), and throughput with 1 vs 2 replicas.
 
     python bench/flow_overhead.py [--requests 20] [--size 512] [--throughput-requests 16]
 
@@ -6,7 +6,8 @@
    end-to-end latency at the client minus the time inside the two executors' model calls
    (Whisper's transcribe, the diffusion pipeline). p50 and p95, and what it is made of:
    audio decoding and PNG encoding (timed here on the same inputs and outputs) and the
-   rest, the Flow itself: (de)serialisation, client and gateway hops.
+   rest, the Flow itself: (de)serialisation, client and gateway hops. Measured with
+   monitoring (metrics and stage timing) off, then on, in one run.
 2. Throughput: text-only requests from 4 concurrent clients (one asyncio loop; Jina's gRPC
    client is not thread-safe) against 1 and then 2 diffusion replicas, each replica on one
    CPU thread.
@@ -39,8 +40,9 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def start(port: int, replicas: int, threads: int):
-    args = app.parse_args(["--offline", "--port", str(port), "--diffusion-replicas", str(replicas)])
+def start(port: int, replicas: int, threads: int, monitoring: bool = True):
+    args = app.parse_args(["--offline", "--port", str(port), "--diffusion-replicas", str(replicas),
+                           *([] if monitoring else ["--no-monitoring"])])
     specs = app.executor_specs(args)
     for spec in specs:
         if spec["name"] == "diffusion" and threads:
@@ -58,7 +60,7 @@ def median_ms(function, repeat: int = 10) -> float:
     return statistics.median(times) * 1000
 
 
-def overhead(port: int, n: int, size: int):
+def overhead(port: int, n: int, size: int, label: str):
     from PIL import Image
 
     parameters = request_parameters({"num_images": 2, "seed": 1, "width": size, "height": size, "steps": 2})
@@ -78,7 +80,7 @@ def overhead(port: int, n: int, size: int):
     pictures = [Image.open(io.BytesIO(from_blob(image.png))) for image in doc.images]
     encode = median_ms(lambda: [picture.save(io.BytesIO(), format="PNG") for picture in pictures])
     p50 = statistics.median(overheads) * 1000
-    print(f"end to end ({n} requests, jfk.flac, 2 images {size}x{size}): "
+    print(f"{label}: end to end ({n} requests, jfk.flac, 2 images {size}x{size}): "
           f"p50 {statistics.median(totals) * 1000:.0f} ms, p95 {percentile(totals, 0.95) * 1000:.0f} ms")
     print(f"overhead outside the model calls: p50 {p50:.1f} ms "
           f"({p50 / 10 / statistics.median(totals):.1f} % of end to end), p95 {percentile(overheads, 0.95) * 1000:.1f} ms")
@@ -113,8 +115,9 @@ def main():
     parser.add_argument("--throughput-requests", type=int, default=16)
     parser.add_argument("--port", type=int, default=54610)
     args = parser.parse_args()
-    with start(args.port, 1, 0):
-        overhead(args.port, args.requests, args.size)
+    for monitoring in (False, True):
+        with start(args.port, 1, 0, monitoring):
+            overhead(args.port, args.requests, args.size, f"monitoring {'on' if monitoring else 'off'}")
     rates = {}
     for replicas in (1, 2):
         with start(args.port, replicas, 1):

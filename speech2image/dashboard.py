@@ -95,7 +95,6 @@ CONSOLE_HEAD = """<!doctype html>
 <link rel="stylesheet" href="{{ pathPrefix }}/classic/static/rickshaw/rickshaw.min.css">
 <link rel="stylesheet" href="{{ pathPrefix }}/classic/static/css/prom_console.css">
 <script src="{{ pathPrefix }}/classic/static/d3/d3.min.js"></script>
-<script src="{{ pathPrefix }}/classic/static/vendor/rickshaw/vendor/d3.layout.min.js"></script>
 <script src="{{ pathPrefix }}/classic/static/rickshaw/rickshaw.min.js"></script>
 <script src="{{ pathPrefix }}/classic/static/jquery/jquery.min.js"></script>
 <script>var PATH_PREFIX = "{{ pathPrefix }}";</script>
@@ -116,7 +115,7 @@ def console_page() -> str:
 <div id="panel{k}"></div>
 <script>
 new PromConsole.Graph({{node: document.querySelector("#panel{k}"), expr: [{exprs}],
-  name: [{names}], duration: "15m", height: 160, width: 900}});
+  name: [{names}], duration: 900, height: 160, width: 900}});
 </script>""")
     parts.append("</body>\n</html>\n")
     return "\n".join(parts)

@@ -158,7 +158,7 @@ def test_one_trace_per_request_with_stage_spans_under_the_executor_spans(served,
 
 @pytest.mark.skipif(not shutil.which("prometheus") and not shutil.which("apt-get"),
                     reason="needs Debian's prometheus package (apt-get install prometheus)")
-def test_every_dashboard_query_returns_data_on_a_real_prometheus(served):
+def test_every_dashboard_query_returns_data_on_a_real_prometheus(served, tmp_path):
     from speech2image.prometheus import Prometheus
 
     port, urls = served
@@ -168,7 +168,7 @@ def test_every_dashboard_query_returns_data_on_a_real_prometheus(served):
         for _ in range(2):
             time.sleep(3)
             client(SPEECH / "prompt4.wav", "--host", f"localhost:{port}", "--width", 32, "--steps", 1,
-                   "--out", ROOT / "outputs")
+                   "--out", tmp_path)
         time.sleep(3)
         empty = []
         for panel in dashboard.PANELS:
