@@ -62,17 +62,20 @@ class Prometheus:
         self.directory = Path(tempfile.mkdtemp(prefix="speech2image-prometheus-"))
         (self.directory / "prometheus.yml").write_text(yaml.safe_dump(config(targets)))
         consoles = str(CONSOLE_PAGE.parent)
+        self.log = open(self.directory / "prometheus.log", "wb")
         self.process = subprocess.Popen(
             [binary(), f"--config.file={self.directory / 'prometheus.yml'}",
              f"--storage.tsdb.path={self.directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
              f"--web.console.templates={consoles}", f"--web.console.libraries={consoles}"],
-            stdout=subprocess.DEVNULL, stderr=open(self.directory / "prometheus.log", "wb"),
+            stdout=subprocess.DEVNULL, stderr=self.log,
         )
         deadline = time.monotonic() + 30
         while not self._ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.log.flush()
+                last = (self.directory / "prometheus.log").read_text(errors="replace").strip().splitlines()[-1:]
                 self.stop()
-                raise PrometheusError(f"prometheus did not start on port {port}: see {self.directory / 'prometheus.log'}")
+                raise PrometheusError(f"prometheus did not start on port {port}: {' '.join(last) or 'no output'}")
             time.sleep(0.2)
 
     @property
@@ -93,6 +96,7 @@ class Prometheus:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        self.log.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self):

@@ -202,3 +202,19 @@ def test_no_monitoring_and_a_dead_trace_collector_never_fail_a_request(tmp_path)
         assert not any(line.startswith("metrics:") for line in lines)
     finally:
         process.kill()
+
+
+@pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus package")
+def test_prometheus_on_a_busy_port_fails_with_one_line():
+    import socket
+
+    from speech2image.prometheus import Prometheus, PrometheusError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(PrometheusError) as raised:
+            Prometheus({"speech2image": ["localhost:1"]}, busy.getsockname()[1])
+    message = str(raised.value)
+    assert message.startswith("prometheus did not start on port") and "address already in use" in message
+    assert "\n" not in message
