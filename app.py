@@ -52,6 +52,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def quiet_start_up() -> None:
+    """Silence the known noise of start-up here and in the processes the Flow spawns."""
+    from speech2image.quiet import silence_jina_import_warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # loading bars of diffusers, transformers
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # e.g. "requires torchvision" notices
+    silence_jina_import_warnings(spawned_processes=True)
+
+
 def executor_specs(args: argparse.Namespace) -> list[dict]:
     """flow.yml's executors, each set up to run from its local config.yml with args applied."""
     import yaml
@@ -146,6 +155,7 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("JINA_MP_START_METHOD", "spawn")  # no fork after model thread pools start
+    quiet_start_up()
     os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # our own one-line errors say what failed
     if args.offline:

@@ -77,17 +77,19 @@ def make_documents(audio_files: list[Path], text: Optional[str] = None):
     return _doc_list()(docs)
 
 
-def post(docs, host="localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0):
+def post(docs, host="localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0,
+         target_executor: Optional[str] = None):
     """Send the documents through the Flow's /generate endpoint and return them filled.
 
     `host` is "HOST:PORT", "http://HOST:PORT", or a client from :func:`connect` (which
-    keeps its connection: use one for many requests). Jina's gRPC client serves one
+    keeps its connection: use one for many requests). `target_executor` ("whisper",
+    "diffusion") sends the request to that executor alone. Jina's gRPC client serves one
     thread at a time (jina-ai/serve#5192): for concurrent requests from one process use
     :func:`post_async` in one event loop, or processes.
     """
     client, failures = connect(host), []
     try:
-        results = client.post("/generate", inputs=docs, parameters=parameters or {},
+        results = client.post("/generate", inputs=docs, parameters=parameters or {}, target_executor=target_executor,
                               return_type=_doc_list(), timeout=timeout, on_error=failures.append)
     except Exception as e:  # connection refused, timeouts, protocol errors
         raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
@@ -95,13 +97,14 @@ def post(docs, host="localhost:54322", parameters: Optional[dict] = None, timeou
     return results
 
 
-async def post_async(docs, host="localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0):
+async def post_async(docs, host="localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0,
+                     target_executor: Optional[str] = None):
     """:func:`post` for asyncio: many of these may run at once in one event loop."""
     client, failures, results = connect(host, asyncio=True), [], _doc_list()()
     try:
         async for answered in client.post(
-                "/generate", inputs=docs, parameters=parameters or {}, return_type=_doc_list(), timeout=timeout,
-                on_error=failures.append):
+                "/generate", inputs=docs, parameters=parameters or {}, target_executor=target_executor,
+                return_type=_doc_list(), timeout=timeout, on_error=failures.append):
             results.extend(answered)
     except Exception as e:
         raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
@@ -111,6 +114,9 @@ async def post_async(docs, host="localhost:54322", parameters: Optional[dict] = 
 
 def connect(host: str, asyncio: bool = False):
     """A Jina client of the Flow at "HOST:PORT" or "http://HOST:PORT" (a client is returned as is)."""
+    from speech2image.quiet import silence_jina_import_warnings
+
+    silence_jina_import_warnings()  # jina's import noise: one error line stays one line
     from jina import Client
 
     if not isinstance(host, str):

@@ -1,0 +1,198 @@
+"""A web page to speak to a running speech2image Flow: record or upload, watch the images arrive.
+
+    python ui.py [--host localhost:54322] [--port 7860]
+
+The page (gradio) talks to the Flow over gRPC through client.py's functions: it sends the
+audio to the Whisper executor alone (Jina's `target_executor`), shows the transcript at
+once, then asks the diffusion executor for each image in its own request, all at once
+(several replicas draw them side by side), and shows each image as it arrives. It
+fetches nothing from the internet: no analytics, no share tunnel, no web fonts. It does
+not import torch.
+"""
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from client import make_documents, post_async, request_parameters  # noqa: E402
+from speech2image.errors import Speech2ImageError  # noqa: E402
+
+LANGUAGES = ["auto", "en", "de", "fr", "es", "it", "pt", "nl", "ar", "zh", "ja", "ko", "ru", "hi", "tr", "pl"]
+TASKS = ["auto", "transcribe", "translate"]
+SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font from a CDN
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serve the speech2image web page.")
+    parser.add_argument("--host", default="localhost:54322", help="the Flow: HOST:PORT (gRPC)")
+    parser.add_argument("--port", type=int, default=7860, help="the page's port")
+    parser.add_argument("--listen", default="127.0.0.1", help="address to serve the page on (0.0.0.0: all)")
+    return parser.parse_args(argv)
+
+
+def options_from(language: str, task: str, num_images, seed: str, steps: str, guidance: str, width: str,
+                 height: str, negative_prompt: str) -> dict:
+    """The page's fields as client.py's request options (empty fields: the server's defaults);
+    client.py checks them, with the executors' own rules."""
+    def optional(text):
+        return (text or "").strip() or None
+
+    return {
+        "language": None if language == "auto" else language, "task": task, "num_images": int(num_images),
+        "seed": optional(seed), "steps": optional(steps), "guidance_scale": optional(guidance),
+        "width": optional(width), "height": optional(height), "negative_prompt": optional(negative_prompt),
+    }
+
+
+def save_png(image, directory: Path) -> str:
+    """One answer's PNG on disk, its settings in the PNG's own text chunk (shown on download)."""
+    from PIL import Image, PngImagePlugin
+
+    from speech2image.schema import from_blob
+
+    settings = {k: getattr(image, k) for k in ("prompt", "negative_prompt", "seed", "steps", "guidance_scale",
+                                                "width", "height", "scheduler", "model", "dtype", "vae")}
+    path = directory / f"speech2image-seed{image.seed}.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("speech2image", json.dumps(settings))
+    Image.open(io.BytesIO(from_blob(image.png))).save(path, pnginfo=info)
+    return str(path)
+
+
+async def speak(host: str, audio: Optional[str], prompt: str, options: dict, directory: Path):
+    """Yield (status, transcript, images) as the answer grows: the transcript first, then each image."""
+    images: list[tuple[int, str]] = []  # (seed, PNG path), in the order they arrive
+    parameters = request_parameters(options)  # checked here: a bad option fails before any upload
+    if audio:
+        yield "Transcribing…", "", []
+        [heard] = await post_async(make_documents([Path(audio)]), host, parameters, target_executor="whisper")
+        if heard.no_speech or not heard.text:
+            yield "No speech heard: speak closer to the microphone, or type a prompt", "", []
+            return
+        text = heard.text
+        transcript = f"{text}  [{heard.language}, {heard.task}]"
+        for warning in heard.warnings:
+            transcript += f"\n⚠ {warning}"
+    elif prompt and prompt.strip():
+        text = transcript = prompt.strip()
+    else:
+        yield "Record or upload some speech, or type a prompt", "", []
+        return
+    count = options["num_images"]
+    yield f"Drawing {count} image(s)…", transcript, []
+    first_seed = None if options["seed"] is None else int(options["seed"])  # checked above
+    requests = []
+    for k in range(count):
+        one = dict(options, num_images=1, seed=None if first_seed is None else first_seed + k)
+        requests.append(post_async(make_documents([], text), host, request_parameters(one),
+                                   target_executor="diffusion"))
+    for finished in asyncio.as_completed(requests):
+        [drawn] = await finished
+        for image in drawn.images:
+            images.append((image.seed, save_png(image, directory)))
+        done = len(images)
+        shown = [(path, f"seed {seed}") for seed, path in sorted(images)]
+        yield (f"Drew {done} of {count}" if done < count else f"Done: {count} image(s)"), transcript, shown
+
+
+class LocalOnly:
+    """ASGI middleware: drops what gradio's page would fetch from outside hosts (a CDN script,
+    font preconnects), so the page works with no internet and tells no one it was opened."""
+
+    OUTSIDE = re.compile(rb"<(?:script|link)\b[^>]*?https?://[^>]*>(?:\s*</script>)?", re.S)
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/":
+            return await self.app(scope, receive, send)
+        start, body = {}, []
+
+        async def rewrite(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            html = self.OUTSIDE.sub(b"", b"".join(body))
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(html)).encode())]})
+            await send({"type": "http.response.body", "body": html})
+
+        await self.app(scope, receive, rewrite)
+
+
+def build(host: str):
+    """The gradio page."""
+    import gradio as gr
+
+    directory = Path(tempfile.mkdtemp(prefix="speech2image-ui-"))
+
+    async def generate(audio, prompt, language, task, num_images, seed, steps, guidance, width, height,
+                       negative_prompt):
+        try:
+            options = options_from(language, task, num_images, seed, steps, guidance, width, height, negative_prompt)
+            async for status, transcript, images in speak(host, audio, prompt, options, directory):
+                yield status, transcript, images
+        except Speech2ImageError as e:  # one readable line, never a traceback
+            yield f"Error: {e}", gr.skip(), gr.skip()
+
+    with gr.Blocks(title="speech2image", analytics_enabled=False) as page:
+        gr.Markdown("# speech2image\nSpeak a sentence (or type one) and watch the images arrive.")
+        with gr.Row():
+            with gr.Column():
+                audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Speak or upload",
+                                 elem_id="audio")
+                prompt = gr.Textbox(label="…or type a prompt (used when there is no audio)", elem_id="prompt")
+                with gr.Accordion("Options", open=False):
+                    language = gr.Dropdown(LANGUAGES, value="auto", label="Language (auto: detect)",
+                                           elem_id="language")
+                    task = gr.Radio(TASKS, value="auto", label="Task (auto: translate what is not English)",
+                                    elem_id="task")
+                    num_images = gr.Slider(1, 8, value=2, step=1, label="Images", elem_id="num_images")
+                    seed = gr.Textbox(label="Seed (empty: random)", elem_id="seed")
+                    steps = gr.Textbox(label="Steps (empty: the model's preset)", elem_id="steps")
+                    guidance = gr.Textbox(label="Guidance (empty: the model's preset)", elem_id="guidance")
+                    width = gr.Textbox(label="Width (empty: the model's size)", elem_id="width")
+                    height = gr.Textbox(label="Height (empty: the model's size)", elem_id="height")
+                    negative_prompt = gr.Textbox(label="Negative prompt", elem_id="negative_prompt")
+                with gr.Row():
+                    run = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop = gr.Button("Stop", elem_id="stop")
+            with gr.Column():
+                status = gr.Textbox(label="Status", interactive=False, elem_id="status")
+                transcript = gr.Textbox(label="Transcript", interactive=False, elem_id="transcript")
+                gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="images")
+        event = run.click(generate, [audio, prompt, language, task, num_images, seed, steps, guidance, width,
+                                     height, negative_prompt], [status, transcript, gallery])
+        stop.click(lambda: "Stopped: the images not drawn yet were cancelled", None, status, cancels=[event])
+    return page
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import gradio as gr
+
+    page = build(args.host)
+    theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
+    from starlette.middleware import Middleware
+
+    page.queue().launch(server_name=args.listen, server_port=args.port, share=False, inbrowser=False,
+                        theme=theme, footer_links=[], ssr_mode=False,
+                        app_kwargs={"middleware": [Middleware(LocalOnly)]})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
