@@ -20,6 +20,7 @@ def start_app(*args, stderr=subprocess.DEVNULL):
     process = subprocess.Popen(
         [sys.executable, "app.py", "--offline", "--port", str(port), "--protocol", "grpc", "http", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        start_new_session=True,  # its executors and gateway go with it (stop_app)
     )
     deadline = time.monotonic() + 300
     for line in process.stdout:
@@ -30,12 +31,20 @@ def start_app(*args, stderr=subprocess.DEVNULL):
     return port, process
 
 
+def stop_app(process: subprocess.Popen) -> None:
+    """Kill app.py and every process it spawned (its own process group): none is left behind."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def server():
     port, process = start_app("--whisper-compute-type", "float32")
     yield port, process
-    if process.poll() is None:
-        process.kill()
+    stop_app(process)
 
 
 def client(*args, cwd=None):
@@ -118,7 +127,7 @@ def test_german_speech_becomes_english_text_and_images_with_embedded_base(tmp_pa
         done = client(FOREIGN_SPEECH / "de-garden.flac", SPEECH / "jfk.flac", "--host", f"localhost:{port}",
                       "--width", 32, "--steps", 1, "--out", tmp_path, "--json")
     finally:
-        process.kill()
+        stop_app(process)
     assert done.returncode == 0, done.stderr
     german, english = [json.loads(line) for line in done.stdout.splitlines()]
     assert (german["language"], german["task"], german["warnings"]) == ("de", "translate", [])
@@ -130,6 +139,6 @@ def test_german_speech_becomes_english_text_and_images_with_embedded_base(tmp_pa
 def test_start_up_is_quiet_but_for_the_ready_lines(tmp_path):
     with open(tmp_path / "stderr", "w") as stderr:
         port, process = start_app("--no-monitoring", stderr=stderr)
-        process.kill()
+        stop_app(process)
     noise = ("start_method", "start method", "pkg_resources", "torchvision")
     assert not [line for line in (tmp_path / "stderr").read_text().splitlines() if any(n in line for n in noise)]

@@ -42,14 +42,14 @@ def test_whisper_runs_on_cuda_in_float16(backend, jfk_bytes, jfk_text):
 
 
 def test_the_whole_flow_on_the_gpu(tmp_path):
-    from tests.test_end_to_end import client, start_app
+    from tests.test_end_to_end import client, start_app, stop_app
 
     port, process = start_app("--device", "cuda")
     try:
         done = client(SPEECH / "jfk.flac", "--host", f"localhost:{port}", "--num-images", 2, "--out", tmp_path,
                       "--json")
     finally:
-        process.kill()
+        stop_app(process)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert len(result["images"]) == 2 and "country" in result["text"].lower()

@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from speech2image import dashboard, metrics
 from tests.conftest import ROOT, SPEECH
-from tests.test_end_to_end import client
+from tests.test_end_to_end import client, stop_app
 from tests.test_flow import free_port
 
 PROMPT = "a lighthouse made of glass"  # must never show in metrics or spans
@@ -56,7 +56,7 @@ def start(*args):
     """app.py --offline ARGS; its port, process and the lines it printed up to `metrics:`."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "app.py", "--offline", "--port", str(port), *args], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     lines = []
     deadline = time.monotonic() + 300
     for line in process.stdout:
@@ -72,7 +72,7 @@ def server(receiver):
     port, process, lines = start("--diffusion-replicas", "2", "--tracing", f"http://localhost:{receiver[0]}")
     urls = lines[-1].split()[1:]
     yield port, urls
-    process.kill()
+    stop_app(process)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_no_monitoring_and_a_dead_trace_collector_never_fail_a_request(tmp_path)
         assert done.returncode == 0, done.stderr
         assert not any(line.startswith("metrics:") for line in lines)
     finally:
-        process.kill()
+        stop_app(process)
 
 
 @pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus package")

@@ -14,7 +14,7 @@ import pytest
 from speech2image.audio import decode_audio
 from tests.audio_files import encode
 from tests.conftest import ROOT, SPEECH, wer
-from tests.test_end_to_end import start_app
+from tests.test_end_to_end import start_app, stop_app
 from tests.test_flow import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,7 +27,7 @@ SCREENSHOT = ROOT / "docs" / "ui.png"
 def flow():
     port, process = start_app("--no-monitoring", "--whisper-compute-type", "float32")
     yield port
-    process.kill()
+    stop_app(process)
 
 
 def start_ui(flow_address: str):
