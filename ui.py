@@ -24,6 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from client import make_documents, post_async, request_parameters  # noqa: E402
+from speech2image.diffusion import MAX_SEED  # noqa: E402
 from speech2image.errors import Speech2ImageError  # noqa: E402
 
 LANGUAGES = ["auto", "en", "de", "fr", "es", "it", "pt", "nl", "ar", "zh", "ja", "ko", "ru", "hi", "tr", "pl"]
@@ -91,17 +92,22 @@ async def speak(host: str, audio: Optional[str], prompt: str, options: dict, dir
     yield f"Drawing {count} image(s)…", transcript, []
     first_seed = None if options["seed"] is None else int(options["seed"])  # checked above
     requests = []
-    for k in range(count):
-        one = dict(options, num_images=1, seed=None if first_seed is None else first_seed + k)
-        requests.append(post_async(make_documents([], text), host, request_parameters(one),
-                                   target_executor="diffusion"))
-    for finished in asyncio.as_completed(requests):
-        [drawn] = await finished
-        for image in drawn.images:
-            images.append((image.seed, save_png(image, directory)))
-        done = len(images)
-        shown = [(path, f"seed {seed}") for seed, path in sorted(images)]
-        yield (f"Drew {done} of {count}" if done < count else f"Done: {count} image(s)"), transcript, shown
+    for k in range(count):  # image k: seed + k, as the executor numbers a request's images
+        seed = None if first_seed is None else (first_seed + k) % (MAX_SEED + 1)
+        requests.append(asyncio.ensure_future(post_async(
+            make_documents([], text), host, request_parameters(dict(options, num_images=1, seed=seed)),
+            target_executor="diffusion")))
+    try:
+        for finished in asyncio.as_completed(requests):
+            [drawn] = await finished
+            for image in drawn.images:
+                images.append((image.seed, save_png(image, directory)))
+            done = len(images)
+            shown = [(path, f"seed {seed}") for seed, path in sorted(images)]
+            yield (f"Drew {done} of {count}" if done < count else f"Done: {count} image(s)"), transcript, shown
+    finally:  # Stop, or an error: the requests still out are cancelled
+        for request in requests:
+            request.cancel()
 
 
 class LocalOnly:

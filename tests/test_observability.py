@@ -218,3 +218,14 @@ def test_prometheus_on_a_busy_port_fails_with_one_line():
     message = str(raised.value)
     assert message.startswith("prometheus did not start on port") and "address already in use" in message
     assert "\n" not in message
+
+
+def test_gpu_gauges_only_where_nvml_finds_a_gpu():
+    import torch
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    metrics.ExecutorMetrics("diffusion", "diffusion/rep-0", registry)
+    exposed = generate_latest(registry).decode()
+    assert (metrics.GPU_MEMORY_USED in exposed) == torch.cuda.is_available()
+    assert "speech2image_in_progress" in exposed
