@@ -204,9 +204,8 @@ def start_prometheus(args: argparse.Namespace, urls: dict[str, list[str]]):
         print("speech2image: --prometheus needs monitoring; drop --no-monitoring", file=sys.stderr)
         yield
         return
-    targets = {name: [url.split("//")[1].split("/")[0] for url in group] for name, group in urls.items()}
     try:
-        prometheus = Prometheus(targets, args.prometheus)
+        prometheus = Prometheus(urls, args.prometheus)
     except PrometheusError as e:
         print(f"speech2image: {e}; the Flow serves on without it", file=sys.stderr)
         yield

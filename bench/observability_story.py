@@ -92,9 +92,7 @@ def screenshot(url: str, path: Path) -> None:
 
 def run(args, replicas: int) -> dict:
     with start(args.port, replicas) as flow:
-        urls = app.metrics_urls(flow)
-        targets = {name: [u.split("//")[1].split("/")[0] for u in group] for name, group in urls.items()}
-        with Prometheus(targets, args.prometheus_port) as prometheus:
+        with Prometheus(app.metrics_urls(flow), args.prometheus_port) as prometheus:
             address = f"localhost:{args.port}"
             asyncio.run(load(address, args.clients, 10))  # warm-up: every replica has drawn
             answers, seconds = asyncio.run(load(address, args.clients, args.seconds))

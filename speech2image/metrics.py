@@ -15,7 +15,7 @@ here the wait is `speech2image_queue_seconds` and the work is
 import contextlib
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 Observe = Callable[[str, int, int], None]  # a stage ran: (stage, started, ended) in time.time_ns()
 
@@ -107,6 +107,15 @@ class ExecutorMetrics:
     def audio_transcribed(self, seconds: float) -> None:
         self.audio_seconds.labels(**self.labels).inc(seconds)
 
+    @classmethod
+    def of(cls, executor, default_name: str) -> "ExecutorMetrics":
+        """The metrics of a Jina executor: its Flow name and replica from its runtime arguments,
+        Jina's registry (with monitoring) and tracer (with tracing)."""
+        runtime = executor.runtime_args
+        runtime_name = getattr(runtime, "name", None) or default_name
+        return cls(runtime_name.split("/")[0], runtime_name, getattr(runtime, "metrics_registry", None),
+                   executor.tracer)
+
     def images_made(self, model: str, count: int) -> None:
         self.images.labels(**self.labels, model=model).inc(count)
 
@@ -154,7 +163,3 @@ class _GpuGauges:
             self.utilization.labels(**self.labels, gpu=str(index)).set(
                 pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100)
 
-
-def executor_name(runtime_name: Optional[str], default: str) -> str:
-    """The Flow's executor name from Jina's runtime name ("diffusion/rep-0" → "diffusion")."""
-    return (runtime_name or default).split("/")[0]

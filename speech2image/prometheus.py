@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.error import URLError
+from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import yaml
@@ -45,11 +46,12 @@ def binary() -> str:
 
 
 def config(targets: dict[str, list[str]]) -> dict:
-    """A scrape config: one job per Flow part (gateway, whisper, diffusion), host:port targets."""
+    """A scrape config: one job per Flow part (gateway, whisper, diffusion), from the metrics
+    URLs app.py prints (http://HOST:PORT/metrics)."""
     return {
         "global": {"scrape_interval": f"{SCRAPE_INTERVAL_SECONDS}s", "evaluation_interval": "5s"},
-        "scrape_configs": [{"job_name": name, "static_configs": [{"targets": addresses}]}
-                           for name, addresses in targets.items()],
+        "scrape_configs": [{"job_name": name, "static_configs": [{"targets": [urlsplit(url).netloc for url in urls]}]}
+                           for name, urls in targets.items()],
     }
 
 

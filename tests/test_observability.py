@@ -162,8 +162,7 @@ def test_every_dashboard_query_returns_data_on_a_real_prometheus(served, tmp_pat
     from speech2image.prometheus import Prometheus
 
     port, urls = served
-    targets = {"speech2image": [url.split("//")[1].split("/")[0] for url in urls]}
-    with Prometheus(targets, free_port()) as prometheus:
+    with Prometheus({"speech2image": urls}, free_port()) as prometheus:
         # two more requests once it scrapes, so that every rate() has two samples that differ
         for _ in range(2):
             time.sleep(3)
@@ -214,7 +213,7 @@ def test_prometheus_on_a_busy_port_fails_with_one_line():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         with pytest.raises(PrometheusError) as raised:
-            Prometheus({"speech2image": ["localhost:1"]}, busy.getsockname()[1])
+            Prometheus({"speech2image": ["http://localhost:1/metrics"]}, busy.getsockname()[1])
     message = str(raised.value)
     assert message.startswith("prometheus did not start on port") and "address already in use" in message
     assert "\n" not in message

@@ -8,7 +8,7 @@ from jina import Executor, requests
 
 from speech2image.diffusion import DEFAULT_MODEL, GenerateOptions, Image, generate, load_engine
 from speech2image.limits import RequestLimits
-from speech2image.metrics import ExecutorMetrics, executor_name
+from speech2image.metrics import ExecutorMetrics
 from speech2image.options import merge, split_kwargs
 from speech2image.serving import announce_when_serving
 from speech2image.schema import GeneratedImage, SpeechImageDoc, to_blob
@@ -35,9 +35,7 @@ class StableDiffusionExecutor(Executor):
         super().__init__(**rest)
         self.engine = load_engine(model, device, dtype, cache_dir, local_files_only, safety_checker,
                                   cpu_threads, batch_images, vae, compile)
-        runtime_name = getattr(self.runtime_args, "name", None) or "diffusion"
-        self.metrics = ExecutorMetrics(executor_name(runtime_name, "diffusion"), runtime_name,
-                                       getattr(self.runtime_args, "metrics_registry", None), self.tracer)
+        self.metrics = ExecutorMetrics.of(self, "diffusion")
         announce_when_serving(f"diffusion executor ({self.engine.model})")
 
     @requests(on="/generate")

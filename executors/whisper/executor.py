@@ -9,7 +9,7 @@ from jina import Executor, requests
 from speech2image.audio import AudioSources, load_audio
 from speech2image.errors import InvalidRequest
 from speech2image.limits import AudioLimits, RequestLimits
-from speech2image.metrics import ExecutorMetrics, executor_name
+from speech2image.metrics import ExecutorMetrics
 from speech2image.options import merge, split_kwargs
 from speech2image.serving import announce_when_serving
 from speech2image.schema import Segment, SpeechImageDoc, Word
@@ -35,9 +35,7 @@ class WhisperExecutor(Executor):
             kwargs, AudioLimits, RequestLimits, AudioSources, TranscribeOptions)
         super().__init__(**rest)
         self.engine = load_engine(backend, model, device, compute_type, cache_dir, cpu_threads)
-        runtime_name = getattr(self.runtime_args, "name", None) or "whisper"
-        self.metrics = ExecutorMetrics(executor_name(runtime_name, "whisper"), runtime_name,
-                                       getattr(self.runtime_args, "metrics_registry", None), self.tracer)
+        self.metrics = ExecutorMetrics.of(self, "whisper")
         announce_when_serving(f"whisper executor ({self.engine.model_label})")
 
     @requests(on="/generate")
