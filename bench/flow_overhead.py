@@ -32,6 +32,7 @@ from client import connect, make_documents, post, post_async, request_parameters
 from speech2image.audio import AudioLimits, AudioSources, load_audio  # noqa: E402
 from speech2image.diffusion import _png  # noqa: E402
 from speech2image.schema import from_blob  # noqa: E402
+from speech2image.hardware import describe_cpu  # noqa: E402
 
 JFK = ROOT.parent / "shared" / "data" / "speech" / "jfk.flac"
 
@@ -116,6 +117,7 @@ def main():
     parser.add_argument("--throughput-requests", type=int, default=16)
     parser.add_argument("--port", type=int, default=54610)
     args = parser.parse_args()
+    print(f"CPU: {describe_cpu()}", flush=True)
     for monitoring in (False, True):
         with start(args.port, 1, 0, monitoring):
             overhead(args.port, args.requests, args.size, f"monitoring {'on' if monitoring else 'off'}")

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from client import ClientError, make_documents, post_async  # noqa: E402
+from speech2image.hardware import describe_cpu  # noqa: E402
 
 SPEECH = Path(os.environ.get("SPEECH2IMAGE_SPEECH_DATA", ROOT.parent / "shared" / "data" / "speech"))
 IMAGE = {"diffusion__num_images": 1, "diffusion__steps": 1, "diffusion__width": 32, "diffusion__height": 32}
@@ -253,6 +254,7 @@ def main():
     parser.add_argument("--kill-after", type=int, help="kill one diffusion replica once this many requests ended")
     parser.add_argument("--port", type=int, default=54630)
     args = parser.parse_args()
+    print(f"CPU: {describe_cpu()}", flush=True)
     server = start_server(args.port, args.replicas, Path("/tmp/speech2image-load.log"))
     try:
         report = asyncio.run(run_load(f"localhost:{args.port}", cases(args.requests), args.clients,

@@ -32,6 +32,7 @@ import app  # noqa: E402
 from client import make_documents, post_async, request_parameters  # noqa: E402
 from speech2image import dashboard  # noqa: E402
 from speech2image.prometheus import Prometheus  # noqa: E402
+from speech2image.hardware import describe_cpu  # noqa: E402
 
 CLIP = ROOT.parent / "shared" / "data" / "speech" / "prompt4.wav"
 IMAGE = {"num_images": 1, "steps": 4, "width": 256, "height": 256, "seed": 1}
@@ -115,6 +116,7 @@ def main():
     parser.add_argument("--prometheus-port", type=int, default=54690)
     parser.add_argument("--screenshot", type=Path)
     args = parser.parse_args()
+    print(f"CPU: {describe_cpu()}", flush=True)
     results = {replicas: run(args, replicas) for replicas in (1, 2)}
     keys = sorted(set(results[1]) | set(results[2]), key=lambda k: (k != "throughput", k))
     print(f"{args.clients} clients, {args.seconds:.0f} s each; prompt4.wav → 1 image {IMAGE['width']}², "

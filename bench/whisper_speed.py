@@ -23,6 +23,7 @@ from speech2image.audio import decode_audio  # noqa: E402
 from speech2image.transcription import BACKENDS, TranscribeOptions, load_engine, transcribe  # noqa: E402
 from speech2image.whisper_models import EMBEDDED_MODELS  # noqa: E402
 from tests.conftest import FOREIGN_SPEECH, wer  # noqa: E402
+from speech2image.hardware import describe_cpu  # noqa: E402
 
 DEFAULT_AUDIO = ROOT.parent / "shared" / "data" / "speech" / "jfk.flac"
 
@@ -73,6 +74,7 @@ def main():
     parser.add_argument("--models", nargs="+", choices=tuple(EMBEDDED_MODELS), default=list(EMBEDDED_MODELS))
     parser.add_argument("--multilingual", action="store_true", help="detection and translation of the test clips")
     args = parser.parse_args()
+    print(f"CPU: {describe_cpu()}", flush=True)
     multilingual(args) if args.multilingual else speed(args)
 
 

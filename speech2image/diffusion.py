@@ -11,7 +11,6 @@ import functools
 import io
 import logging
 import os
-import platform
 import secrets
 import threading
 import time
@@ -23,6 +22,7 @@ from .metrics import Observe
 from .options import check_choice, check_range
 from .random_pipelines import TINY_VAE_SUBFOLDER, has_random_weights, save_random_pipeline
 from .cache import tiny_diffusion_dir
+from .hardware import cpu_has_native_bfloat16
 
 log = logging.getLogger(__name__)
 
@@ -226,21 +226,6 @@ def _resolve_device(device: str, dtype: str, vae: str) -> tuple[str, str, str]:
     if vae == "auto":
         vae = "full" if gpu else "tiny"
     return device, dtype, vae
-
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware: x86 AVX512-BF16 or AMX, Arm BF16.
-    Elsewhere bfloat16 is emulated and slower than float32."""
-    import torch
-
-    if platform.machine().lower() in ("aarch64", "arm64"):
-        try:
-            with open("/proc/cpuinfo") as cpuinfo:
-                return any(line.startswith("Features") and " bf16" in line for line in cpuinfo)
-        except OSError:
-            return False
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # cpuinfo, as PyTorch reads it
-    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
 def fetch_model(model: str, cache_dir_: Optional[str] = None, local_files_only: bool = False) -> None:

@@ -9,6 +9,7 @@ from PIL import Image
 
 from executors.diffusion.executor import StableDiffusionExecutor
 from speech2image.errors import InvalidRequest
+from speech2image.limits import RequestLimits
 from speech2image.schema import SpeechImageDoc, from_blob
 from tests.conftest import ROOT
 
@@ -90,14 +91,12 @@ def test_work_budget_is_checked_before_any_image_is_drawn():
 
 
 def test_a_request_past_its_timeout_stops_between_steps_and_the_executor_keeps_serving():
-    import time
-
     from speech2image.errors import GenerationError
 
-    executor = StableDiffusionExecutor(model="tiny", request_timeout_seconds=3)
-    started = time.monotonic()
-    with pytest.raises(GenerationError, match=r"request timed out at step \d+ of 50 of image 1 of 8: .*"
+    # a 1 ms budget is spent by the end of the first step on any machine, a GPU's included
+    executor = StableDiffusionExecutor(model="tiny", request_timeout_seconds=0.001)
+    with pytest.raises(GenerationError, match=r"request timed out at step 1 of 50 of image 1 of 8: .*"
                                               r"request_timeout_seconds"):
         run(executor, SpeechImageDoc(prompt="a cat"), num_images=8, steps=50, width=128, height=128)
-    assert time.monotonic() - started < 30  # 400 steps would take minutes
+    executor.limits = RequestLimits()  # the same replica, with time enough: it serves the next request
     assert len(run(executor, SpeechImageDoc(prompt="a cat"), steps=1, width=16, height=16)[0].images) == 1

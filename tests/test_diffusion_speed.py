@@ -40,8 +40,11 @@ def test_auto_picks_bfloat16_only_where_the_cpu_has_it(monkeypatch):
 
 
 def test_this_cpu_reports_native_bfloat16_as_pytorch_reads_it():
-    assert diffusion.cpu_has_native_bfloat16() == (torch.cpu._is_avx512_bf16_supported()
-                                                   or torch.cpu._is_amx_tile_supported())
+    from speech2image.hardware import cpu_features, cpu_has_native_bfloat16
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert cpu_has_native_bfloat16() == native
+    assert native == bool({"avx512_bf16", "amx_tile"} & set(cpu_features()))  # /proc/cpuinfo agrees
 
 
 @pytest.mark.parametrize("name,value", [("dtype", "float64"), ("vae", "medium")])

@@ -124,12 +124,13 @@ def test_unavailable_model_stops_start_up_with_one_line():
 def test_german_speech_becomes_english_text_and_images_with_embedded_base(tmp_path):
     port, process = start_app("--whisper-model", "embedded-base")
     try:
-        done = client(FOREIGN_SPEECH / "de-garden.flac", SPEECH / "jfk.flac", "--host", f"localhost:{port}",
+        done = client(FOREIGN_SPEECH / "de-bicycle.flac", SPEECH / "jfk.flac", "--host", f"localhost:{port}",
                       "--width", 32, "--steps", 1, "--out", tmp_path, "--json")
     finally:
         stop_app(process)
     assert done.returncode == 0, done.stderr
     german, english = [json.loads(line) for line in done.stdout.splitlines()]
+    # de-bicycle is detected as German at 0.977-0.985 on every CPU path measured (test_multilingual)
     assert (german["language"], german["task"], german["warnings"]) == ("de", "translate", [])
     assert german["text"].isascii() and len(german["images"]) == 1
     assert german["models"]["whisper"] == "embedded-base (base)"

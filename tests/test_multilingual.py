@@ -2,8 +2,8 @@
 
 The clips are espeak-ng voices (tests/data): robotic speech that Whisper base detects
 and translates only modestly. These tests assert what is reliable on them, measured on
-both backends: the detected language, the task that ran, the script and the language
-of the output. Word error rates and translation quality are measured by
+both backends and on several CPU paths (below): the detected language, the task that
+ran, the script and the words of the output. Word error rates and translation quality are measured by
 bench/whisper_speed.py and reported in the README.
 """
 
@@ -65,31 +65,49 @@ def test_a_missing_half_names_the_pip_command(monkeypatch, tmp_path):
         load_engine("faster-whisper", EMBEDDED_BASE)
 
 
+# Bounds below hold on every numeric path measured, since Whisper's numbers differ between
+# CPUs the way int8 and float32 differ: faster-whisper int8 and float32 on an Intel Xeon with
+# AMX, and with CTranslate2 and MKL held to AVX2 (CT2_FORCE_CPU_ISA=AVX2
+# MKL_ENABLE_INSTRUCTIONS=AVX2); openai-whisper float32 natively and with ATEN_CPU_CAPABILITY=avx2.
+# The older clips (de-garden, de-forest, fr-cat…) sit on a knife's edge (de-garden: de at 0.45
+# to 0.70 depending on the path) and are left to bench/whisper_speed.py --multilingual.
+
+
 def test_language_is_detected_with_its_probability(engine):
     assert engine.multilingual and engine.model_label == "embedded-base (base)"
-    language, probability = engine.detect_language(clip("de-garden.flac"))
-    assert language == "de" and 0.6 <= probability < 1  # measured 0.70 (faster-whisper), 0.65 (openai-whisper)
+    language, probability = engine.detect_language(clip("de-bicycle.flac"))
+    assert language == "de" and 0.9 <= probability < 1  # measured 0.977-0.985 on every path
     language, probability = engine.detect_language(clip("jfk.flac"))
-    assert language == "en" and probability >= 0.9
+    assert language == "en" and probability >= 0.85  # measured 0.93-0.95
 
 
 def test_a_language_hint_skips_detection_and_transcribe_keeps_german(engine, foreign_clips):
-    transcript = transcribe(engine, clip("de-car.flac"), TranscribeOptions(language="de", task="transcribe"))
+    transcript = transcribe(engine, clip("de-bicycle.flac"), TranscribeOptions(language="de", task="transcribe"))
     assert (transcript.language, transcript.language_probability, transcript.task) == ("de", 1.0, "transcribe")
     assert not transcript.warnings
-    # beam 5, measured 0.50 on both backends: "ein hottes Auto steht für einem Mautenhaus"
-    assert wer(foreign_clips["de-car.flac"]["text"], transcript.text, english=False) <= 0.6
-    assert {"ein", "auto", "steht"} <= source_words(transcript.text)
+    # beam 5, measured 0.115-0.154 on every path: "Heute Morgen bin ich mit meinem Fahrrad in die Stadt…"
+    assert wer(foreign_clips["de-bicycle.flac"]["text"], transcript.text, english=False) <= 0.35
+    assert {"heute", "morgen", "fahrrad", "stadt"} <= source_words(transcript.text)
 
 
-@pytest.mark.parametrize("name", ["de-garden.flac", "es-beach.flac"])
-def test_auto_detects_and_translates_to_english(engine, foreign_clips, name):
-    transcript = transcribe(engine, clip(name))
-    assert transcript.language == name[:2] and transcript.language_probability >= 0.5
+# every path: "Today morning I am with my bike in the city. I bought fresh bread and cheese…",
+# "This morning I went to the market with my sister…"
+TRANSLATIONS = {"de-bicycle.flac": ({"heute", "morgen", "fahrrad", "stadt", "brot", "käse", "kaffee"},
+                                    {"morning", "bike", "city", "bread", "cheese"}),
+                "it-market.flac": ({"questa", "mattina", "mercato", "sorella", "frutta", "verdura", "pane"},
+                                   {"morning", "market", "sister", "fruit", "bread"})}
+
+
+@pytest.mark.parametrize("name", TRANSLATIONS)
+def test_auto_detects_and_translates_to_english(engine, name):
+    transcript = transcribe(engine, clip(name), TranscribeOptions(**FAST))
+    # detected at 0.977-0.985 (de-bicycle) and 0.957-0.985 (it-market) on every path
+    assert transcript.language == name[:2] and transcript.language_probability >= 0.9
     assert transcript.task == "translate" and not transcript.warnings
     assert transcript.text and latin_fraction(transcript.text) >= 0.9
-    # no word of the source is left, but for the ones English shares ("auto")
-    assert not (source_words(transcript.text) & source_words(foreign_clips[name]["text"])) - {"auto"}
+    source, english = TRANSLATIONS[name]
+    words = source_words(transcript.text)
+    assert not words & source and len(words & english) >= 2, transcript.text
 
 
 def test_english_is_transcribed_not_translated(engine, jfk_text):
@@ -104,22 +122,25 @@ def test_translate_always_translates(engine):
     assert transcript.text.isascii() and "country" in transcript.text.lower()
 
 
+# es-market is detected as es at 0.69-0.88 on every path: under a threshold of 0.99, always unsure
+UNSURE = dict(min_language_probability=0.99, **FAST)
+
+
 def test_unsure_detection_translates_and_warns(engine):
-    # espeak-ng's French voice: Whisper base hears Thai or Vietnamese, at 0.33-0.41
-    transcript = transcribe(engine, clip("fr-cat.flac"), TranscribeOptions(**FAST))
-    assert transcript.language_probability < 0.5 and transcript.task == "translate"
-    assert latin_fraction(transcript.text) >= 0.9  # or nothing: no images rather than Thai
+    transcript = transcribe(engine, clip("es-market.flac"), TranscribeOptions(**UNSURE))
+    assert transcript.language_probability < 0.99 and transcript.task == "translate"
+    assert latin_fraction(transcript.text) >= 0.9
     [warning] = transcript.warnings
     assert warning.startswith(f"language detection unsure: {transcript.language} at ")
-    assert "translated to English to be safe; pass language=" in warning
+    assert "below min_language_probability=0.99: translated to English to be safe; pass language=" in warning
 
 
 def test_unsure_detection_keeps_an_explicit_task_and_warns(engine):
-    transcript = transcribe(engine, clip("fr-cat.flac"), TranscribeOptions(task="transcribe", **FAST))
+    transcript = transcribe(engine, clip("es-market.flac"), TranscribeOptions(task="transcribe", **UNSURE))
     assert transcript.task == "transcribe" and len(transcript.warnings) == 1
 
 
 def test_a_hint_is_never_unsure(engine):
-    transcript = transcribe(engine, clip("fr-cat.flac"), TranscribeOptions(language="fr", **FAST))
-    assert (transcript.language, transcript.language_probability, transcript.task) == ("fr", 1.0, "translate")
+    transcript = transcribe(engine, clip("es-market.flac"), TranscribeOptions(language="es", **UNSURE))
+    assert (transcript.language, transcript.language_probability, transcript.task) == ("es", 1.0, "translate")
     assert not transcript.warnings
