@@ -19,7 +19,14 @@ from .errors import AudioError, ForbiddenSource, one_line
 from .limits import AudioLimits
 
 SAMPLE_RATE = 16_000
-FORMATS_HINT = "send the bytes of a wav, flac, mp3, ogg/opus or m4a file"
+FORMATS = "wav, flac, mp3, ogg/opus, m4a/mp4/aac or webm"
+FORMATS_HINT = f"send the bytes of a {FORMATS} file"
+# FFmpeg picks a demuxer from the bytes, among all it was built with: a concat or HLS playlist
+# would open the files or URLs it names, an SDP description would open RTP sockets. Only the
+# demuxers of the formats above may be picked (FFmpeg's format_whitelist), and none may open
+# anything through a protocol (protocol_whitelist names none): the bytes sent are all it reads.
+AUDIO_DEMUXERS = ("wav", "flac", "mp3", "ogg", "mov", "mp4", "m4a", "aac", "matroska", "webm")
+OPEN_OPTIONS = {"format_whitelist": ",".join(AUDIO_DEMUXERS), "protocol_whitelist": "none"}
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,10 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray
         )
     max_samples = int(limits.max_audio_seconds * SAMPLE_RATE)
     try:
-        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore", options=OPEN_OPTIONS)
     except (av.FFmpegError, ValueError, UnicodeDecodeError) as e:
-        raise AudioError(f"not audio: the bytes could not be opened as audio ({one_line(e)}); {FORMATS_HINT}") from e
+        # one message whatever FFmpeg said: a refused playlist must not tell which files exist
+        raise AudioError(f"not audio: the bytes are not a {FORMATS} file; {FORMATS_HINT}") from e
     chunks: list[np.ndarray] = []
     total = 0
     try:

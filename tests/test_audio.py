@@ -114,3 +114,90 @@ def test_load_audio_prefers_bytes_then_waveform_and_passes_text_only(jfk_bytes):
     assert load_audio(SpeechImageDoc(prompt="a cat"), sources, limits) is None
     with pytest.raises(InvalidRequest):
         load_audio(SpeechImageDoc(uri="/etc/passwd"), sources, limits)
+
+
+# Demuxers that open other files, URLs or sockets, sent as "audio". FFmpeg picks a demuxer from
+# the bytes: a concat or HLS playlist names files to read, an SDP description opens RTP sockets.
+# They must be refused as "not audio", whether what they name exists or not (the same message:
+# the answer must not tell which files exist), and nothing named may be opened.
+
+def concat(path) -> bytes:
+    return f"ffconcat version 1.0\nfile {path}\n".encode()
+
+
+def hls(entry) -> bytes:
+    return f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:11\n#EXTINF:11.0,\n{entry}\n#EXT-X-ENDLIST\n".encode()
+
+
+SDP = b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 45004 RTP/AVP 0\n"
+
+
+@pytest.fixture
+def private_recording(tmp_path, monkeypatch, jfk_bytes):
+    """A recording the server holds (private/meeting.flac under its working directory)."""
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "meeting.flac").write_bytes(jfk_bytes)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "private" / "meeting.flac"
+
+
+@pytest.fixture
+def web_server():
+    """A loopback HTTP server that records every request it gets (none may arrive)."""
+    import http.server
+    import threading
+
+    requested = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    server.shutdown()
+
+
+def refusal(data: bytes) -> str:
+    with pytest.raises(AudioError) as raised:
+        decode_audio(data)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize("playlist", [
+    lambda path: concat(path.relative_to(path.parent.parent)),  # the 45 bytes of the security review
+    lambda path: concat(path),
+    lambda path: concat(f"file:{path}"),
+    lambda path: hls(path),
+    lambda path: hls(f"file://{path}"),
+], ids=["concat-relative", "concat-absolute", "concat-file-url", "hls-path", "hls-file-url"])
+def test_playlists_naming_server_files_are_not_audio_and_tell_nothing(private_recording, playlist):
+    existing = refusal(playlist(private_recording))
+    missing = refusal(playlist(private_recording.with_name("nothing-here.flac")))
+    assert existing.startswith("not audio:") and "\n" not in existing
+    assert existing == missing  # the same answer whether the named file exists or not
+
+
+def test_playlists_naming_urls_fetch_nothing(web_server):
+    url, requested = web_server
+    for data in (hls(f"{url}/segment.flac"), concat(f"{url}/segment.flac"),
+                 b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n" + f"{url}/variant.m3u8\n".encode()):
+        assert refusal(data).startswith("not audio:")
+    assert requested == []
+
+
+def test_an_sdp_description_opens_no_socket():
+    assert refusal(SDP).startswith("not audio:")
+
+
+def test_a_playlist_behind_a_wav_name_in_an_allowed_directory_is_not_audio(private_recording):
+    (private_recording.parent / "notes.wav").write_bytes(concat("private/meeting.flac"))
+    sources = AudioSources(allowed_audio_dirs=(str(private_recording.parent),))
+    with pytest.raises(AudioError, match="^not audio:"):
+        load_audio(SpeechImageDoc(uri=str(private_recording.parent / "notes.wav")), sources, AudioLimits())

@@ -82,8 +82,12 @@ def test_client_failures_are_one_line_and_non_zero(server, tmp_path):
     port, _ = server
     not_audio = tmp_path / "notes.wav"
     not_audio.write_text("these are not the samples you are looking for\n" * 20)
+    playlist = tmp_path / "playlist.wav"  # FFmpeg's concat demuxer would read a file of the server's
+    playlist.write_text("ffconcat version 1.0\nfile tests/data/de-car.flac\n")
     cases = {
         "error: the server refused the request: AudioError: not audio": [not_audio, "--host", f"localhost:{port}"],
+        "error: the server refused the request: AudioError: not audio: the bytes are not a wav":
+            [playlist, "--host", f"localhost:{port}"],
         "error: cannot reach the speech2image server at localhost:1": [SPEECH / "jfk.flac", "--host", "localhost:1"],
         "error: invalid num_images=20: allowed 1..8": [SPEECH / "jfk.flac", "--num-images", 20],
         "error: cannot read": [tmp_path / "missing.wav"],

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from client import request_parameters
@@ -139,6 +139,30 @@ def test_random_bytes_decode_or_raise_audio_error(data):
         decode_audio(data, limits_small)
     except AudioError:
         pass
+
+
+# documents that make FFmpeg open other files, URLs or sockets: playlists and session descriptions
+paths = st.sampled_from(["tests/data/de-car.flac", "/etc/passwd", "file:/etc/hostname", "http://127.0.0.1:9/a.flac",
+                         "../../../../etc/shadow", "subfile,,start,0,end,0,,:tests/data/de-car.flac",
+                         "data:audio/wav;base64,UklGRg=="]) | st.text(max_size=40)
+SHAPES = [b"ffconcat version 1.0\nfile %s\n", b"#EXTM3U\n#EXTINF:10,\n%s\n#EXT-X-ENDLIST\n",
+          b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n%s\n",
+          b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=%s\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 45006 RTP/AVP 0\n"]
+
+
+@fuzz
+@given(st.sampled_from(SHAPES), paths, edits | st.just([]))
+@example(SHAPES[0], "tests/data/de-car.flac", []).via("the 45 bytes of the security review, aimed at a clip of ours")
+@example(SHAPES[1], "tests/data/de-car.flac", [])
+def test_playlists_and_session_descriptions_never_open_what_they_name(shape, path, changes):
+    data = shape.replace(b"%s", path.encode("utf-8", "replace"))
+    data = mutate(data, changes) if changes else data
+    try:
+        waveform = decode_audio(data, limits_small)
+    except AudioError as e:
+        assert "\n" not in str(e) and (len(path) < 8 or path not in str(e))
+        return
+    assert waveform.size < 16_000  # never the 3 s of the clip a playlist names: noise in the bytes themselves
 
 
 hostile_uris = st.sampled_from([
