@@ -1,4 +1,5 @@
 # One image per executor: docker build --build-arg EXECUTOR=whisper|diffusion -t speech2image-<executor> .
+#   (the core of speech2image and that executor's domain: asr for whisper, imaging for diffusion)
 #   BASE_IMAGE           a CUDA runtime by default; any Debian/Ubuntu image with apt works
 #   EXECUTOR             whisper or diffusion: only that executor's code and dependencies
 #   BAKE_OFFLINE_MODELS  true: build the offline models (embedded whisper / tiny diffusion) into the image
@@ -29,15 +30,25 @@ RUN if [ -f /build-config/pip.conf ]; then export PIP_CONFIG_FILE=/build-config/
     && python3.11 -m venv /opt/venv \
     && pip install -r /opt/speech2image/executors/${EXECUTOR}/requirements.txt
 
+FROM base AS code
+# the library's core (contracts, serving, observability) and this executor's domain only
+ARG EXECUTOR=whisper
+COPY speech2image /code/speech2image
+COPY executors/__init__.py /code/executors/__init__.py
+COPY executors/${EXECUTOR} /code/executors/${EXECUTOR}
+RUN case "$EXECUTOR" in \
+      whisper) rm -r /code/speech2image/imaging ;; \
+      diffusion) rm -r /code/speech2image/asr ;; \
+      *) echo "EXECUTOR must be whisper or diffusion" >&2; exit 1 ;; \
+    esac
+
 FROM base
 # code under /opt: Jina mounts an executor workspace volume on /app
 ARG EXECUTOR=whisper
 ARG BAKE_OFFLINE_MODELS=false
 COPY --from=dependencies /opt/venv /opt/venv
 WORKDIR /opt/speech2image
-COPY speech2image /opt/speech2image/speech2image
-COPY executors/__init__.py /opt/speech2image/executors/__init__.py
-COPY executors/${EXECUTOR} /opt/speech2image/executors/${EXECUTOR}
+COPY --from=code /code /opt/speech2image
 
 USER 10001
 ENV HOME=/home/speech2image \

@@ -16,29 +16,37 @@ import sys
 import threading
 from pathlib import Path
 
+from speech2image.asr import options as asr_options  # options only: no model library
+from speech2image.imaging import options as imaging_options
+
 ROOT = Path(__file__).resolve().parent
 PROTOCOLS = ("grpc", "http", "websocket")
-OFFLINE_MODELS = {"whisper": "embedded", "diffusion": "tiny"}
+OFFLINE_MODELS = {"whisper": asr_options.OFFLINE_MODEL, "diffusion": imaging_options.OFFLINE_MODEL}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve the speech2image Flow locally.")
     parser.add_argument("--offline", action="store_true",
-                        help="use the models that need no network (whisper embedded tiny.en, diffusion tiny)")
+                        help=f"use the models that need no network (whisper {OFFLINE_MODELS['whisper']}: tiny.en, "
+                             f"diffusion {OFFLINE_MODELS['diffusion']}: random weights)")
     parser.add_argument("--port", type=int, default=54322, help="first port; each further protocol takes the next")
     parser.add_argument("--protocol", nargs="+", choices=PROTOCOLS, default=["grpc"])
-    parser.add_argument("--whisper-model", help="Whisper name, local path or 'embedded' (default: flow.yml's)")
-    parser.add_argument("--whisper-backend", choices=("faster-whisper", "openai-whisper"))
-    parser.add_argument("--whisper-compute-type", help="e.g. int8, float16, float32 (default: auto)")
-    parser.add_argument("--diffusion-model", help="diffusers model id, local directory or 'tiny' (default: flow.yml's)")
-    parser.add_argument("--diffusion-dtype", choices=("auto", "float16", "bfloat16", "float32"),
-                        help="auto (default): float16 on CUDA, bfloat16 on CPUs that have it natively, else float32")
-    parser.add_argument("--diffusion-vae", choices=("auto", "full", "tiny"),
-                        help="auto (default): the tiny VAE on a CPU, the model's own on a GPU")
+    whisper, diffusion = asr_options.WhisperConfig(), imaging_options.DiffusionConfig()
+    parser.add_argument("--whisper-model",
+                        help=f"Whisper name, local path, 'embedded' or 'embedded-base' (default {whisper.model})")
+    parser.add_argument("--whisper-backend", choices=asr_options.BACKENDS, help=f"default {whisper.backend}")
+    parser.add_argument("--whisper-compute-type", help=f"e.g. int8, float16, float32 (default {whisper.compute_type})")
+    parser.add_argument("--diffusion-model",
+                        help=f"diffusers model id, local directory or 'tiny' (default {diffusion.model})")
+    parser.add_argument("--diffusion-dtype", choices=imaging_options.DTYPES,
+                        help=f"default {diffusion.dtype}: float16 on CUDA, bfloat16 on CPUs that have it natively, "
+                             "else float32")
+    parser.add_argument("--diffusion-vae", choices=imaging_options.VAES,
+                        help=f"default {diffusion.vae}: the tiny VAE on a CPU, the model's own on a GPU")
     parser.add_argument("--diffusion-compile", action="store_true", help="torch.compile the UNet and VAE decoder")
     parser.add_argument("--diffusion-replicas", type=int, default=1,
                         help="replicas of the diffusion executor; with several GPUs each takes its own")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N for both executors")
+    parser.add_argument("--device", help=f"cpu, cuda or cuda:N for both executors (default {whisper.device}: CUDA with a GPU)")
     parser.add_argument("--no-monitoring", dest="monitoring", action="store_false",
                         help="do not serve Prometheus metrics (served by default)")
     parser.add_argument("--monitoring-port", type=int,
@@ -68,16 +76,20 @@ def executor_specs(args: argparse.Namespace) -> list[dict]:
     specs = []
     for executor in yaml.safe_load(args.flow.read_text())["executors"]:
         name = executor["name"]
-        uses_with = dict(executor.get("uses_with", {}), device=args.device)
+        uses_with = dict(executor.get("uses_with", {}))
+        if args.device:
+            uses_with["device"] = args.device
+        model = getattr(args, f"{name}_model") or (OFFLINE_MODELS[name] if args.offline else None)
+        if model:
+            uses_with["model"] = model
         if name == "whisper":
-            uses_with["model"] = args.whisper_model or (OFFLINE_MODELS[name] if args.offline else uses_with["model"])
             if args.whisper_backend:
                 uses_with["backend"] = args.whisper_backend
             if args.whisper_compute_type:
                 uses_with["compute_type"] = args.whisper_compute_type
         elif name == "diffusion":
-            uses_with["model"] = args.diffusion_model or (OFFLINE_MODELS[name] if args.offline else uses_with["model"])
-            uses_with["local_files_only"] = args.offline
+            if args.offline:
+                uses_with["local_files_only"] = True
             for option in ("dtype", "vae"):
                 if getattr(args, f"diffusion_{option}"):
                     uses_with[option] = getattr(args, f"diffusion_{option}")
@@ -89,14 +101,13 @@ def executor_specs(args: argparse.Namespace) -> list[dict]:
             uses_with=uses_with,
             replicas=args.diffusion_replicas if name == "diffusion" else 1,
             timeout_ready=-1,  # model loading is never cut short
-            # requests wait inside the executor (its model lock), where the queue time is measured
-            allow_concurrent=executor.get("allow_concurrent", True),
+            allow_concurrent=executor.get("allow_concurrent", True),  # requests queue in the executor's scheduler
             **observability(args),
         ))
         if args.monitoring and args.monitoring_port:
             first = args.monitoring_port + 1 + sum(spec["replicas"] for spec in specs[:-1])
             specs[-1]["port_monitoring"] = list(range(first, first + specs[-1]["replicas"]))
-        if name == "diffusion" and args.diffusion_replicas > 1 and args.device in ("auto", "cuda"):
+        if name == "diffusion" and args.diffusion_replicas > 1 and args.device in (None, "auto", "cuda"):
             # Jina gives replica k GPU k mod (GPUs nvidia-smi lists); without GPUs it does nothing
             specs[-1]["env"] = {"CUDA_VISIBLE_DEVICES": "RR"}
     return specs
@@ -124,16 +135,22 @@ def metrics_urls(flow) -> dict[str, list[str]]:
     return urls
 
 
+def model_configs(specs: list[dict]) -> dict:
+    """Each executor's model config, built from its arguments as the executor builds it."""
+    from speech2image.options import split_kwargs
+
+    classes = {"whisper": asr_options.WhisperConfig, "diffusion": imaging_options.DiffusionConfig}
+    return {spec["name"]: split_kwargs(spec["uses_with"], classes[spec["name"]])[0] for spec in specs}
+
+
 def fetch_models(specs: list[dict]) -> None:
     """Download what is not cached yet, so a missing model stops start-up with one line."""
-    from speech2image import diffusion, transcription
+    from speech2image.asr import transcription
+    from speech2image.imaging import diffusion
 
-    for spec in specs:
-        options = spec["uses_with"]
-        if spec["name"] == "whisper":
-            transcription.fetch_model(options.get("backend", "faster-whisper"), options["model"])
-        else:
-            diffusion.fetch_model(options["model"], local_files_only=options.get("local_files_only", False))
+    configs = model_configs(specs)
+    transcription.fetch_model(configs["whisper"])
+    diffusion.fetch_model(configs["diffusion"])
 
 
 def build_flow(args: argparse.Namespace, specs: list[dict]):
@@ -177,7 +194,8 @@ def main(argv=None) -> int:
     try:
         with flow:
             addresses = ", ".join(f"{p}://localhost:{args.port + k}" for k, p in enumerate(args.protocol))
-            models = "; ".join(f"{s['name']}: {s['uses_with']['model']}" + (f" x{s['replicas']}" if s["replicas"] > 1 else "")
+            configs = model_configs(specs)
+            models = "; ".join(f"{s['name']}: {configs[s['name']].model}" + (f" x{s['replicas']}" if s["replicas"] > 1 else "")
                                for s in specs)
             print(f"speech2image ready on {addresses} ({models})", flush=True)
             urls = metrics_urls(flow) if args.monitoring else {}
@@ -198,7 +216,8 @@ def start_prometheus(args: argparse.Namespace, urls: dict[str, list[str]]):
     if args.prometheus is None:
         yield
         return
-    from speech2image.prometheus import Prometheus, PrometheusError
+    from speech2image.errors import PrometheusError
+    from tools.prometheus import Prometheus
 
     if not urls:
         print("speech2image: --prometheus needs monitoring; drop --no-monitoring", file=sys.stderr)

@@ -9,25 +9,23 @@ are. Importing this module does not import torch or any model library.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from speech2image.diffusion import SCHEDULERS, GenerateOptions
-from speech2image.errors import Speech2ImageError, one_line
+from speech2image.asr.options import TASKS, TranscribeOptions
+from speech2image.errors import ClientError, Speech2ImageError, one_line
+from speech2image.imaging.options import SCHEDULERS, GenerateOptions
 from speech2image.options import merge
 
-WHISPER_OPTIONS = ("language", "task", "min_language_probability", "beam_size", "vad_filter", "initial_prompt",
-                   "word_timestamps")
-DIFFUSION_OPTIONS = ("num_images", "seed", "negative_prompt", "steps", "guidance_scale", "width", "height", "scheduler")
-
-
-class ClientError(Speech2ImageError):
-    """A request could not be made or was refused; the message is one line."""
+# each executor's request options, as their dataclasses name them
+OPTIONS = {"whisper": TranscribeOptions, "diffusion": GenerateOptions}
 
 
 @dataclass
@@ -51,12 +49,15 @@ class Result:
 def request_parameters(options: dict) -> dict:
     """Request options → Jina parameters addressed to each executor (`whisper__language`…).
 
-    Diffusion options are validated here first, so a bad value fails before any upload.
+    They are validated here first, with the executors' own rules, so a bad value fails
+    before any upload (InvalidRequest, one line).
     """
-    diffusion = {k: options[k] for k in DIFFUSION_OPTIONS if options.get(k) is not None}
-    merge(GenerateOptions(), diffusion)  # raises InvalidRequest with the one-line reason
-    whisper = {k: options[k] for k in WHISPER_OPTIONS if options.get(k) is not None}
-    return {**{f"whisper__{k}": v for k, v in whisper.items()}, **{f"diffusion__{k}": v for k, v in diffusion.items()}}
+    parameters = {}
+    for executor, option_class in OPTIONS.items():
+        chosen = {f.name: options[f.name] for f in dataclasses.fields(option_class) if options.get(f.name) is not None}
+        merge(option_class(), chosen)
+        parameters.update({f"{executor}__{name}": value for name, value in chosen.items()})
+    return parameters
 
 
 def make_documents(audio_files: list[Path], text: Optional[str] = None):
@@ -91,7 +92,7 @@ def post(docs, host="localhost:54322", parameters: Optional[dict] = None, timeou
     try:
         results = client.post("/generate", inputs=docs, parameters=parameters or {}, target_executor=target_executor,
                               return_type=_doc_list(), timeout=timeout, on_error=failures.append)
-    except Exception as e:  # connection refused, timeouts, protocol errors
+    except OSError as e:  # Jina's ConnectionError (refused, unavailable), timeouts
         raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
     _raise_failure(failures)
     return results
@@ -106,7 +107,7 @@ async def post_async(docs, host="localhost:54322", parameters: Optional[dict] = 
                 "/generate", inputs=docs, parameters=parameters or {}, target_executor=target_executor,
                 return_type=_doc_list(), timeout=timeout, on_error=failures.append):
             results.extend(answered)
-    except Exception as e:
+    except OSError as e:  # Jina's ConnectionError (refused, unavailable), timeouts
         raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
     _raise_failure(failures)
     return results
@@ -203,29 +204,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="where the PNGs go (default ./outputs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per input")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
-    speech = parser.add_argument_group("speech → text")
-    speech.add_argument("--language", help="language hint (e.g. en, fr); default: detect")
-    speech.add_argument("--task", choices=("auto", "transcribe", "translate"),
-                        help="auto (default): translate speech that is not English")
-    speech.add_argument("--min-language-probability", type=float,
-                        help="below it a detected language is unsure: warned, and task auto translates (default 0.5)")
-    speech.add_argument("--beam-size", type=int)
-    speech.add_argument("--vad-filter", action="store_true", default=None)
-    speech.add_argument("--initial-prompt")
-    speech.add_argument("--word-timestamps", action="store_true", default=None)
-    image = parser.add_argument_group("text → images")
-    image.add_argument("--num-images", type=int)
-    image.add_argument("--seed", type=int)
-    image.add_argument("--negative-prompt")
-    image.add_argument("--steps", type=int)
-    image.add_argument("--guidance-scale", type=float)
-    image.add_argument("--width", type=int)
-    image.add_argument("--height", type=int)
-    image.add_argument("--scheduler", choices=tuple(SCHEDULERS))
+    for executor, title in (("whisper", "speech → text"), ("diffusion", "text → images")):
+        add_options(parser.add_argument_group(title), OPTIONS[executor])
     args = parser.parse_args(argv)
     if bool(args.audio) == (args.text is not None):
         parser.error("give audio files or --text, not both and not neither")
     return args
+
+
+def add_options(group, option_class) -> None:
+    """A flag for every field of a request options dataclass; a flag not given leaves the server's default."""
+    choices = {"task": TASKS, "scheduler": tuple(SCHEDULERS)}
+    for option in dataclasses.fields(option_class):
+        flag = "--" + option.name.replace("_", "-")
+        kind = typing.get_args(option.type) or (option.type,)
+        meaning = option.metadata["help"] + ("" if option.default is None else f" (default {option.default})")
+        if bool in kind:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meaning)
+        else:
+            group.add_argument(flag, type=kind[0], choices=choices.get(option.name), help=meaning)
 
 
 def main(argv=None) -> int:

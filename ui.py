@@ -24,11 +24,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from client import make_documents, post_async, request_parameters  # noqa: E402
-from speech2image.diffusion import MAX_SEED  # noqa: E402
+from speech2image.asr.options import LANGUAGES, TASKS  # noqa: E402
 from speech2image.errors import Speech2ImageError  # noqa: E402
+from speech2image.limits import MAX_IMAGES, MAX_SEED  # noqa: E402
 
-LANGUAGES = ["auto", "en", "de", "fr", "es", "it", "pt", "nl", "ar", "zh", "ja", "ko", "ru", "hi", "tr", "pl"]
-TASKS = ["auto", "transcribe", "translate"]
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font from a CDN
 
 
@@ -162,11 +161,11 @@ def build(host: str):
                                  elem_id="audio")
                 prompt = gr.Textbox(label="…or type a prompt (used when there is no audio)", elem_id="prompt")
                 with gr.Accordion("Options", open=False):
-                    language = gr.Dropdown(LANGUAGES, value="auto", label="Language (auto: detect)",
-                                           elem_id="language")
-                    task = gr.Radio(TASKS, value="auto", label="Task (auto: translate what is not English)",
+                    language = gr.Dropdown([("detect", "auto"), *((name, code) for code, name in LANGUAGES.items())],
+                                           value="auto", label="Language (detect, or name it)", elem_id="language")
+                    task = gr.Radio(list(TASKS), value="auto", label="Task (auto: translate what is not English)",
                                     elem_id="task")
-                    num_images = gr.Slider(1, 8, value=2, step=1, label="Images", elem_id="num_images")
+                    num_images = gr.Slider(1, MAX_IMAGES, value=2, step=1, label="Images", elem_id="num_images")
                     seed = gr.Textbox(label="Seed (empty: random)", elem_id="seed")
                     steps = gr.Textbox(label="Steps (empty: the model's preset)", elem_id="steps")
                     guidance = gr.Textbox(label="Guidance (empty: the model's preset)", elem_id="guidance")

@@ -33,9 +33,11 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from speech2image.cache import cache_dir  # noqa: E402
-from speech2image.diffusion import GenerateOptions, _png, generate, load_engine  # noqa: E402
+from speech2image.imaging.diffusion import encode_png, generate, load_engine  # noqa: E402
+from speech2image.imaging.options import DiffusionConfig, GenerateOptions  # noqa: E402
 from speech2image.hardware import cpu_has_native_bfloat16, describe_cpu  # noqa: E402
-from speech2image.random_pipelines import build_random_pipeline, save_random_pipeline  # noqa: E402
+from speech2image.imaging.random_pipelines import build_random_pipeline, save_random_pipeline  # noqa: E402
+from speech2image.schema import from_blob  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
 
@@ -73,7 +75,7 @@ def parts(engine, size: int, repeat: int) -> dict[str, float]:
                                         device, repeat),
             "VAE decode": median_seconds(lambda: pipe.vae.decode(latents / pipe.vae.config.scaling_factor),
                                          device, repeat),
-            "PNG": median_seconds(lambda: _png(image), device, repeat),
+            "PNG": median_seconds(lambda: encode_png(image), device, repeat),
         }
 
 
@@ -103,19 +105,20 @@ def compare(args) -> None:
     options = GenerateOptions(seed=0, width=args.size, height=args.size)
     per_image, pictures, latents = {}, {}, {}
     for label, config in configs.items():
-        engine = load_engine(str(model_dir), args.device, local_files_only=True, **config)
+        engine = load_engine(DiffusionConfig(model=str(model_dir), device=args.device, local_files_only=True, **config))
+        settings = engine.resolve(options)
         started = time.perf_counter()
-        [image] = generate(engine, PROMPT, options)  # warm-up (and compilation)
+        [image] = generate(engine, PROMPT, settings)  # warm-up (and compilation)
         first = time.perf_counter() - started
-        pictures[label] = np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"), dtype=np.float64)
+        pictures[label] = np.asarray(Image.open(io.BytesIO(from_blob(image.png))).convert("RGB"), dtype=np.float64)
         latents[label] = engine.pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0, width=args.size,
                                      height=args.size, output_type="latent",
                                      generator=torch.Generator("cpu").manual_seed(0)).images.float().cpu()
-        per_image[label] = median_seconds(lambda: generate(engine, PROMPT, options), args.device, args.repeat)
+        per_image[label] = median_seconds(lambda: generate(engine, PROMPT, settings), args.device, args.repeat)
         timings = parts(engine, args.size, args.repeat)
         print(f"{label:24s} {engine.dtype:8s} {engine.vae:4s} VAE: {per_image[label]:7.3f} s per image "
               f"(first {first:.1f} s); " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()), flush=True)
-        del engine
+        engine = settings = None  # free the pipeline before the next one loads
         gc.collect()
     pairs = [("float32 + full VAE", "bfloat16 + full VAE"), ("float32 + tiny VAE", "defaults (auto)")]
     for exact, fast in (pair for pair in pairs if set(pair) <= set(pictures)):

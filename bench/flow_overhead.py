@@ -29,12 +29,14 @@ os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
 
 import app  # noqa: E402
 from client import connect, make_documents, post, post_async, request_parameters  # noqa: E402
-from speech2image.audio import AudioLimits, AudioSources, load_audio  # noqa: E402
-from speech2image.diffusion import _png  # noqa: E402
+from speech2image.asr.audio import AudioSources, load_audio  # noqa: E402
+from speech2image.imaging.diffusion import encode_png  # noqa: E402
+from speech2image.limits import AudioLimits  # noqa: E402
 from speech2image.schema import from_blob  # noqa: E402
 from speech2image.hardware import describe_cpu  # noqa: E402
+from tests.support.speech import SPEECH  # noqa: E402
 
-JFK = ROOT.parent / "shared" / "data" / "speech" / "jfk.flac"
+JFK = SPEECH / "jfk.flac"
 
 
 def percentile(values, q):
@@ -80,7 +82,7 @@ def overhead(port: int, n: int, size: int, label: str):
     request = make_documents([JFK])[0]
     decode = median_ms(lambda: load_audio(request, AudioSources(), AudioLimits()))
     pictures = [Image.open(io.BytesIO(from_blob(image.png))) for image in doc.images]
-    encode = median_ms(lambda: [_png(picture) for picture in pictures])  # as the executor encodes
+    encode = median_ms(lambda: [encode_png(picture) for picture in pictures])  # as the executor encodes
     p50 = statistics.median(overheads) * 1000
     print(f"{label}: end to end ({n} requests, jfk.flac, 2 images {size}x{size}): "
           f"p50 {statistics.median(totals) * 1000:.0f} ms, p95 {percentile(totals, 0.95) * 1000:.0f} ms")

@@ -5,7 +5,7 @@
 app.py's offline Flow (each diffusion replica and Whisper on one CPU thread) under a
 steady load of concurrent clients posting a speech clip for one image, first with 1
 diffusion replica, then with 2. A real Prometheus scrapes the Flow; at the end of each
-run the dashboard's own queries (speech2image.dashboard) are read from it and printed
+run the dashboard's own queries (tools/dashboard.py) are read from it and printed
 side by side with the throughput the clients saw. With --screenshot, headless Chromium
 (Debian's `chromium`) saves the console dashboard during the 1-replica run.
 """
@@ -30,11 +30,12 @@ os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
 
 import app  # noqa: E402
 from client import make_documents, post_async, request_parameters  # noqa: E402
-from speech2image import dashboard  # noqa: E402
-from speech2image.prometheus import Prometheus  # noqa: E402
+from tools import dashboard  # noqa: E402
+from tools.prometheus import Prometheus  # noqa: E402
 from speech2image.hardware import describe_cpu  # noqa: E402
+from tests.support.speech import SPEECH  # noqa: E402
 
-CLIP = ROOT.parent / "shared" / "data" / "speech" / "prompt4.wav"
+CLIP = SPEECH / "prompt4.wav"
 IMAGE = {"num_images": 1, "steps": 4, "width": 256, "height": 256, "seed": 1}
 QUERIES = {  # the dashboard's panels, by title
     "busy": "Busy fraction per executor replica (≈1: the bottleneck)",

@@ -19,13 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from speech2image.audio import decode_audio  # noqa: E402
-from speech2image.transcription import BACKENDS, TranscribeOptions, load_engine, transcribe  # noqa: E402
-from speech2image.whisper_models import EMBEDDED_MODELS  # noqa: E402
-from tests.conftest import FOREIGN_SPEECH, wer  # noqa: E402
+from speech2image.asr.audio import decode_audio  # noqa: E402
+from speech2image.asr.embedded import EMBEDDED_MODELS  # noqa: E402
+from speech2image.asr.options import BACKENDS, TranscribeOptions, WhisperConfig  # noqa: E402
+from speech2image.asr.transcription import load_engine, transcribe  # noqa: E402
+from tests.support.speech import FOREIGN_SPEECH, SPEECH, wer  # noqa: E402
 from speech2image.hardware import describe_cpu  # noqa: E402
 
-DEFAULT_AUDIO = ROOT.parent / "shared" / "data" / "speech" / "jfk.flac"
+DEFAULT_AUDIO = SPEECH / "jfk.flac"
 
 
 def speed(args) -> None:
@@ -36,14 +37,15 @@ def speed(args) -> None:
     for model in args.models:
         medians = {}
         for backend, compute_type in configs:
-            engine = load_engine(backend, model, device=args.device, compute_type=compute_type)
+            engine = load_engine(WhisperConfig(backend=backend, model=model, device=args.device,
+                                               compute_type=compute_type))
             transcribe(engine, audio)  # warm-up
             times = []
             for _ in range(args.repeat):
                 started = time.perf_counter()
                 transcript = transcribe(engine, audio, TranscribeOptions())
                 times.append(time.perf_counter() - started)
-            label = f"{engine.model_label} {backend} {engine.device}/{engine.compute_type}"
+            label = f"{engine.label} {backend} {engine.device}/{engine.compute_type}"
             medians[label] = statistics.median(times)
             print(f"{label:52s} {medians[label]:6.2f} s  RTF {medians[label] / duration:.3f}  "
                   f"({duration / medians[label]:.0f}x real time)  {transcript.text[:40]!r}")
@@ -56,7 +58,7 @@ def multilingual(args) -> None:
     clips = json.loads((FOREIGN_SPEECH / "manifest.json").read_text())["clips"]
     print("embedded-base on the espeak-ng clips of tests/data; beam_size 5")
     for backend in BACKENDS:
-        engine = load_engine(backend, "embedded-base", device=args.device)
+        engine = load_engine(WhisperConfig(backend=backend, model="embedded-base", device=args.device))
         for clip in clips:
             audio = decode_audio((FOREIGN_SPEECH / clip["file"]).read_bytes())
             auto = transcribe(engine, audio)

@@ -1,10 +1,11 @@
-"""speech2image: a Jina Flow that turns a spoken sentence into images.
+"""speech2image: turn a spoken sentence into images — the library behind the Jina Flow.
 
-This package holds what the executors and the client share: the document schema
-(`speech2image.schema`), audio decoding (`speech2image.audio`), the errors
-(`speech2image.errors`), and the model code each executor calls
-(`speech2image.transcription`, `speech2image.diffusion`). Importing the package
-imports none of the heavy libraries.
+The tree shows the architecture: the contracts every part shares at the top (`schema`,
+`errors`, `limits`, `options`, `hardware`, `cache`), then one package per domain: `asr`
+(speech → text), `imaging` (text → images), `serving` (how a replica runs its model work),
+`observability` (metrics, stage timing). Nothing here imports Jina: only the gateway, the
+executors and the entry points do. Importing the package imports none of the heavy
+libraries; `asr.options` and `imaging.options` never do (the client and the page use them).
 """
 
 __version__ = "0.1.0"

@@ -10,14 +10,14 @@ import sys
 def bake(executor: str) -> str:
     """Build the offline model `executor` needs and return where it is."""
     if executor == "whisper":
-        from .whisper_models import EMBEDDED_MODELS, embedded_ctranslate2_path, embedded_openai_checkpoint
+        from .asr.embedded import EMBEDDED_MODELS, embedded_ctranslate2_path, embedded_openai_checkpoint
 
         for model in EMBEDDED_MODELS:
             embedded_ctranslate2_path(model)  # faster-whisper reads it from there
         return " ".join(str(embedded_openai_checkpoint(model)) for model in EMBEDDED_MODELS)
     if executor == "diffusion":
         from .cache import tiny_diffusion_dir
-        from .random_pipelines import save_random_pipeline
+        from .imaging.random_pipelines import save_random_pipeline
 
         return str(save_random_pipeline(tiny_diffusion_dir(), "tiny"))
     raise SystemExit(f"unknown executor {executor!r}: use whisper or diffusion")

@@ -32,3 +32,11 @@ class ModelLoadError(Speech2ImageError, RuntimeError):
 
 class GenerationError(Speech2ImageError, RuntimeError):
     """A model failed while running (for example CUDA out of memory)."""
+
+
+class ClientError(Speech2ImageError):
+    """client.py: a request could not be made or was refused."""
+
+
+class PrometheusError(Speech2ImageError):
+    """tools/prometheus.py: Prometheus is not installed and cannot be, or did not start."""

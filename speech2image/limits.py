@@ -1,8 +1,10 @@
 """Every bound on what one request may ask for, in one place.
 
-Operators set them in either executor's config.yml `with:` (or `uses_with`); requests
-cannot change them. Each is checked before any model work, and a request over one is
-refused with a one-line message naming the parameter, its value and the limit.
+Two kinds. The operator's limits (:class:`AudioLimits`, :class:`RequestLimits`) are set in
+either executor's config.yml `with:` (or `uses_with`); requests cannot change them. The
+ranges of request options below are fixed. Each is checked before any model work, and a
+request over one is refused with a one-line message naming the parameter, its value and
+the limit.
 """
 
 from dataclasses import dataclass
@@ -11,6 +13,18 @@ from .errors import AudioError, InvalidRequest
 from .options import check_range
 
 MEGA = 2**20
+
+# ranges of request options (speech2image.asr.options, speech2image.imaging.options)
+MAX_IMAGES = 8  # per document
+MAX_SEED = 2**31 - 1  # seeds travel as protobuf int32
+STEPS = (1, 150)
+GUIDANCE_SCALE = (0.0, 30.0)
+MAX_NEGATIVE_PROMPT_CHARS = 2000
+SIZE_MULTIPLE = 8  # width and height: multiples of it, from a quarter to twice the model's native size
+SIZE_RANGE = (0.25, 2.0)
+TINY_MAX_SIZE = 512  # the random-weights test model: its attention makes larger images slow on a CPU
+BEAM_SIZE = (1, 16)
+MAX_INITIAL_PROMPT_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,7 @@ class RequestLimits:
                     f"max_prompt_chars={self.max_prompt_chars}; shorten it"
                 )
 
-    def check_work(self, documents: int, num_images: int, steps: int, width: int, height: int) -> None:
+    def check_work(self, *, documents: int, num_images: int, steps: int, width: int, height: int) -> None:
         """Refuse a request whose images would take more than max_megapixel_steps."""
         work = documents * num_images * steps * width * height / MEGA
         if work > self.max_megapixel_steps:

@@ -1,9 +1,10 @@
-"""Request options: typed dataclasses whose defaults live in one place.
+"""How options are built: from executor arguments and from request parameters.
 
-Three layers: the dataclass defaults ← the executor's `__init__` arguments (which
-config.yml `with:` sets) ← a request's `parameters`. :func:`merge` applies the last
-layer; every options dataclass validates itself in `__post_init__`, so a request is
-checked in one place, before any model work.
+Every options dataclass (`speech2image.asr.options`, `speech2image.imaging.options`,
+`speech2image.limits`) holds its defaults — the one source of each — and validates itself in
+`__post_init__`, so a request is checked in one place, before any model work. Three
+layers: the dataclass defaults ← the executor's arguments (:func:`split_kwargs`: config.yml
+`with:`, flow.yml `uses_with`) ← a request's `parameters` (:func:`merge`).
 """
 
 import dataclasses
@@ -13,6 +14,11 @@ from typing import Any, Mapping, TypeVar
 from .errors import InvalidRequest
 
 T = TypeVar("T")
+
+
+def option(default: Any, help: str):
+    """A dataclass field with its default and what it means (shown by client.py and the API docs)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def merge(defaults: T, parameters: Mapping[str, Any]) -> T:

@@ -1,14 +1,14 @@
 """Audio decoding and the uri allow-lists: pure functions, no model."""
 
-import os
 
 import numpy as np
 import pytest
 
-from speech2image.audio import AudioLimits, AudioSources, check_waveform, decode_audio, load_audio, read_source
+from speech2image.asr.audio import AudioSources, check_waveform, decode_audio, load_audio, read_source
 from speech2image.errors import AudioError, ForbiddenSource, InvalidRequest
+from speech2image.limits import AudioLimits
 from speech2image.schema import SpeechImageDoc, from_blob, to_blob
-from tests.audio_files import FORMATS, encode
+from tests.support.audio_files import FORMATS, encode
 
 
 @pytest.fixture(scope="module")

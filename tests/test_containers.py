@@ -1,6 +1,6 @@
-"""The executors in their own containers, for real: run by scripts/container-smoke.
+"""The executors in their own containers, for real: run by tools/container-smoke.
 
-    scripts/container-smoke                          # builds the images, then runs these
+    tools/container-smoke                          # builds the images, then runs these
     python -m pytest -m container tests/test_containers.py
 
 Skipped when no Docker engine answers or the images are not built. Every container
@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SPEECH, wer
+from tests.support.ports import free_port
+from tests.support.speech import ROOT, SPEECH, wer
 
 pytestmark = pytest.mark.container
 
@@ -44,17 +44,11 @@ def _engine_and_images() -> str:
     except subprocess.TimeoutExpired:
         return "no Docker engine answers"
     missing = [i for i in IMAGES.values() if docker("image", "inspect", i, check=False).returncode != 0]
-    return f"images not built ({', '.join(missing)}): run scripts/container-smoke" if missing else ""
+    return f"images not built ({', '.join(missing)}): run tools/container-smoke" if missing else ""
 
 
 if reason := _engine_and_images():
     pytest.skip(reason, allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, seconds: float, what: str):
@@ -173,7 +167,7 @@ def test_the_exported_compose_file_runs_and_goes_down(tmp_path, jfk_text):
     port = free_port()
     flow_file = offline_flow(tmp_path, port, label=False)
     env = {**os.environ, "JINA_GATEWAY_IMAGE": IMAGES["whisper"]}  # any image with jina 3.34 runs the gateway
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "export_flow.py"), "--flow", str(flow_file),
+    subprocess.run([sys.executable, str(ROOT / "tools" / "export_flow.py"), "--flow", str(flow_file),
                     "--out", str(tmp_path / "deploy")], check=True, env=env, capture_output=True, timeout=120)
     compose_file = host_network_compose(tmp_path / "deploy" / "docker-compose.yml")
     compose = [*compose_command(), "-f", str(compose_file), "-p", "speech2image-smoke"]

@@ -1,7 +1,6 @@
 """flow.yml, its Kubernetes and Compose exports, and the Dockerfile: checked offline."""
 
 import dataclasses
-import inspect
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 import app
-from tests.conftest import ROOT
+from tests.support.speech import ROOT
 
 FAKE_TOKEN = "hf_THIS_IS_A_FAKE_TOKEN_123"
 BIN = Path(sys.executable).parent  # the virtual environment's console scripts
@@ -21,7 +20,7 @@ BIN = Path(sys.executable).parent  # the virtual environment's console scripts
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("deploy")
-    done = subprocess.run([sys.executable, "scripts/export_flow.py", "--out", str(out)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "tools/export_flow.py", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_TOKEN": FAKE_TOKEN})
     assert done.returncode == 0, done.stderr
@@ -92,28 +91,27 @@ def test_dockerfile_passes_hadolint():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_app_runs_what_flow_yml_defines():
-    from executors.diffusion.executor import StableDiffusionExecutor
-    from executors.whisper.executor import WhisperExecutor
-    from speech2image.audio import AudioLimits, AudioSources
-    from speech2image.diffusion import GenerateOptions
-    from speech2image.transcription import TranscribeOptions
+def test_app_runs_what_flow_yml_defines_and_no_default_is_restated():
+    from speech2image.asr.audio import AudioSources
+    from speech2image.asr.options import TranscribeOptions, WhisperConfig
+    from speech2image.imaging.options import DiffusionConfig, GenerateOptions
+    from speech2image.limits import AudioLimits, RequestLimits
 
-    accepted = {
-        "whisper": (WhisperExecutor, (AudioLimits, AudioSources, TranscribeOptions)),
-        "diffusion": (StableDiffusionExecutor, (GenerateOptions,)),
+    arguments = {  # what each executor takes: the fields of these dataclasses, which hold the defaults
+        "whisper": (WhisperConfig, AudioLimits, RequestLimits, AudioSources, TranscribeOptions),
+        "diffusion": (DiffusionConfig, RequestLimits, GenerateOptions),
     }
     flow = yaml.safe_load((ROOT / "flow.yml").read_text())
-    specs = app.executor_specs(app.parse_args([]))
-    assert [s["name"] for s in specs] == [e["name"] for e in flow["executors"]] == ["whisper", "diffusion"]
-    for spec, executor in zip(specs, flow["executors"]):
-        assert spec["uses_with"] == {**executor["uses_with"], **spec["uses_with"]}
-        executor_class, options = accepted[spec["name"]]
-        names = set(inspect.signature(executor_class.__init__).parameters) | {
-            f.name for o in options for f in dataclasses.fields(o)}
-        assert set(spec["uses_with"]) <= names
+    assert [e["name"] for e in flow["executors"]] == ["whisper", "diffusion"]
+    for spec, executor in zip(app.executor_specs(app.parse_args(["--offline", "--device", "cpu"])), flow["executors"]):
+        names = [f.name for option_class in arguments[spec["name"]] for f in dataclasses.fields(option_class)]
+        assert len(names) == len(set(names)), names  # each argument in one dataclass only
+        assert spec["uses_with"] == {**executor.get("uses_with", {}), **spec["uses_with"]}
+        assert set(spec["uses_with"]) <= set(names)
         config = yaml.safe_load((ROOT / "executors" / spec["name"] / "config.yml").read_text())
-        assert set(config["with"]) <= names
+        assert "with" not in config  # config.yml names the arguments in a comment, never their defaults
+    # without flags, app.py passes nothing: the dataclasses' defaults apply
+    assert [spec["uses_with"] for spec in app.executor_specs(app.parse_args([]))] == [{}, {}]
 
 
 def test_app_passes_the_speed_options_and_spreads_replicas_over_gpus():

@@ -6,26 +6,33 @@ import io
 import pytest
 from PIL import Image
 
-from speech2image.diffusion import GenerateOptions, generate, load_engine
 from speech2image.errors import InvalidRequest, ModelLoadError
-from speech2image.random_pipelines import RANDOM_WEIGHTS_MARKER, save_random_pipeline
+from speech2image.imaging.diffusion import generate, load_engine
+from speech2image.imaging.options import DiffusionConfig, GenerateOptions
+from speech2image.limits import MAX_SEED
+from speech2image.schema import from_blob
+from speech2image.imaging.random_pipelines import RANDOM_WEIGHTS_MARKER, save_random_pipeline
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return load_engine("tiny")
+    return load_engine(DiffusionConfig(model="tiny"))
+
+
+def draw(engine, prompt: str, **options):
+    return generate(engine, prompt, engine.resolve(GenerateOptions(**options)))
 
 
 def pngs(images):
-    return [image.png for image in images]
+    return [from_blob(image.png) for image in images]
 
 
 def test_n_decodable_pngs_of_the_requested_size_with_their_settings(engine):
-    images = generate(engine, "a red apple", GenerateOptions(num_images=3, seed=11, width=96, height=48,
-                                                              steps=2, guidance_scale=3.0, negative_prompt="blur"))
+    images = draw(engine, "a red apple", num_images=3, seed=11, width=96, height=48, steps=2, guidance_scale=3.0,
+                  negative_prompt="blur")
     assert len(images) == 3
     for k, image in enumerate(images):
-        decoded = Image.open(io.BytesIO(image.png))
+        decoded = Image.open(io.BytesIO(from_blob(image.png)))
         assert decoded.format == "PNG" and decoded.size == (96, 48)
         assert (image.seed, image.steps, image.guidance_scale, image.width, image.height) == (11 + k, 2, 3.0, 96, 48)
         assert (image.prompt, image.negative_prompt, image.model, image.scheduler) == ("a red apple", "blur", "tiny", "euler")
@@ -33,32 +40,31 @@ def test_n_decodable_pngs_of_the_requested_size_with_their_settings(engine):
 
 
 def test_presets_and_native_size_fill_what_the_request_leaves_out(engine):
-    image = generate(engine, "a red apple")[0]
+    image = draw(engine, "a red apple")[0]
     assert (image.steps, image.guidance_scale, image.width, image.height) == (4, 7.5, 64, 64)
-    assert 0 <= image.seed < 2**32
+    assert 0 <= image.seed <= MAX_SEED == 2**31 - 1
 
 
 def test_same_seed_same_bytes_and_each_image_reproducible_alone(engine):
-    first = generate(engine, "a red apple", GenerateOptions(num_images=2, seed=5))
-    again = generate(engine, "a red apple", GenerateOptions(num_images=2, seed=5))
-    alone = generate(engine, "a red apple", GenerateOptions(num_images=1, seed=6))
-    assert pngs(first) == pngs(again)
-    assert first[0].png != first[1].png
-    assert alone[0].png == first[1].png
+    first = pngs(draw(engine, "a red apple", num_images=2, seed=5))
+    again = pngs(draw(engine, "a red apple", num_images=2, seed=5))
+    alone = pngs(draw(engine, "a red apple", num_images=1, seed=6))
+    assert first == again
+    assert first[0] != first[1]
+    assert alone[0] == first[1]
 
 
 def test_different_seed_or_prompt_gives_different_images(engine):
-    base = generate(engine, "a red apple", GenerateOptions(seed=5))[0].png
-    assert generate(engine, "a red apple", GenerateOptions(seed=6))[0].png != base
-    assert generate(engine, "a blue apple", GenerateOptions(seed=5))[0].png != base
+    base = pngs(draw(engine, "a red apple", seed=5))
+    assert pngs(draw(engine, "a red apple", seed=6)) != base
+    assert pngs(draw(engine, "a blue apple", seed=5)) != base
 
 
 def test_scheduler_by_name(engine):
-    images = {name: generate(engine, "a red apple", GenerateOptions(seed=5, scheduler=name, steps=3))[0]
-              for name in ("euler", "ddim", "dpm++")}
+    images = {name: draw(engine, "a red apple", seed=5, scheduler=name, steps=3)[0] for name in ("euler", "ddim", "dpm++")}
     assert {i.scheduler for i in images.values()} == {"euler", "ddim", "dpm++"}
-    assert images["ddim"].png != images["euler"].png
-    assert generate(engine, "a red apple", GenerateOptions(seed=5, steps=3))[0].png == images["euler"].png
+    assert pngs([images["ddim"]]) != pngs([images["euler"]])
+    assert pngs(draw(engine, "a red apple", seed=5, steps=3)) == pngs([images["euler"]])
 
 
 @pytest.mark.parametrize("options,fragment", [
@@ -67,11 +73,11 @@ def test_scheduler_by_name(engine):
 ])
 def test_sizes_outside_the_model_limits_are_rejected(engine, options, fragment):
     with pytest.raises(InvalidRequest, match=fragment):
-        generate(engine, "a red apple", options)
+        engine.resolve(options)
 
 
 def test_long_prompt_is_truncated_with_a_warning(engine):
-    image = generate(engine, "a red apple on a wooden table " * 20, GenerateOptions(seed=1))[0]
+    image = draw(engine, "a red apple on a wooden table " * 20, seed=1)[0]
     assert image.prompt_truncated and "the text encoder read only the first 77" in image.warnings[0]
 
 
@@ -89,7 +95,7 @@ def test_tiny_model_is_rebuilt_identically_in_a_fresh_cache(tmp_path, engine):
 
 def test_unavailable_model_fails_with_what_to_do():
     with pytest.raises(ModelLoadError) as raised:
-        load_engine("no-such-org/no-such-model", local_files_only=True)
+        load_engine(DiffusionConfig(model="no-such-org/no-such-model", local_files_only=True))
     message = str(raised.value)
     assert "'no-such-org/no-such-model' could not be loaded" in message and "model='tiny'" in message
     assert "\n" not in message

@@ -11,7 +11,7 @@ from executors.diffusion.executor import StableDiffusionExecutor
 from speech2image.errors import InvalidRequest
 from speech2image.limits import RequestLimits
 from speech2image.schema import SpeechImageDoc, from_blob
-from tests.conftest import ROOT
+from tests.support.speech import ROOT
 
 
 @pytest.fixture(scope="module")

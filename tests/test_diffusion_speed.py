@@ -12,31 +12,40 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny
 from PIL import Image
 
-from speech2image import diffusion
-from speech2image.diffusion import GenerateOptions, generate, load_engine
 from speech2image.errors import InvalidRequest
+from speech2image.imaging import diffusion
+from speech2image.imaging.diffusion import generate, load_engine
+from speech2image.imaging.options import DiffusionConfig, GenerateOptions
+from speech2image.schema import from_blob
 
 OPTIONS = GenerateOptions(seed=3, width=64, height=64, steps=2)
 
 
 def pixels(image) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"), dtype=np.float64)
+    return np.asarray(Image.open(io.BytesIO(from_blob(image.png))).convert("RGB"), dtype=np.float64)
+
+
+def draw(engine, options: GenerateOptions = OPTIONS):
+    return generate(engine, "a red apple", engine.resolve(options))
 
 
 @pytest.fixture(scope="module")
 def engines():
     """The tiny model in float32 and bfloat16, each with the full and the tiny VAE."""
-    return {(dtype, vae): load_engine("tiny", "cpu", dtype, vae=vae)
+    return {(dtype, vae): load_engine(DiffusionConfig(model="tiny", device="cpu", dtype=dtype, vae=vae))
             for dtype in ("float32", "bfloat16") for vae in ("full", "tiny")}
 
 
 def test_auto_picks_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    def resolved(**config):
+        return diffusion.resolve_device(DiffusionConfig(**config))
+
     native = diffusion.cpu_has_native_bfloat16()
-    assert diffusion._resolve_device("cpu", "auto", "auto") == ("cpu", "bfloat16" if native else "float32", "tiny")
+    assert resolved(device="cpu") == ("cpu", "bfloat16" if native else "float32", "tiny")
     monkeypatch.setattr(diffusion, "cpu_has_native_bfloat16", lambda: False)
-    assert diffusion._resolve_device("cpu", "auto", "auto") == ("cpu", "float32", "tiny")
-    assert diffusion._resolve_device("cpu", "float32", "full") == ("cpu", "float32", "full")
-    assert diffusion._resolve_device("cuda", "auto", "auto") == ("cuda", "float16", "full")
+    assert resolved(device="cpu") == ("cpu", "float32", "tiny")
+    assert resolved(device="cpu", dtype="float32", vae="full") == ("cpu", "float32", "full")
+    assert resolved(device="cuda") == ("cuda", "float16", "full")
 
 
 def test_this_cpu_reports_native_bfloat16_as_pytorch_reads_it():
@@ -50,7 +59,7 @@ def test_this_cpu_reports_native_bfloat16_as_pytorch_reads_it():
 @pytest.mark.parametrize("name,value", [("dtype", "float64"), ("vae", "medium")])
 def test_unknown_dtype_or_vae_is_refused_with_the_choices(name, value):
     with pytest.raises(InvalidRequest, match=f"invalid {name}='{value}': allowed auto, "):
-        load_engine("tiny", **{name: value})
+        DiffusionConfig(model="tiny", **{name: value})
 
 
 def test_weights_are_loaded_in_the_chosen_dtype_and_vae(engines):
@@ -62,15 +71,15 @@ def test_weights_are_loaded_in_the_chosen_dtype_and_vae(engines):
 
 def test_every_image_records_its_dtype_and_vae(engines):
     for (dtype, vae), engine in engines.items():
-        [image] = generate(engine, "a red apple", OPTIONS)
+        [image] = draw(engine)
         assert (image.dtype, image.vae) == (dtype, vae)
-        assert Image.open(io.BytesIO(image.png)).size == (64, 64)
+        assert Image.open(io.BytesIO(from_blob(image.png))).size == (64, 64)
 
 
 @pytest.mark.parametrize("vae", ["full", "tiny"])
 def test_bfloat16_images_are_close_to_float32_not_garbage(engines, vae):
-    exact = pixels(generate(engines["float32", vae], "a red apple", OPTIONS)[0])
-    fast = pixels(generate(engines["bfloat16", vae], "a red apple", OPTIONS)[0])
+    exact = pixels(draw(engines["float32", vae])[0])
+    fast = pixels(draw(engines["bfloat16", vae])[0])
     assert np.isfinite(fast).all() and fast.std() > 1  # an image, not a flat colour
     assert np.corrcoef(exact.ravel(), fast.ravel())[0, 1] > 0.95
     assert np.abs(exact - fast).mean() < 8  # of 255
@@ -88,11 +97,11 @@ def test_bfloat16_latents_after_the_unet_are_close_to_float32(engines):
 
 def test_same_seed_gives_the_same_bytes_with_the_fast_defaults(engines):
     engine = engines["bfloat16", "tiny"]
-    assert generate(engine, "a red apple", OPTIONS)[0].png == generate(engine, "a red apple", OPTIONS)[0].png
+    assert from_blob(draw(engine)[0].png) == from_blob(draw(engine)[0].png)
 
 
 def test_compiled_pipeline_draws_the_same_image_size():
-    engine = load_engine("tiny", "cpu", "float32", vae="tiny", compile=True)
-    [image] = generate(engine, "a red apple", GenerateOptions(seed=3, width=32, height=32, steps=1))
-    assert Image.open(io.BytesIO(image.png)).size == (32, 32)
+    engine = load_engine(DiffusionConfig(model="tiny", device="cpu", dtype="float32", vae="tiny", compile=True))
+    [image] = draw(engine, GenerateOptions(seed=3, width=32, height=32, steps=1))
+    assert Image.open(io.BytesIO(from_blob(image.png))).size == (32, 32)
     assert pixels(image).std() > 1

@@ -1,7 +1,6 @@
 """The whole pipeline: app.py's Flow in-process over real gRPC and HTTP, with real models."""
 
 import asyncio
-import socket
 
 import numpy as np
 import pytest
@@ -11,28 +10,18 @@ from jina import Client
 
 import app
 from client import make_documents, post, post_async, request_parameters
-from speech2image.audio import decode_audio
+from speech2image.asr.audio import decode_audio
 from speech2image.schema import SpeechImageDoc, from_blob, to_blob
-from tests.audio_files import encode
-from tests.conftest import SPEECH, wer
+from tests.support.audio_files import encode
+from tests.support.ports import free_port_pair
+from tests.support.speech import SPEECH, wer
 
 PROMPTS = ["prompt1.wav", "prompt2.wav", "prompt3.wav", "prompt4.wav"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def flow():
-    port = free_port()
-    while True:  # grpc and http take two consecutive ports
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port + 1)) != 0:
-                break
-        port = free_port()
+    port = free_port_pair()  # grpc and http take two consecutive ports
     args = app.parse_args(["--offline", "--port", str(port), "--protocol", "grpc", "http",
                            "--whisper-compute-type", "float32"])
     with app.build_flow(args, app.executor_specs(args)):
@@ -94,7 +83,7 @@ def test_http_with_jina_client_and_with_plain_json(flow, jfk_bytes, jfk_text):
 
 
 def test_bad_audio_fails_alone_and_the_flow_keeps_serving(flow, jfk_bytes):
-    from client import ClientError
+    from speech2image.errors import ClientError
 
     with pytest.raises(ClientError, match="AudioError: not audio"):
         generate(flow, DocList[SpeechImageDoc]([SpeechImageDoc(audio=to_blob(b"junk" * 64))]))

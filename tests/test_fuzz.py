@@ -15,14 +15,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from client import request_parameters
-from speech2image.audio import AudioSources, decode_audio, load_audio
-from speech2image.diffusion import GenerateOptions, load_engine
+from speech2image.asr.audio import AudioSources, decode_audio, load_audio
+from speech2image.asr.options import TranscribeOptions
 from speech2image.errors import AudioError, ForbiddenSource, InvalidRequest
+from speech2image.imaging.diffusion import load_engine
+from speech2image.imaging.options import DiffusionConfig, GenerateOptions
 from speech2image.limits import AudioLimits, RequestLimits
 from speech2image.options import merge
 from speech2image.schema import SpeechImageDoc, to_blob
-from speech2image.transcription import TranscribeOptions
-from tests.audio_files import FORMATS, encode
+from tests.support.audio_files import FORMATS, encode
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 fuzz = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -39,7 +40,7 @@ parameters = st.dictionaries(st.sampled_from(OPTION_NAMES) | st.text(max_size=12
 
 @pytest.fixture(scope="module")
 def tiny_engine():
-    return load_engine("tiny", local_files_only=True)
+    return load_engine(DiffusionConfig(model="tiny", local_files_only=True))
 
 
 @fuzz
@@ -57,7 +58,8 @@ def test_request_parameters_are_accepted_or_refused_as_invalid_request(tiny_engi
             except InvalidRequest:
                 continue
             try:
-                RequestLimits().check_work(1, len(settings_.seeds), settings_.steps, settings_.width, settings_.height)
+                RequestLimits().check_work(documents=1, num_images=len(settings_.seeds), steps=settings_.steps,
+                                           width=settings_.width, height=settings_.height)
             except InvalidRequest:
                 pass
             assert 16 <= settings_.width <= 512 and 1 <= len(settings_.seeds) <= 8
@@ -83,7 +85,7 @@ def test_the_work_budget_refuses_exactly_what_is_over_it(documents, images, step
     limits = RequestLimits()
     over = documents * images * steps * width * height > limits.max_megapixel_steps * 2**20
     try:
-        limits.check_work(documents, images, steps, width, height)
+        limits.check_work(documents=documents, num_images=images, steps=steps, width=width, height=height)
         assert not over
     except InvalidRequest as e:
         assert over and "max_megapixel_steps=128" in str(e)

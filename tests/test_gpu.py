@@ -13,43 +13,43 @@ torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-from speech2image.audio import decode_audio  # noqa: E402
-from speech2image.diffusion import GenerateOptions, generate, load_engine  # noqa: E402
-from speech2image.transcription import BACKENDS, transcribe  # noqa: E402
-from speech2image.transcription import load_engine as load_whisper  # noqa: E402
-from tests.conftest import SPEECH, wer  # noqa: E402
+from speech2image.asr.audio import decode_audio  # noqa: E402
+from speech2image.asr.options import BACKENDS, WhisperConfig  # noqa: E402
+from speech2image.asr.transcription import load_engine as load_whisper  # noqa: E402
+from speech2image.asr.transcription import transcribe  # noqa: E402
+from speech2image.imaging.diffusion import generate, load_engine  # noqa: E402
+from speech2image.imaging.options import DiffusionConfig, GenerateOptions  # noqa: E402
+from speech2image.schema import from_blob  # noqa: E402
+from tests.support.speech import SPEECH, wer  # noqa: E402
 
 
 def test_auto_is_cuda_float16_with_the_full_vae():
-    engine = load_engine("tiny")
-    [image] = generate(engine, "a red apple", GenerateOptions(seed=1, steps=2))
+    engine = load_engine(DiffusionConfig(model="tiny"))
+    [image] = generate(engine, "a red apple", engine.resolve(GenerateOptions(seed=1, steps=2)))
     assert (image.device, image.dtype, image.vae) == ("cuda", "float16", "full")
     assert engine.pipe.unet.dtype == torch.float16
 
 
 def test_compiled_float16_with_the_tiny_vae_is_deterministic():
-    engine = load_engine("tiny", "cuda", compile=True, vae="tiny")
-    options = GenerateOptions(seed=1, steps=2, width=64, height=64)
-    first, again = generate(engine, "a red apple", options), generate(engine, "a red apple", options)
-    assert first[0].vae == "tiny" and first[0].png == again[0].png
+    engine = load_engine(DiffusionConfig(model="tiny", device="cuda", compile=True, vae="tiny"))
+    settings = engine.resolve(GenerateOptions(seed=1, steps=2, width=64, height=64))
+    first, again = generate(engine, "a red apple", settings), generate(engine, "a red apple", settings)
+    assert first[0].vae == "tiny" and from_blob(first[0].png) == from_blob(again[0].png)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_whisper_runs_on_cuda_in_float16(backend, jfk_bytes, jfk_text):
-    engine = load_whisper(backend, "embedded")
+    engine = load_whisper(WhisperConfig(backend=backend, model="embedded"))
     assert (engine.device, engine.compute_type) == ("cuda", "float16")
     assert wer(jfk_text, transcribe(engine, decode_audio(jfk_bytes)).text) == 0
 
 
 def test_the_whole_flow_on_the_gpu(tmp_path):
-    from tests.test_end_to_end import client, start_app, stop_app
+    from tests.support.app import App, run_client
 
-    port, process = start_app("--device", "cuda")
-    try:
-        done = client(SPEECH / "jfk.flac", "--host", f"localhost:{port}", "--num-images", 2, "--out", tmp_path,
-                      "--json")
-    finally:
-        stop_app(process)
+    with App("--device", "cuda") as app:
+        done = run_client(SPEECH / "jfk.flac", "--host", f"localhost:{app.port}", "--num-images", 2, "--out", tmp_path,
+                          "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert len(result["images"]) == 2 and "country" in result["text"].lower()

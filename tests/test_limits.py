@@ -5,11 +5,11 @@ import struct
 import numpy as np
 import pytest
 
-from speech2image.audio import decode_audio
+from speech2image.asr.audio import decode_audio
 from speech2image.errors import AudioError, InvalidRequest
 from speech2image.limits import AudioLimits, RequestLimits
 from speech2image.schema import SpeechImageDoc
-from tests.audio_files import encode
+from tests.support.audio_files import encode
 
 
 def wav_header(sample_rate: int, channels: int, frames: int = 16) -> bytes:
@@ -22,9 +22,9 @@ def wav_header(sample_rate: int, channels: int, frames: int = 16) -> bytes:
 
 def test_work_budget_names_every_factor_and_the_limit():
     limits = RequestLimits(max_megapixel_steps=10)
-    limits.check_work(1, 4, 10, 512, 512)  # exactly 10
+    limits.check_work(documents=1, num_images=4, steps=10, width=512, height=512)  # exactly 10
     with pytest.raises(InvalidRequest) as refused:
-        limits.check_work(2, 4, 10, 512, 512)
+        limits.check_work(documents=2, num_images=4, steps=10, width=512, height=512)
     message = str(refused.value)
     assert "\n" not in message
     for fragment in ("2 document(s)", "num_images=4", "steps=10", "512x512", "20.0 megapixel-steps",

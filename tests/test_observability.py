@@ -5,8 +5,6 @@ and the dashboard's every query on a real Prometheus (Debian's package).
 import json
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -18,10 +16,12 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from speech2image import dashboard, metrics
-from tests.conftest import ROOT, SPEECH
-from tests.test_end_to_end import client, stop_app
-from tests.test_flow import free_port
+from speech2image.observability import metrics
+from tools import dashboard
+from tests.support.app import App
+from tests.support.app import run_client as client
+from tests.support.ports import free_port
+from tests.support.speech import SPEECH
 
 PROMPT = "a lighthouse made of glass"  # must never show in metrics or spans
 
@@ -52,27 +52,10 @@ def receiver():
     server.stop(None)
 
 
-def start(*args):
-    """app.py --offline ARGS; its port, process and the lines it printed up to `metrics:`."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "app.py", "--offline", "--port", str(port), *args], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    lines = []
-    deadline = time.monotonic() + 300
-    for line in process.stdout:
-        lines.append(line.strip())
-        if line.startswith("metrics:") or (line.startswith("speech2image ready") and "--no-monitoring" in args):
-            break
-        assert time.monotonic() < deadline and process.poll() is None, "app.py did not become ready"
-    return port, process, lines
-
-
 @pytest.fixture(scope="module")
 def server(receiver):
-    port, process, lines = start("--diffusion-replicas", "2", "--tracing", f"http://localhost:{receiver[0]}")
-    urls = lines[-1].split()[1:]
-    yield port, urls
-    stop_app(process)
+    with App("--diffusion-replicas", "2", "--tracing", f"http://localhost:{receiver[0]}") as app:
+        yield app.port, app.metrics_urls
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +63,9 @@ def served(server, tmp_path_factory):
     """Requests through the Flow: two clips, a text prompt and a refused request."""
     port, _ = server
     out = tmp_path_factory.mktemp("out")
-    for args in ([SPEECH / "jfk.flac", SPEECH / "prompt4.wav", "--num-images", 2],
-                 ["--text", PROMPT], [SPEECH / "prompt1.wav", "--language", "xx"]):
+    not_audio = out / "notes.wav"
+    not_audio.write_text("not audio\n" * 40)
+    for args in ([SPEECH / "jfk.flac", SPEECH / "prompt4.wav", "--num-images", 2], ["--text", PROMPT], [not_audio]):
         client(*args, "--host", f"localhost:{port}", "--width", 32, "--steps", 1, "--out", out)
     return server
 
@@ -113,7 +97,7 @@ def test_histograms_counters_and_gauges_per_executor_and_replica(served):
     assert sum(samples(whisper, "speech2image_requests_total").values()) == 3
     assert sum(samples(whisper, "speech2image_audio_seconds_total").values()) == pytest.approx(11.0 + 2.5, abs=1)
     [(labels, refused)] = samples(whisper, "speech2image_errors_total").items()
-    assert 'kind="InvalidRequest"' in labels and refused == 1
+    assert 'kind="AudioError"' in labels and refused == 1
     diffusion = "\n".join(replicas)
     assert sum(samples(diffusion, "speech2image_requests_total").values()) == 2
     assert sum(samples(diffusion, "speech2image_images_total").values()) == 5  # 2 + 2 + 1
@@ -159,16 +143,16 @@ def test_one_trace_per_request_with_stage_spans_under_the_executor_spans(served,
 @pytest.mark.skipif(not shutil.which("prometheus") and not shutil.which("apt-get"),
                     reason="needs Debian's prometheus package (apt-get install prometheus)")
 def test_every_dashboard_query_returns_data_on_a_real_prometheus(served, tmp_path):
-    from speech2image.prometheus import Prometheus
+    from tools.prometheus import Prometheus
 
     port, urls = served
     with Prometheus({"speech2image": urls}, free_port()) as prometheus:
-        # two more requests once it scrapes, so that every rate() has two samples that differ
+        # a scrape, then two requests each followed by a scrape: every rate() has samples that differ
+        prometheus.wait_for_scrape()
         for _ in range(2):
-            time.sleep(3)
             client(SPEECH / "prompt4.wav", "--host", f"localhost:{port}", "--width", 32, "--steps", 1,
                    "--out", tmp_path)
-        time.sleep(3)
+            prometheus.wait_for_scrape()
         empty = []
         for panel in dashboard.PANELS:
             if panel.gpu_only:
@@ -193,21 +177,19 @@ def test_the_shipped_dashboards_are_the_generated_ones():
 
 
 def test_no_monitoring_and_a_dead_trace_collector_never_fail_a_request(tmp_path):
-    port, process, lines = start("--no-monitoring", "--tracing", f"http://localhost:{free_port()}")
-    try:
-        done = client(SPEECH / "prompt4.wav", "--host", f"localhost:{port}", "--width", 32, "--steps", 1,
+    with App("--no-monitoring", "--tracing", f"http://localhost:{free_port()}") as app:
+        done = client(SPEECH / "prompt4.wav", "--host", f"localhost:{app.port}", "--width", 32, "--steps", 1,
                       "--out", tmp_path)
         assert done.returncode == 0, done.stderr
-        assert not any(line.startswith("metrics:") for line in lines)
-    finally:
-        stop_app(process)
+        assert not app.metrics_urls and not any(line.startswith("metrics:") for line in app.output)
 
 
 @pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus package")
 def test_prometheus_on_a_busy_port_fails_with_one_line():
     import socket
 
-    from speech2image.prometheus import Prometheus, PrometheusError
+    from speech2image.errors import PrometheusError
+    from tools.prometheus import Prometheus
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

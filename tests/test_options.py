@@ -2,11 +2,11 @@
 
 import pytest
 
-from speech2image.audio import AudioLimits
-from speech2image.diffusion import GenerateOptions
+from speech2image.asr.options import TranscribeOptions
 from speech2image.errors import InvalidRequest
+from speech2image.imaging.options import GenerateOptions
+from speech2image.limits import AudioLimits
 from speech2image.options import merge, split_kwargs
-from speech2image.transcription import TranscribeOptions
 
 
 def test_three_layers_defaults_then_config_then_request():

@@ -14,35 +14,30 @@ import time
 
 import pytest
 
-from bench.load import cases, diffusion_replicas, run_load, start_server, stop_server
-from tests.conftest import ROOT
-from tests.test_flow import free_port
+from tests.support.app import App
+from tests.support.load import cases, run_load
+from tests.support.speech import ROOT
 
 TOKEN = "hf_SENTINELsecretTOKEN0123456789"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = free_port()
-    process = start_server(port, 2, tmp_path_factory.mktemp("server") / "stderr.log",
-                           {"HF_TOKEN": TOKEN, "JINA_LOG_LEVEL": "DEBUG"})
-    yield port, process
-    if process.poll() is None:
-        stop_server(process)
+def server():
+    with App("--diffusion-replicas", "2", env={"HF_TOKEN": TOKEN, "JINA_LOG_LEVEL": "DEBUG"}) as app:
+        yield app
 
 
 def test_mixed_load_with_a_replica_killed_loses_nothing_and_mixes_nothing_up(server):
-    port, process = server
-    deadline = time.monotonic() + 30  # each replica announces itself a moment after it listens
-    while len(diffusion_replicas(process)) < 2 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60  # each replica announces itself a moment after it listens
+    while len(server.replica_pids("diffusion")) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert len(diffusion_replicas(process)) == 2
+    assert len(server.replica_pids("diffusion")) == 2
     requests = cases(90)
-    report = asyncio.run(run_load(f"localhost:{port}", requests, clients=8, request_timeout=60,
-                                  kill_after=30, server=process))
+    report = asyncio.run(run_load(f"localhost:{server.port}", requests, clients=8, request_timeout=60,
+                                  kill_after=30, server=server))
     print("\n".join(report.lines()))
     outcomes = report.outcomes
-    assert report.killed and len(diffusion_replicas(process)) == 1
+    assert report.killed and len(server.replica_pids("diffusion")) == 1
     assert sum(outcomes.values()) == len(requests)  # every request ended
     assert not any("WRONG" in k or "lost" in k for k in outcomes), report.lines()
     assert outcomes["bad: refused with its message"] == sum(c.kind == "bad" for c in requests)
@@ -54,14 +49,14 @@ def test_mixed_load_with_a_replica_killed_loses_nothing_and_mixes_nothing_up(ser
 
 
 def test_the_hf_token_never_reaches_logs_answers_or_exports(server, tmp_path):
-    port, process = server
-    answered = asyncio.run(run_load(f"localhost:{port}", cases(6), clients=2))
+    answered = asyncio.run(run_load(f"localhost:{server.port}", cases(6), clients=2))
     assert not any("WRONG" in k or "failed" in k for k in answered.outcomes), answered.lines()
-    log = stop_server(process)
+    server.terminate(seconds=90)  # the whole log, through the end of shutdown
+    log = "".join(server.output) + server.stderr()
     assert "speech2image ready" in log and "DEBUG" in log and "serving (pid" in log  # the whole log, both streams
     assert TOKEN not in log
     out = tmp_path / "deploy"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "export_flow.py"), "--out", str(out)], check=True,
+    subprocess.run([sys.executable, str(ROOT / "tools" / "export_flow.py"), "--out", str(out)], check=True,
                    capture_output=True, env={**os.environ, "HF_TOKEN": TOKEN}, timeout=120)
     for exported in out.rglob("*"):
         if exported.is_file():

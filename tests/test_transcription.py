@@ -3,17 +3,18 @@
 import numpy as np
 import pytest
 
-from speech2image.audio import decode_audio
+from speech2image.asr.audio import decode_audio
 from speech2image.errors import InvalidRequest, ModelLoadError
-from speech2image.transcription import BACKENDS, TranscribeOptions, load_engine, transcribe
-from tests.conftest import SPEECH, wer
+from speech2image.asr.options import BACKENDS, TranscribeOptions, WhisperConfig
+from speech2image.asr.transcription import load_engine, transcribe
+from tests.support.speech import SPEECH, wer
 
 PROMPT_CLIPS = ["prompt1.wav", "prompt2.wav", "prompt3.wav", "prompt4.wav"]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def engine(request):
-    return load_engine(request.param, "embedded")
+    return load_engine(WhisperConfig(backend=request.param, model="embedded"))
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,8 @@ def test_jfk_word_error_rate_is_zero(engine, jfk, jfk_text):
     assert transcript.language == "en" and transcript.task == "transcribe" and not transcript.no_speech
     assert transcript.duration == pytest.approx(11.0)
     assert transcript.segments[0].start == 0 and transcript.segments[-1].end == pytest.approx(11.0, abs=0.5)
-    assert (transcript.backend, transcript.model, transcript.device) == (engine.backend, "embedded (tiny.en)", "cpu")
-    assert transcript.compute_type == ("int8" if engine.backend == "faster-whisper" else "float32")
+    assert (transcript.asr_backend, transcript.asr_model, transcript.asr_device) == (engine.backend, "embedded (tiny.en)", "cpu")
+    assert transcript.asr_compute_type == ("int8" if engine.backend == "faster-whisper" else "float32")
 
 
 def espeak_mean_wer(engine, clips) -> float:
@@ -38,7 +39,8 @@ def espeak_mean_wer(engine, clips) -> float:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_espeak_clips_mean_wer_within_040_at_float32(backend, clips):
-    assert espeak_mean_wer(load_engine(backend, "embedded", compute_type="float32"), clips) <= 0.40
+    assert espeak_mean_wer(load_engine(WhisperConfig(backend=backend, model="embedded", compute_type="float32")),
+                           clips) <= 0.40
 
 
 def test_espeak_clips_with_int8_quantization(clips):
@@ -46,7 +48,7 @@ def test_espeak_clips_with_int8_quantization(clips):
     # depends on the CPU's int8 kernels: 0.55 on an AMD EPYC with AVX512-BF16, 0.47 on an Intel
     # Xeon with AMX, 0.33 with CTranslate2 and MKL held to AVX2, against 0.33 at float32
     # everywhere; this guards against it getting much worse
-    assert espeak_mean_wer(load_engine("faster-whisper", "embedded", compute_type="int8"), clips) <= 0.70
+    assert espeak_mean_wer(load_engine(WhisperConfig(model="embedded", compute_type="int8")), clips) <= 0.70
 
 
 def test_word_timestamps_and_vad_filter(engine, jfk):
@@ -74,11 +76,12 @@ def test_english_only_model_refuses_translation_and_other_languages(engine, jfk)
 
 def test_converted_openai_checkpoint_gives_the_same_words_as_faster_whisper(jfk):
     # the same words; punctuation may differ between CPUs ("And so, my fellow" / "And so my fellow")
-    texts = {backend: transcribe(load_engine(backend, "embedded"), jfk).text for backend in BACKENDS}
+    texts = {backend: transcribe(load_engine(WhisperConfig(backend=backend, model="embedded")), jfk).text
+             for backend in BACKENDS}
     assert wer(texts["faster-whisper"], texts["openai-whisper"]) == 0, texts
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_unknown_model_fails_at_load_with_the_valid_names(backend):
     with pytest.raises(ModelLoadError, match="unknown whisper model 'huge-v9': use one of embedded, .*tiny.en"):
-        load_engine(backend, "huge-v9")
+        load_engine(WhisperConfig(backend=backend, model="huge-v9"))

@@ -4,47 +4,32 @@ that plays a speech clip, app.py and ui.py as processes."""
 import io
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from speech2image.audio import decode_audio
-from tests.audio_files import encode
-from tests.conftest import ROOT, SPEECH, wer
-from tests.test_end_to_end import start_app, stop_app
-from tests.test_flow import free_port
+from speech2image.asr.audio import decode_audio
+from tests.support.app import App, Page
+from tests.support.audio_files import encode
+from tests.support.ports import free_port
+from tests.support.speech import SPEECH, wer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt-get install chromium)")
 SMALL = {"width": "32", "height": "32", "steps": "1"}
-SCREENSHOT = ROOT / "docs" / "ui.png"
 
 
 @pytest.fixture(scope="module")
 def flow():
-    port, process = start_app("--no-monitoring", "--whisper-compute-type", "float32")
-    yield port
-    stop_app(process)
-
-
-def start_ui(flow_address: str):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "ui.py", "--host", flow_address, "--port", str(port)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if "Running on local URL" in line:
-            return f"http://127.0.0.1:{port}", process
-    raise AssertionError(f"ui.py did not start: {process.stderr.read()[-2000:]}")
+    with App("--no-monitoring", "--whisper-compute-type", "float32") as app:
+        yield app.port
 
 
 @pytest.fixture(scope="module")
 def ui(flow):
-    url, process = start_ui(f"localhost:{flow}")
-    yield url
-    process.kill()
+    with Page(f"localhost:{flow}") as page:
+        yield page.url
 
 
 @pytest.fixture(scope="module")
@@ -92,20 +77,25 @@ def is_upload(response) -> bool:
 
 
 def upload(page, path) -> None:
-    """Upload a file into the audio field, once gradio's server has it."""
+    """Upload a file into the audio field, until the field holds gradio's copy of it."""
     page.locator("#audio button[aria-label='Upload file']").click()
     with page.expect_response(is_upload):
         page.locator("#audio input[type=file]").set_input_files(str(path))
-    page.wait_for_timeout(500)  # the field takes the server's answer as its value
+    holds_audio(page)
 
 
 def record(page, seconds: float) -> None:
-    """Record from the (fake) microphone, until gradio's server has the recording."""
+    """Record `seconds` of the (fake) microphone, until the field holds gradio's copy of it."""
     page.locator("#audio button.record-button").click()
-    time.sleep(seconds)
+    time.sleep(seconds)  # the recording's length, not a wait for something to happen
     with page.expect_response(is_upload):
         page.locator("#audio button.stop-button").click()
-    page.wait_for_timeout(500)
+    holds_audio(page)
+
+
+def holds_audio(page) -> None:
+    """Wait until the audio field shows its player: it took the server's answer as its value."""
+    page.locator("#audio audio, #audio button[aria-label='Clear']").first.wait_for(state="attached", timeout=30_000)
 
 
 def generate(page) -> None:
@@ -119,13 +109,15 @@ def status(page) -> str:
 
 
 def wait_for_status(page, *prefixes, timeout=120) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = status(page)
-        if text.startswith(prefixes):
-            return text
-        time.sleep(0.25)
-    raise AssertionError(f"status never started with {prefixes}: {status(page)!r}")
+    """The status line, once it starts with one of `prefixes` (the browser watches it)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("prefixes => prefixes.some(p => document.querySelector('#status textarea')"
+                               ".value.startsWith(p))", arg=list(prefixes), timeout=timeout * 1000)
+    except PlaywrightTimeout:
+        raise AssertionError(f"status never started with {prefixes}: {status(page)!r}") from None
+    return status(page)
 
 
 def rendered_images(page) -> list[dict]:
@@ -136,7 +128,7 @@ def rendered_images(page) -> list[dict]:
     return [image for image in found if image["loaded"] and image["width"] > 0]
 
 
-def test_speak_into_the_microphone_and_watch_the_images_arrive(page, clips):
+def test_speak_into_the_microphone_and_watch_the_images_arrive(page, clips, screenshots):
     set_options(page, seed=7, **SMALL)
     record(page, 12)  # jfk.flac is 11 s
     generate(page)
@@ -150,8 +142,7 @@ def test_speak_into_the_microphone_and_watch_the_images_arrive(page, clips):
     assert page.locator("#images").inner_text().count("seed ") == 2
     assert "seed 7" in page.locator("#images").inner_text() and "seed 8" in page.locator("#images").inner_text()
     assert page.outside == []  # no CDN, no analytics, no fonts from outside
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.screenshot(path=str(screenshots / "ui.png"), full_page=True)
 
 
 def test_upload_a_file(page):
@@ -223,20 +214,12 @@ def test_stop_cancels_the_images_not_drawn_yet(page, flow):
 
 
 def test_an_unreachable_flow_is_one_readable_line(browser):
-    url, process = start_ui(f"localhost:{free_port()}")
-    try:
+    with Page(f"localhost:{free_port()}") as ui:
         page = browser.new_page()
-        page.goto(url, wait_until="networkidle")
+        page.goto(ui.url, wait_until="networkidle")
         page.locator("#prompt textarea").fill("a red apple")
         generate(page)
         assert wait_for_status(page, "Error").startswith("Error: cannot reach the speech2image server at localhost:")
-    finally:
-        process.kill()
-
-
-def test_ui_does_not_import_torch():
-    code = "import sys, ui; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules"
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
 def test_downloaded_png_holds_its_settings(tmp_path):

@@ -7,9 +7,9 @@ from jina import Flow
 
 from speech2image.errors import AudioError, ForbiddenSource, InvalidRequest
 from speech2image.schema import SpeechImageDoc, to_blob
-from tests.audio_files import encode
+from tests.support.audio_files import encode
 from executors.whisper.executor import WhisperExecutor
-from tests.conftest import ROOT, SPEECH, wer
+from tests.support.speech import ROOT, SPEECH, wer
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_all_documents_are_transcribed_and_text_only_passes_through(executor, jf
 
 
 def test_compressed_stereo_audio_at_other_rates(executor, jfk_bytes, jfk_text):
-    from speech2image.audio import decode_audio
+    from speech2image.asr.audio import decode_audio
 
     waveform = decode_audio(jfk_bytes)
     for name, rate in (("mp3", 44_100), ("m4a", 48_000), ("ogg-opus", 48_000)):
@@ -44,7 +44,7 @@ def test_compressed_stereo_audio_at_other_rates(executor, jfk_bytes, jfk_text):
 
 
 def test_float_waveform_input(executor, jfk_bytes, jfk_text):
-    from speech2image.audio import decode_audio
+    from speech2image.asr.audio import decode_audio
 
     assert wer(jfk_text, run(executor, SpeechImageDoc(waveform=decode_audio(jfk_bytes)))[0].text) == 0
 
@@ -72,7 +72,7 @@ def test_bad_input_fails_alone_and_the_executor_keeps_serving(executor, jfk_byte
 
 
 def test_long_audio_is_rejected_while_decoding(executor):
-    from speech2image.audio import decode_audio
+    from speech2image.asr.audio import decode_audio
 
     long = encode(np.tile(decode_audio((SPEECH / "prompt4.wav").read_bytes()), 30), 16_000, "mp3")
     with pytest.raises(AudioError, match="audio too long"):
@@ -87,7 +87,7 @@ def test_allow_listed_directory_is_read(tmp_path, jfk_bytes, jfk_text):
 
 def test_one_executor_flow_over_grpc(jfk_bytes, jfk_text):
     flow = Flow().add(uses=str(ROOT / "executors" / "whisper" / "config.yml"), name="whisper",
-                      uses_with={"backend": "openai-whisper"})
+                      uses_with={"backend": "openai-whisper", "model": "embedded"})
     with flow:
         docs = flow.post("/generate", inputs=DocList[SpeechImageDoc]([SpeechImageDoc(audio=to_blob(jfk_bytes))]),
                          return_type=DocList[SpeechImageDoc], parameters={"word_timestamps": True})

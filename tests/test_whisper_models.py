@@ -6,7 +6,7 @@ import whisper
 from whisper.model import ModelDimensions, Whisper
 
 from speech2image.errors import ModelLoadError
-from speech2image.whisper_models import (
+from speech2image.asr.embedded import (
     _openai_state_dict,
     convert_ctranslate2_to_openai,
     embedded_ctranslate2_path,

@@ -1,6 +1,6 @@
 """Write Kubernetes manifests and a docker-compose file from flow.yml, with no network.
 
-    python scripts/export_flow.py [--out deploy] [--namespace speech2image] [--flow flow.yml]
+    python tools/export_flow.py [--out deploy] [--namespace speech2image] [--flow flow.yml]
 
 Jina's own export (`Flow.to_kubernetes_yaml`, `Flow.to_docker_compose_yaml`) does the
 work. The gateway image is pinned through JINA_GATEWAY_IMAGE, so Jina's (closed) hub is

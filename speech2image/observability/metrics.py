@@ -7,17 +7,14 @@ Both are off when Jina gives no registry or tracer. Labels: `executor` (the Flow
 executor name: whisper, diffusion) and `runtime_name` (Jina's name of the replica).
 Metrics and spans never carry a prompt, a transcript, a file name or a token.
 
-Jina's `jina_process_request_seconds` counts the wait for the executor's lock as work;
+Jina's `jina_process_request_seconds` counts the wait for the executor's scheduler as work;
 here the wait is `speech2image_queue_seconds` and the work is
 `speech2image_inference_seconds` by stage.
 """
 
 import contextlib
-import threading
-import time
-from typing import Callable
 
-Observe = Callable[[str, int, int], None]  # a stage ran: (stage, started, ended) in time.time_ns()
+from .gpu import GpuCollector
 
 REQUESTS = "speech2image_requests"  # a counter: exposed as speech2image_requests_total
 REQUEST_SECONDS = "speech2image_request_seconds"
@@ -30,10 +27,12 @@ IN_PROGRESS = "speech2image_in_progress"
 GPU_MEMORY_USED = "speech2image_gpu_memory_used_bytes"
 GPU_UTILIZATION = "speech2image_gpu_utilization_ratio"
 
-# stages of the model work, by executor (the `stage` label and the span names)
+# stages of the model work (the `stage` label and the span names), by executor
+DECODE, VAD, DETECT_LANGUAGE, TRANSCRIBE = "decode", "vad", "detect_language", "transcribe"
+TEXT_ENCODE, DENOISE, VAE_DECODE, PNG_ENCODE = "text_encode", "denoise", "vae_decode", "png_encode"
 STAGES = {
-    "whisper": ("decode", "vad", "detect_language", "transcribe"),
-    "diffusion": ("text_encode", "denoise", "vae_decode", "png_encode"),
+    "whisper": (DECODE, VAD, DETECT_LANGUAGE, TRANSCRIBE),
+    "diffusion": (TEXT_ENCODE, DENOISE, VAE_DECODE, PNG_ENCODE),
 }
 # from a millisecond of audio decoding to minutes of diffusion on a CPU
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0,
@@ -41,7 +40,7 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 
 class ExecutorMetrics:
-    """One executor replica's metrics and spans, and the lock its model work runs under.
+    """One executor replica's metrics and spans.
 
     `registry` is Jina's (`runtime_args.metrics_registry`), or None: then the metrics
     are kept but served nowhere. `tracer` is Jina's executor tracer, or None.
@@ -53,7 +52,6 @@ class ExecutorMetrics:
         labels = {"executor": executor, "runtime_name": runtime_name}
         names = tuple(labels)
         self.executor, self.tracer = executor, tracer
-        self.lock = threading.Lock()  # one request's model work at a time per replica
         self.requests = Counter(REQUESTS, "Requests the executor received", names,
                                 registry=registry).labels(**labels)
         self.request_seconds = Histogram(
@@ -72,8 +70,8 @@ class ExecutorMetrics:
         self.audio_seconds = Counter(AUDIO_SECONDS, "Seconds of audio transcribed", names, registry=registry)
         self.images = Counter(IMAGES, "Images made", (*names, "model"), registry=registry)
         self.labels = labels
-        gpus = _GpuGauges(registry, names, labels) if registry is not None else None
-        self._gpu = gpus if gpus and gpus.handles else None
+        if registry is not None:
+            GpuCollector.register(registry, labels)
 
     @contextlib.contextmanager
     def request(self, name: str, tracing_context=None, **attributes):
@@ -92,17 +90,13 @@ class ExecutorMetrics:
 
     @contextlib.contextmanager
     def working(self):
-        """Hold the replica's model lock: the wait is the queue time, the hold is in progress."""
-        waited = time.perf_counter()
-        with self.lock:
-            self.queue_seconds.observe(time.perf_counter() - waited)
-            self.in_progress.inc()
-            try:
-                yield
-            finally:
-                self.in_progress.dec()
-                if self._gpu:
-                    self._gpu.update()
+        """Count a request as in progress while its model work runs."""
+        with self.in_progress.track_inprogress():
+            yield
+
+    def waited(self, seconds: float) -> None:
+        """A request waited this long for its turn (the scheduler tells)."""
+        self.queue_seconds.observe(seconds)
 
     def audio_transcribed(self, seconds: float) -> None:
         self.audio_seconds.labels(**self.labels).inc(seconds)
@@ -132,34 +126,3 @@ class ExecutorMetrics:
             from opentelemetry import trace
 
             trace.get_current_span().set_attributes({k: v for k, v in attributes.items() if v is not None})
-
-
-class _GpuGauges:
-    """GPU memory used and utilisation per device, from NVIDIA's NVML (none without a GPU)."""
-
-    def __init__(self, registry, names: tuple, labels: dict):
-        from prometheus_client import Gauge
-
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(k) for k in range(pynvml.nvmlDeviceGetCount())]
-        except Exception:  # no NVIDIA driver, or nvidia-ml-py missing: no GPU gauges
-            self.handles = []
-        if not self.handles:
-            return
-        self.memory = Gauge(GPU_MEMORY_USED, "GPU memory used, bytes", (*names, "gpu"), registry=registry)
-        self.utilization = Gauge(GPU_UTILIZATION, "GPU busy fraction over the last sample period",
-                                 (*names, "gpu"), registry=registry)
-        self.labels = labels
-        self.update()
-
-    def update(self) -> None:
-        import pynvml
-
-        for index, handle in enumerate(self.handles):
-            self.memory.labels(**self.labels, gpu=str(index)).set(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
-            self.utilization.labels(**self.labels, gpu=str(index)).set(
-                pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100)
-

@@ -5,11 +5,14 @@ The binary is Debian's `prometheus` package (installed with apt-get when missing
 run as root), or any `prometheus` on PATH.
 """
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from urllib.error import URLError
 from urllib.parse import urlsplit
@@ -17,14 +20,10 @@ from urllib.request import urlopen
 
 import yaml
 
-from .dashboard import CONSOLE_PAGE
-from .errors import Speech2ImageError
+from speech2image.errors import PrometheusError
+from tools.dashboard import CONSOLE_PAGE
 
 SCRAPE_INTERVAL_SECONDS = 1
-
-
-class PrometheusError(Speech2ImageError):
-    """Prometheus is not installed and cannot be, or did not start."""
 
 
 def binary() -> str:
@@ -79,6 +78,21 @@ class Prometheus:
                 self.stop()
                 raise PrometheusError(f"prometheus did not start on port {port}: {' '.join(last) or 'no output'}")
             time.sleep(0.2)
+
+    def wait_for_scrape(self, seconds: float = 30) -> None:
+        """Wait until every target has been scraped after now (PrometheusError after `seconds`)."""
+        moment, deadline = time.time(), time.monotonic() + seconds
+        while not self._scraped_since(moment):
+            if time.monotonic() > deadline:
+                raise PrometheusError(f"prometheus did not scrape every target within {seconds:.0f} s")
+            time.sleep(0.1)
+
+    def _scraped_since(self, moment: float) -> bool:
+        with urlopen(f"{self.url}/api/v1/targets", timeout=5) as answer:
+            targets = json.load(answer)["data"]["activeTargets"]
+        # lastScrape: RFC 3339 with nanoseconds; datetime reads microseconds
+        scraped = [re.sub(r"(\.\d{6})\d*", r"\1", t["lastScrape"]).replace("Z", "+00:00") for t in targets]
+        return bool(targets) and all(datetime.fromisoformat(when).timestamp() >= moment for when in scraped)
 
     @property
     def dashboard(self) -> str:

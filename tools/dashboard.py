@@ -1,8 +1,8 @@
 """The dashboard, defined once: its panels (PromQL), written as a Grafana dashboard and a
 Prometheus console page.
 
-    python -m speech2image.dashboard      # rewrites observability/grafana-dashboard.json
-                                          # and observability/consoles/speech2image.html
+    python -m tools.dashboard      # rewrites dashboards/grafana-dashboard.json
+                                   # and dashboards/consoles/speech2image.html
 
 The busy-fraction panel names the bottleneck: work seconds per second of each executor
 replica (≈ 1 means saturated: add replicas of that executor).
@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import metrics
+from speech2image.observability import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
-GRAFANA_JSON = ROOT / "observability" / "grafana-dashboard.json"
-CONSOLE_PAGE = ROOT / "observability" / "consoles" / "speech2image.html"
+GRAFANA_JSON = ROOT / "dashboards" / "grafana-dashboard.json"
+CONSOLE_PAGE = ROOT / "dashboards" / "consoles" / "speech2image.html"
 WINDOW = "1m"
 
 

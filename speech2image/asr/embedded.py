@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import cache_dir
-from .errors import ModelLoadError
+from ..cache import cache_dir
+from ..errors import ModelLoadError
 
 EMBEDDED = "embedded"
 EMBEDDED_BASE = "embedded-base"

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .errors import AudioError, ForbiddenSource, one_line
-from .limits import AudioLimits
+from ..errors import AudioError, ForbiddenSource, one_line
+from ..limits import AudioLimits
 
 SAMPLE_RATE = 16_000
 FORMATS = "wav, flac, mp3, ogg/opus, m4a/mp4/aac or webm"
@@ -154,7 +154,9 @@ def _fetch(url: str, sources: AudioSources, limits: AudioLimits) -> bytes:
 
     try:
         with requests.get(url, stream=True, timeout=sources.url_timeout_seconds, allow_redirects=False) as response:
-            response.raise_for_status()
+            if response.status_code != 200:  # a redirect's body is not the audio: redirects are not followed
+                raise AudioError(f"cannot fetch {url!r}: HTTP {response.status_code} {response.reason} "
+                                 "(redirects are not followed); allow-list the final URL")
             body = bytearray()
             for chunk in response.iter_content(64 * 1024):
                 body += chunk
@@ -173,7 +175,7 @@ def _too_long(seconds: float, limits: AudioLimits) -> AudioError:
 
 def load_audio(doc, sources: AudioSources, limits: AudioLimits) -> Optional[np.ndarray]:
     """The document's audio as a 16 kHz waveform, or None for a text-only document."""
-    from .schema import from_blob
+    from ..schema import from_blob
 
     if doc.audio is not None:
         try:

@@ -1,0 +1,52 @@
+"""The architecture the tree shows, kept: which parts may import what."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.speech import ROOT
+
+HEAVY = ("torch", "jina", "faster_whisper", "ctranslate2", "diffusers", "transformers", "whisper", "docarray")
+CLIENT_SAFE = ("client", "ui", "speech2image", "speech2image.errors", "speech2image.limits", "speech2image.options",
+               "speech2image.asr", "speech2image.asr.options", "speech2image.imaging", "speech2image.imaging.options")
+
+
+def imported(path: Path) -> set[str]:
+    """The top-level names of every module a file imports, wherever in the file."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+    return {name.split(".")[0] for name in names} | {name for name in names}
+
+
+def test_the_library_never_imports_jina():
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "speech2image").rglob("*.py") if "jina" in imported(p)]
+    assert offenders == []  # only the gateway, the executors and the entry points do
+
+
+def test_what_the_client_and_the_page_import_needs_no_model_library_and_no_jina():
+    code = (f"import sys\nfor m in {CLIENT_SAFE!r}: __import__(m)\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_tests_never_import_benchmarks_and_benchmarks_share_only_tests_support():
+    for path in (ROOT / "tests").rglob("*.py"):
+        assert "bench" not in imported(path), path
+    for path in (ROOT / "bench").glob("*.py"):
+        tests_modules = {name for name in imported(path) if name.startswith("tests")} - {"tests"}
+        assert all(name.startswith("tests.support") for name in tests_modules), (path, tests_modules)
+
+
+def test_each_domain_stands_alone():
+    """An executor image holds the core and its own domain only: asr and imaging never import each other."""
+    for domain, other in (("asr", "imaging"), ("imaging", "asr")):
+        for path in (ROOT / "speech2image" / domain).glob("*.py"):
+            source = path.read_text()
+            assert f"speech2image.{other}" not in source and f"..{other}" not in source, path
