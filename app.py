@@ -135,12 +135,18 @@ def metrics_urls(flow) -> dict[str, list[str]]:
     return urls
 
 
-def model_configs(specs: list[dict]) -> dict:
-    """Each executor's model config, built from its arguments as the executor builds it."""
-    from speech2image.options import split_kwargs
+def executor_arguments(specs: list[dict]) -> dict[str, tuple]:
+    """Each executor's arguments, built and checked as the executor builds them (ConfigurationError,
+    one line, on a wrong type or an unknown name): the model config comes first."""
+    from speech2image.options import configure
 
-    classes = {"whisper": asr_options.WhisperConfig, "diffusion": imaging_options.DiffusionConfig}
-    return {spec["name"]: split_kwargs(spec["uses_with"], classes[spec["name"]])[0] for spec in specs}
+    arguments = {"whisper": asr_options.ARGUMENTS, "diffusion": imaging_options.ARGUMENTS}
+    return {spec["name"]: configure(spec["uses_with"], *arguments[spec["name"]]) for spec in specs}
+
+
+def model_configs(specs: list[dict]) -> dict:
+    """Each executor's model config (WhisperConfig, DiffusionConfig)."""
+    return {name: built[0] for name, built in executor_arguments(specs).items()}
 
 
 def fetch_models(specs: list[dict]) -> None:
@@ -178,10 +184,14 @@ def main(argv=None) -> int:
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
     specs = executor_specs(args)
-    from speech2image.errors import ModelLoadError
+    from speech2image.errors import ConfigurationError, ModelLoadError
 
     try:
+        executor_arguments(specs)  # every argument checked before anything starts
         fetch_models(specs)
+    except ConfigurationError as e:
+        print(f"speech2image: {e}", file=sys.stderr)
+        return 2
     except ModelLoadError as e:
         print(f"speech2image: {e}; or start with --offline", file=sys.stderr)
         return 2

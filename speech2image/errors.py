@@ -26,6 +26,10 @@ class ForbiddenSource(InvalidRequest):
     """A document's `uri` names a path or URL the operator has not allow-listed."""
 
 
+class ConfigurationError(Speech2ImageError, ValueError):
+    """An executor argument the operator set is unknown, of the wrong type or out of range; stops start-up."""
+
+
 class ModelLoadError(Speech2ImageError, RuntimeError):
     """A model is unknown, not cached and not downloadable, or failed to load."""
 

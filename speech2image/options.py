@@ -3,15 +3,16 @@
 Every options dataclass (`speech2image.asr.options`, `speech2image.imaging.options`,
 `speech2image.limits`) holds its defaults — the one source of each — and validates itself in
 `__post_init__`, so a request is checked in one place, before any model work. Three
-layers: the dataclass defaults ← the executor's arguments (:func:`split_kwargs`: config.yml
-`with:`, flow.yml `uses_with`) ← a request's `parameters` (:func:`merge`).
+layers: the dataclass defaults ← the executor's arguments (:func:`configure`: config.yml
+`with:`, flow.yml `uses_with`; strictly typed) ← a request's `parameters` (:func:`merge`:
+converting what JSON and protobuf bring).
 """
 
 import dataclasses
 import typing
 from typing import Any, Mapping, TypeVar
 
-from .errors import InvalidRequest
+from .errors import ConfigurationError, InvalidRequest
 
 T = TypeVar("T")
 
@@ -82,12 +83,60 @@ def check_choice(name: str, value, choices) -> None:
         raise InvalidRequest(f"invalid {name}={value!r}: allowed {', '.join(map(str, choices))}")
 
 
-def split_kwargs(kwargs: dict, *option_classes) -> tuple:
-    """Build each options dataclass from the keyword arguments that name its fields
-    (config.yml `with:`), and return them followed by the unused keyword arguments."""
-    rest = dict(kwargs)
+# what Jina itself passes to every executor besides the arguments of its `with:`
+JINA_ARGUMENTS = ("metas", "requests", "runtime_args", "workspace", "dynamic_batching")
+
+
+def configure(arguments: dict, *option_classes) -> tuple:
+    """Build each options dataclass from the executor arguments that name its fields, and return
+    them followed by Jina's own arguments. Stops with ConfigurationError (one line) on an argument
+    no class takes, a value of the wrong type (a string where a list belongs, a bool where a
+    number does) or out of its range."""
+    rest = dict(arguments)
     built = []
     for option_class in option_classes:
-        names = {f.name for f in dataclasses.fields(option_class)}
-        built.append(merge(option_class(), {k: rest.pop(k) for k in list(rest) if k in names}))
+        hints = typing.get_type_hints(option_class)
+        values = {f.name: _typed(f.name, rest.pop(f.name), hints[f.name])
+                  for f in dataclasses.fields(option_class) if f.name in rest}
+        try:
+            built.append(option_class(**values))
+        except InvalidRequest as e:
+            raise ConfigurationError(f"executor argument: {e}") from e
+    unknown = sorted(set(rest) - set(JINA_ARGUMENTS))
+    if unknown:
+        known = sorted(f.name for option_class in option_classes for f in dataclasses.fields(option_class))
+        raise ConfigurationError(f"unknown executor argument {unknown[0]!r}: this executor takes {', '.join(known)}")
     return (*built, rest)
+
+
+def _typed(name: str, value: Any, annotation) -> Any:
+    """An executor argument checked against its field's type (YAML and JSON lists become tuples)."""
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if typing.get_origin(annotation) is tuple:
+        if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        needed = "a list of strings, e.g. [/srv/audio] in YAML"
+    elif annotation is bool:
+        if isinstance(value, bool):
+            return value
+        needed = "true or false"
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        needed = "an integer"
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        needed = "a number"
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+        needed = "a string"
+    else:
+        return value
+    raise ConfigurationError(f"executor argument {name}={value!r} must be {needed}; "
+                             "fix it in config.yml `with:` or flow.yml `uses_with`")

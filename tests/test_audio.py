@@ -4,7 +4,9 @@
 import numpy as np
 import pytest
 
-from speech2image.asr.audio import AudioSources, check_waveform, decode_audio, load_audio, read_source
+from speech2image.asr.audio import check_waveform, decode_audio, load_audio
+from speech2image.asr.options import AudioSources
+from speech2image.asr.sources import read_source
 from speech2image.errors import AudioError, ForbiddenSource, InvalidRequest
 from speech2image.limits import AudioLimits
 from speech2image.schema import SpeechImageDoc, from_blob, to_blob

@@ -92,15 +92,11 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_app_runs_what_flow_yml_defines_and_no_default_is_restated():
-    from speech2image.asr.audio import AudioSources
-    from speech2image.asr.options import TranscribeOptions, WhisperConfig
-    from speech2image.imaging.options import DiffusionConfig, GenerateOptions
-    from speech2image.limits import AudioLimits, RequestLimits
+    from speech2image.asr import options as asr_options
+    from speech2image.imaging import options as imaging_options
 
-    arguments = {  # what each executor takes: the fields of these dataclasses, which hold the defaults
-        "whisper": (WhisperConfig, AudioLimits, RequestLimits, AudioSources, TranscribeOptions),
-        "diffusion": (DiffusionConfig, RequestLimits, GenerateOptions),
-    }
+    # what each executor takes: the fields of these dataclasses, which hold the defaults
+    arguments = {"whisper": asr_options.ARGUMENTS, "diffusion": imaging_options.ARGUMENTS}
     flow = yaml.safe_load((ROOT / "flow.yml").read_text())
     assert [e["name"] for e in flow["executors"]] == ["whisper", "diffusion"]
     for spec, executor in zip(app.executor_specs(app.parse_args(["--offline", "--device", "cpu"])), flow["executors"]):

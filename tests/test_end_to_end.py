@@ -103,3 +103,17 @@ def test_start_up_is_quiet_but_for_the_ready_lines():
         app.terminate()
         noise = ("start_method", "start method", "pkg_resources", "torchvision")
         assert not [line for line in app.stderr().splitlines() if any(n in line for n in noise)]
+
+
+def test_an_allow_list_given_as_a_string_stops_start_up_with_one_line(tmp_path):
+    import yaml
+
+    flow = yaml.safe_load((ROOT / "flow.yml").read_text())
+    flow["executors"][0]["uses_with"] = {"allowed_audio_dirs": "/srv/audio"}  # a string, not a list
+    (tmp_path / "flow.yml").write_text(yaml.safe_dump(flow))
+    done = subprocess.run([sys.executable, "app.py", "--offline", "--flow", str(tmp_path / "flow.yml"),
+                           "--port", str(free_port())], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == ["speech2image: executor argument allowed_audio_dirs='/srv/audio' must be a list of strings, "
+                     "e.g. [/srv/audio] in YAML; fix it in config.yml `with:` or flow.yml `uses_with`"], done.stderr

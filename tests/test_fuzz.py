@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from client import request_parameters
-from speech2image.asr.audio import AudioSources, decode_audio, load_audio
-from speech2image.asr.options import TranscribeOptions
+from speech2image.asr.audio import decode_audio, load_audio
+from speech2image.asr.options import AudioSources, TranscribeOptions
 from speech2image.errors import AudioError, ForbiddenSource, InvalidRequest
 from speech2image.imaging.diffusion import load_engine
 from speech2image.imaging.options import DiffusionConfig, GenerateOptions

@@ -6,11 +6,10 @@ from docarray import DocList
 from jina import Executor, requests
 
 from speech2image.imaging.diffusion import generate, load_engine
-from speech2image.imaging.options import DiffusionConfig, GenerateOptions
-from speech2image.limits import RequestLimits
+from speech2image.imaging.options import ARGUMENTS
 from speech2image.observability.metrics import ExecutorMetrics
 from speech2image.observability.stages import StageClock
-from speech2image.options import merge, split_kwargs
+from speech2image.options import configure, merge
 from speech2image.schema import GeneratedImage, SpeechImageDoc
 from speech2image.serving.announce import announce_when_serving
 from speech2image.serving.scheduler import Scheduler
@@ -20,14 +19,14 @@ class StableDiffusionExecutor(Executor):
     """Draws images of each document's English text (its transcript, else its prompt).
 
     Arguments (config.yml `with:`, flow.yml `uses_with`), each with its default in one
-    dataclass: the pipeline (:class:`DiffusionConfig`), the limits (:class:`RequestLimits`),
-    and the defaults of every request option (:class:`GenerateOptions`), which request
-    parameters override.
+    dataclass of `speech2image.imaging.options.ARGUMENTS`: the pipeline (`DiffusionConfig`),
+    the limits (`RequestLimits`), and the defaults of every request option (`GenerateOptions`),
+    which request parameters override. Checked at start-up: a wrong type or an unknown name
+    stops it.
     """
 
     def __init__(self, **kwargs):
-        config, self.limits, self.defaults, rest = split_kwargs(kwargs, DiffusionConfig, RequestLimits,
-                                                                 GenerateOptions)
+        config, self.limits, self.defaults, rest = configure(kwargs, *ARGUMENTS)
         super().__init__(**rest)
         self.engine = load_engine(config)
         self.metrics = ExecutorMetrics.of(self, "diffusion")

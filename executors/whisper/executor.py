@@ -3,14 +3,13 @@
 from docarray import DocList
 from jina import Executor, requests
 
-from speech2image.asr.audio import AudioSources, load_audio
-from speech2image.asr.options import TranscribeOptions, WhisperConfig
+from speech2image.asr.audio import load_audio
+from speech2image.asr.options import ARGUMENTS
 from speech2image.asr.transcription import document_fields, load_engine, transcribe
 from speech2image.errors import InvalidRequest
-from speech2image.limits import AudioLimits, RequestLimits
 from speech2image.observability.metrics import DECODE, ExecutorMetrics
 from speech2image.observability.stages import StageClock
-from speech2image.options import merge, split_kwargs
+from speech2image.options import configure, merge
 from speech2image.schema import SpeechImageDoc
 from speech2image.serving.announce import announce_when_serving
 from speech2image.serving.scheduler import Scheduler
@@ -20,15 +19,15 @@ class WhisperExecutor(Executor):
     """Transcribes each document's audio with Whisper and writes the transcript on it.
 
     Arguments (config.yml `with:`, flow.yml `uses_with`), each with its default in one
-    dataclass: the model (:class:`WhisperConfig`), the limits (:class:`AudioLimits`,
-    :class:`RequestLimits`), where a document's `uri` may point (:class:`AudioSources`), and
-    the defaults of every request option (:class:`TranscribeOptions`), which request
-    parameters override.
+    dataclass of `speech2image.asr.options.ARGUMENTS`: the model (`WhisperConfig`), the
+    limits (`AudioLimits`, `RequestLimits`), where a document's `uri` may point
+    (`AudioSources`), and the defaults of every request option (`TranscribeOptions`), which
+    request parameters override. Checked at start-up: a wrong type or an unknown name stops it.
     """
 
     def __init__(self, **kwargs):
-        config, self.audio_limits, self.request_limits, self.sources, self.defaults, rest = split_kwargs(
-            kwargs, WhisperConfig, AudioLimits, RequestLimits, AudioSources, TranscribeOptions)
+        config, self.audio_limits, self.request_limits, self.sources, self.defaults, rest = configure(
+            kwargs, *ARGUMENTS)
         super().__init__(**rest)
         self.engine = load_engine(config)
         self.metrics = ExecutorMetrics.of(self, "whisper")

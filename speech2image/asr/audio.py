@@ -7,16 +7,14 @@ limit in time and memory.
 """
 
 import io
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
-from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..errors import AudioError, ForbiddenSource, one_line
+from ..errors import AudioError, one_line
 from ..limits import AudioLimits
+from .options import AudioSources
+from .sources import read_source
 
 SAMPLE_RATE = 16_000
 FORMATS = "wav, flac, mp3, ogg/opus, m4a/mp4/aac or webm"
@@ -27,25 +25,6 @@ FORMATS_HINT = f"send the bytes of a {FORMATS} file"
 # anything through a protocol (protocol_whitelist names none): the bytes sent are all it reads.
 AUDIO_DEMUXERS = ("wav", "flac", "mp3", "ogg", "mov", "mp4", "m4a", "aac", "matroska", "webm")
 OPEN_OPTIONS = {"format_whitelist": ",".join(AUDIO_DEMUXERS), "protocol_whitelist": "none"}
-
-
-@dataclass(frozen=True)
-class AudioSources:
-    """Where the server may read audio named by a document's `uri` (nowhere by default).
-
-    `allowed_audio_dirs`: directories whose files may be read (symlinks are resolved
-    first, so a link out of an allowed directory is refused). `allowed_audio_urls`: URL
-    prefixes that may be fetched, e.g. ``https://media.example.com/`` (``https://``
-    allows every HTTPS address). Redirects are not followed.
-    """
-
-    allowed_audio_dirs: tuple[str, ...] = ()
-    allowed_audio_urls: tuple[str, ...] = ()
-    url_timeout_seconds: float = 30.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "allowed_audio_dirs", tuple(self.allowed_audio_dirs))
-        object.__setattr__(self, "allowed_audio_urls", tuple(self.allowed_audio_urls))
 
 
 def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray:
@@ -116,55 +95,6 @@ def check_waveform(waveform, limits: AudioLimits = AudioLimits()) -> np.ndarray:
     if not np.isfinite(array).all():
         raise AudioError("bad waveform: it holds NaN or infinite samples; send finite float32 samples")
     return array.astype(np.float32, copy=False)
-
-
-def read_source(uri: str, sources: AudioSources, limits: AudioLimits = AudioLimits()) -> bytes:
-    """Read the bytes a `uri` names, only if `sources` allow-lists it."""
-    if "\x00" in uri:
-        raise ForbiddenSource("uri refused: it holds a NUL byte; send the audio bytes in the document instead")
-    scheme = urlsplit(uri).scheme.lower()
-    if scheme in ("http", "https"):
-        if not any(uri.startswith(prefix) for prefix in sources.allowed_audio_urls):
-            raise ForbiddenSource(
-                f"uri refused: {uri!r} is not under an allowed URL (allowed_audio_urls); "
-                "send the audio bytes in the document instead"
-            )
-        return _fetch(uri, sources, limits)
-    if scheme not in ("", "file"):
-        raise ForbiddenSource(f"uri refused: scheme {scheme!r} is not supported; send the audio bytes in the document")
-    path = Path(urlsplit(uri).path if scheme == "file" else uri)
-    resolved = Path(os.path.realpath(path))
-    allowed = [Path(os.path.realpath(d)) for d in sources.allowed_audio_dirs]
-    if not any(resolved.is_relative_to(d) for d in allowed):
-        raise ForbiddenSource(
-            f"uri refused: {uri!r} is not inside an allowed directory (allowed_audio_dirs); "
-            "send the audio bytes in the document instead"
-        )
-    try:
-        size = resolved.stat().st_size
-        if size > limits.max_audio_bytes:
-            raise AudioError(f"audio too large: {size} bytes > max_audio_bytes={limits.max_audio_bytes}")
-        return resolved.read_bytes()
-    except OSError as e:
-        raise AudioError(f"cannot read {uri!r}: {e.strerror}") from e
-
-
-def _fetch(url: str, sources: AudioSources, limits: AudioLimits) -> bytes:
-    import requests
-
-    try:
-        with requests.get(url, stream=True, timeout=sources.url_timeout_seconds, allow_redirects=False) as response:
-            if response.status_code != 200:  # a redirect's body is not the audio: redirects are not followed
-                raise AudioError(f"cannot fetch {url!r}: HTTP {response.status_code} {response.reason} "
-                                 "(redirects are not followed); allow-list the final URL")
-            body = bytearray()
-            for chunk in response.iter_content(64 * 1024):
-                body += chunk
-                if len(body) > limits.max_audio_bytes:
-                    raise AudioError(f"audio too large: {url!r} is over max_audio_bytes={limits.max_audio_bytes}")
-            return bytes(body)
-    except requests.RequestException as e:
-        raise AudioError(f"cannot fetch {url!r}: {one_line(e)}") from e
 
 
 def _too_long(seconds: float, limits: AudioLimits) -> AudioError:

@@ -5,11 +5,13 @@ Three layers, each default in one place: the dataclass fields here ← the execu
 arguments (config.yml `with:`, flow.yml `uses_with`) ← a request's `parameters`.
 """
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Optional
+from urllib.parse import urlsplit
 
 from ..errors import InvalidRequest
-from ..limits import BEAM_SIZE, MAX_INITIAL_PROMPT_CHARS
+from ..limits import BEAM_SIZE, MAX_INITIAL_PROMPT_CHARS, AudioLimits, RequestLimits
 from ..options import check_choice, check_range, option
 
 BACKENDS = ("faster-whisper", "openai-whisper")
@@ -61,6 +63,41 @@ class WhisperConfig:
 
 
 @dataclass(frozen=True)
+class AudioSources:
+    """Where the server may read audio a document's `uri` names: nowhere by default.
+
+    allowed_audio_dirs: directories whose regular files may be read (symlinks are resolved
+        first, so a link out of an allowed directory is refused; FIFOs and devices are refused).
+    allowed_audio_urls: http(s) locations that may be fetched, as scheme, host, port and path
+        prefix: ``https://media.example.com/audio/`` allows that host on port 443 under /audio/
+        only. No user info, no redirects, no proxy or .netrc from the environment.
+    allowed_audio_networks: networks (CIDR) an allowed host may resolve into although they are
+        loopback, private or link-local, e.g. ``10.20.0.0/16`` for an internal media store;
+        none by default, so no allowed name can point the server at itself or its neighbours.
+    url_timeout_seconds: the whole download, connection to last byte.
+    """
+
+    allowed_audio_dirs: tuple[str, ...] = ()
+    allowed_audio_urls: tuple[str, ...] = ()
+    allowed_audio_networks: tuple[str, ...] = ()
+    url_timeout_seconds: float = 30.0
+
+    def __post_init__(self):
+        for url in self.allowed_audio_urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc or \
+                    parts.query or parts.fragment:
+                raise InvalidRequest(f"invalid allowed_audio_urls entry {url!r}: use scheme://host[:port]/path/ "
+                                     "with http or https, no user info, query or fragment")
+        for network in self.allowed_audio_networks:
+            try:
+                ipaddress.ip_network(network)
+            except ValueError as e:
+                raise InvalidRequest(f"invalid allowed_audio_networks entry {network!r}: {e}") from e
+        check_range("url_timeout_seconds", self.url_timeout_seconds, 0.1, 3600)
+
+
+@dataclass(frozen=True)
 class TranscribeOptions:
     """Per-request options (a request's `parameters` override the executor's defaults)."""
 
@@ -90,3 +127,7 @@ class TranscribeOptions:
             raise InvalidRequest(
                 f"invalid initial_prompt: {len(self.initial_prompt)} characters, allowed up to {MAX_INITIAL_PROMPT_CHARS}"
             )
+
+
+# what the Whisper executor takes: the fields of these, each default in one place
+ARGUMENTS = (WhisperConfig, AudioLimits, RequestLimits, AudioSources, TranscribeOptions)

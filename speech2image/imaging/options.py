@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import InvalidRequest
-from ..limits import GUIDANCE_SCALE, MAX_IMAGES, MAX_NEGATIVE_PROMPT_CHARS, MAX_SEED, SIZE_MULTIPLE, STEPS
+from ..limits import (GUIDANCE_SCALE, MAX_IMAGES, MAX_NEGATIVE_PROMPT_CHARS, MAX_SEED, SIZE_MULTIPLE, STEPS,
+                      RequestLimits)
 from ..options import check_choice, check_range, option
 
 OFFLINE_MODEL = "tiny"  # random weights, built on first use: no network (app.py --offline); its images are noise
@@ -100,3 +101,7 @@ class GenerateOptions:
         if self.negative_prompt is not None and len(self.negative_prompt) > MAX_NEGATIVE_PROMPT_CHARS:
             raise InvalidRequest(f"invalid negative_prompt: {len(self.negative_prompt)} characters, "
                                  f"allowed up to {MAX_NEGATIVE_PROMPT_CHARS}")
+
+
+# what the diffusion executor takes: the fields of these, each default in one place
+ARGUMENTS = (DiffusionConfig, RequestLimits, GenerateOptions)
