@@ -13,6 +13,7 @@ from .errors import AudioError, InvalidRequest
 from .options import check_range
 
 MEGA = 2**20
+MIN_SAMPLE_RATE = 8_000  # telephone speech; lower rates make the resampler allocate gigabytes per frame
 
 # ranges of request options (speech2image.asr.options, speech2image.imaging.options)
 MAX_IMAGES = 8  # per document
@@ -29,25 +30,30 @@ MAX_INITIAL_PROMPT_CHARS = 1000
 
 @dataclass(frozen=True)
 class AudioLimits:
-    """Bounds on one document's audio."""
+    """Bounds on one document's audio, and on the work of decoding it (which runs in a worker
+    process with `decode_memory_bytes` of address space and `decode_timeout_seconds`)."""
 
     max_audio_bytes: int = 25_000_000
     max_audio_seconds: float = 600.0
     max_sample_rate: int = 192_000
     max_channels: int = 8
+    decode_timeout_seconds: float = 30.0  # 600 s of mp3 decodes in about 2 s
+    decode_memory_bytes: int = 2 * 2**30  # the worker's address space: its libraries take about 300 MB
 
     def __post_init__(self):
         check_range("max_audio_bytes", self.max_audio_bytes, 1, 2**31)
         check_range("max_audio_seconds", self.max_audio_seconds, 0.1, 24 * 3600)
-        check_range("max_sample_rate", self.max_sample_rate, 8_000, 768_000)
+        check_range("max_sample_rate", self.max_sample_rate, MIN_SAMPLE_RATE, 768_000)
         check_range("max_channels", self.max_channels, 1, 64)
+        check_range("decode_timeout_seconds", self.decode_timeout_seconds, 0.001, 3600)
+        check_range("decode_memory_bytes", self.decode_memory_bytes, 2**29, 2**40)
 
     def check_format(self, sample_rate: int, channels: int) -> None:
         """Refuse a stream whose declared format is over the limits, before decoding it."""
-        if not 0 < sample_rate <= self.max_sample_rate:
+        if not MIN_SAMPLE_RATE <= sample_rate <= self.max_sample_rate:
             raise AudioError(
-                f"audio sample rate {sample_rate} Hz is outside 1..max_sample_rate={self.max_sample_rate}; "
-                "resample the file (16 kHz is enough for speech)"
+                f"audio sample rate {sample_rate} Hz is outside {MIN_SAMPLE_RATE}..max_sample_rate="
+                f"{self.max_sample_rate}; resample the file (16 kHz is enough for speech)"
             )
         if not 0 < channels <= self.max_channels:
             raise AudioError(

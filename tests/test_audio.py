@@ -203,3 +203,119 @@ def test_a_playlist_behind_a_wav_name_in_an_allowed_directory_is_not_audio(priva
     sources = AudioSources(allowed_audio_dirs=(str(private_recording.parent),))
     with pytest.raises(AudioError, match="^not audio:"):
         load_audio(SpeechImageDoc(uri=str(private_recording.parent / "notes.wav")), sources, AudioLimits())
+
+
+# Files that cost far more to open or decode than their size: found by an attacker's review.
+# A 1 Hz FLAC makes the resampler allocate gigabytes per frame; a MOV declaring 84 M samples per
+# track makes FFmpeg build gigabytes of sample tables while opening it; a compressed MOV header
+# (cmov) is a zlib bomb. Decoding runs in a worker process with a memory cap and a time limit.
+
+MIN_MEM_FLAC = bytes.fromhex(  # 55 bytes: one 16384-sample FLAC frame at 1 Hz, total samples unknown
+    "664c6143800000224000400000000d00000d000010f000000000b9d3412fc9b1d098be2db92e7f310ba4fff8ed08"
+    "0000014c01207d39ee")
+
+
+def box(kind: bytes, body: bytes) -> bytes:
+    import struct
+
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def cmov_bomb(inflated: int) -> bytes:
+    """A QuickTime file whose compressed movie header inflates to `inflated` bytes (zeros after a
+    tiny movie header): about 1 KB of deflate per 1 MB."""
+    import struct
+    import zlib
+
+    inner = box(b"moov", box(b"mvhd", b"\0" * 100))
+    zeros = bytes(1 << 20)
+    packer = zlib.compressobj(9)
+    head = packer.compress(inner) + packer.flush(zlib.Z_FULL_FLUSH)
+    block = packer.compress(zeros) + packer.flush(zlib.Z_FULL_FLUSH)  # after a full flush, every MiB of zeros
+    end = packer.flush()[:-4]  # packs the same; the stream ends with the checksum of all of it
+    count = (inflated - len(inner)) // len(zeros)
+    checksum = zlib.adler32(inner)
+    for _ in range(count):
+        checksum = zlib.adler32(zeros, checksum)
+    packed = head + block * count + end + struct.pack(">I", checksum)
+    size = len(inner) + count * len(zeros)
+    cmov = box(b"cmov", box(b"dcom", b"zlib") + box(b"cmvd", struct.pack(">I", size) + packed))
+    return box(b"ftyp", b"qt  \0\0\0\0qt  ") + box(b"moov", cmov)
+
+
+def sample_table_bomb(tracks: int, samples: int = 84_000_000) -> bytes:
+    """An M4A whose tracks each declare `samples` samples of 2 bytes in one chunk."""
+    import struct
+
+    waveform = np.zeros(1600, np.float32)
+    original = encode(waveform, 16_000, "m4a")
+
+    def parse(data):
+        offset, found = 0, []
+        while offset + 8 <= len(data):
+            size, kind = struct.unpack(">I4s", data[offset:offset + 8])
+            found.append((kind, data[offset + 8:offset + size]))
+            offset += size
+        return found
+
+    def rebuild(data, path):
+        out = b""
+        for kind, body in parse(data):
+            if path and kind == path[0]:
+                body = rebuild(body, path[1:]) if len(path) > 1 else stbl(body)
+            out += box(kind, body)
+        return out
+
+    def stbl(body):
+        changed = {b"stts": struct.pack(">III", 0, 1, samples) + struct.pack(">I", 2),
+                   b"stsc": struct.pack(">II", 0, 1) + struct.pack(">III", 1, samples, 1),
+                   b"stsz": struct.pack(">III", 0, 2, samples)}
+        return b"".join(box(kind, changed.get(kind, part)) for kind, part in parse(body) if kind != b"stss")
+
+    bombed = rebuild(original, [b"moov", b"trak", b"mdia", b"minf", b"stbl"])
+    top = parse(bombed)
+    moov = dict(top)[b"moov"]
+    trak = next(body for kind, body in parse(moov) if kind == b"trak")
+    others = b"".join(box(kind, body) for kind, body in parse(moov) if kind != b"trak")
+    return b"".join(box(kind, others + box(b"trak", trak) * tracks if kind == b"moov" else body) for kind, body in top)
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    from speech2image.asr.audio import AudioDecoder
+
+    sandboxed = AudioDecoder(AudioLimits())
+    yield sandboxed
+    sandboxed.close()
+
+
+def test_a_sample_rate_below_8_khz_is_refused_before_decoding():
+    with pytest.raises(AudioError, match=r"sample rate 1 Hz is outside 8000\.\.max_sample_rate=192000"):
+        decode_audio(MIN_MEM_FLAC)
+
+
+@pytest.mark.parametrize("bomb", [lambda: cmov_bomb(2 << 30), lambda: sample_table_bomb(8)], ids=["cmov", "tables"])
+def test_decoding_bombs_end_in_one_line_within_the_limits_and_the_decoder_keeps_serving(decoder, bomb, jfk_bytes):
+    import time
+
+    data = bomb()
+    assert len(data) < 3_000_000
+    started = time.monotonic()
+    with pytest.raises(AudioError) as refused:
+        decoder.decode(data)
+    assert time.monotonic() - started < AudioLimits().decode_timeout_seconds + 5
+    assert "\n" not in str(refused.value)
+    assert decoder.decode(jfk_bytes).size == 11 * 16_000
+
+
+def test_a_decode_over_its_time_is_stopped():
+    from speech2image.asr.audio import AudioDecoder
+
+    noise = (np.random.default_rng(0).standard_normal(16_000 * 590) * 0.1).astype(np.float32)
+    long_file = encode(noise, 16_000, "flac")  # 590 s: about a quarter of a second to decode
+    slow = AudioDecoder(AudioLimits(decode_timeout_seconds=0.001))
+    try:
+        with pytest.raises(AudioError, match=r"took longer than decode_timeout_seconds=0.001"):
+            slow.decode(long_file)
+    finally:
+        slow.close()

@@ -3,7 +3,7 @@
 from docarray import DocList
 from jina import Executor, requests
 
-from speech2image.asr.audio import load_audio
+from speech2image.asr.audio import AudioDecoder, load_audio
 from speech2image.asr.options import ARGUMENTS
 from speech2image.asr.transcription import document_fields, load_engine, transcribe
 from speech2image.errors import InvalidRequest
@@ -30,6 +30,7 @@ class WhisperExecutor(Executor):
             kwargs, *ARGUMENTS)
         super().__init__(**rest)
         self.engine = load_engine(config)
+        self.decoder = AudioDecoder(self.audio_limits)  # hostile files cost a worker process, not this one
         self.metrics = ExecutorMetrics.of(self, "whisper")
         self.scheduler = Scheduler(waited=self.metrics.waited)
         announce_when_serving(f"whisper executor ({self.engine.label})")
@@ -46,7 +47,7 @@ class WhisperExecutor(Executor):
                     raise InvalidRequest("empty document: it has neither audio nor a text prompt; "
                                          "send audio bytes or prompt")
             with clock.stage(DECODE):
-                waveforms = [load_audio(doc, self.sources, self.audio_limits) for doc in docs]
+                waveforms = [load_audio(doc, self.sources, self.audio_limits, self.decoder.decode) for doc in docs]
             with self.scheduler.turn(), self.metrics.working():
                 for doc, waveform in zip(docs, waveforms):
                     if waveform is None:  # text-only documents pass through untouched
@@ -59,3 +60,7 @@ class WhisperExecutor(Executor):
                     self.metrics.set_attributes(audio_seconds=transcript.duration, language=transcript.language,
                                                 task=transcript.task)
         return docs
+
+    def close(self) -> None:
+        self.decoder.close()
+        super().close()

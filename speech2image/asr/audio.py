@@ -7,7 +7,7 @@ limit in time and memory.
 """
 
 import io
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -23,8 +23,9 @@ FORMATS_HINT = f"send the bytes of a {FORMATS} file"
 # would open the files or URLs it names, an SDP description would open RTP sockets. Only the
 # demuxers of the formats above may be picked (FFmpeg's format_whitelist), and none may open
 # anything through a protocol (protocol_whitelist names none): the bytes sent are all it reads.
+# A file may declare many streams, each with its tables: an audio file needs few.
 AUDIO_DEMUXERS = ("wav", "flac", "mp3", "ogg", "mov", "mp4", "m4a", "aac", "matroska", "webm")
-OPEN_OPTIONS = {"format_whitelist": ",".join(AUDIO_DEMUXERS), "protocol_whitelist": "none"}
+OPEN_OPTIONS = {"format_whitelist": ",".join(AUDIO_DEMUXERS), "protocol_whitelist": "none", "max_streams": "8"}
 
 
 def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray:
@@ -58,8 +59,12 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray
             if declared is not None and declared > limits.max_audio_seconds * 1.05:
                 raise _too_long(declared, limits)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            seconds_in = 0.0
             for frame in container.decode(stream):
                 limits.check_format(frame.sample_rate, frame.layout.nb_channels)  # formats may change mid-stream
+                seconds_in += frame.samples / frame.sample_rate  # before resampling: its cost follows the input
+                if seconds_in > limits.max_audio_seconds * 1.05:
+                    raise _too_long(seconds_in, limits)
                 frame.pts = None  # let the resampler count samples itself
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
@@ -78,6 +83,46 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits()) -> np.ndarray
     if waveform.size > max_samples:
         raise _too_long(waveform.size / SAMPLE_RATE, limits)
     return waveform.astype(np.float32, copy=False)
+
+
+class AudioDecoder:
+    """:func:`decode_audio` in a worker process with `decode_memory_bytes` of address space and
+    `decode_timeout_seconds` per file: what an FFmpeg parser costs on a hostile file (tables or
+    headers that inflate to gigabytes while opening it) stays in the worker, which is replaced."""
+
+    def __init__(self, limits: AudioLimits = AudioLimits()):
+        import multiprocessing
+
+        import pebble
+
+        self.limits = limits
+        self._pool = pebble.ProcessPool(max_workers=1, initializer=_cap_memory, initargs=(limits.decode_memory_bytes,),
+                                        context=multiprocessing.get_context("spawn"))  # never fork model threads
+
+    def decode(self, data: bytes) -> np.ndarray:
+        from concurrent.futures import TimeoutError
+
+        from pebble import ProcessExpired
+
+        try:
+            return self._pool.schedule(decode_audio, (data, self.limits),
+                                       timeout=self.limits.decode_timeout_seconds).result()
+        except TimeoutError as e:
+            raise AudioError(f"audio took longer than decode_timeout_seconds={self.limits.decode_timeout_seconds:g} "
+                             f"to decode; {FORMATS_HINT}") from e
+        except (ProcessExpired, MemoryError) as e:
+            raise AudioError(f"corrupt audio: decoding it needed more than decode_memory_bytes="
+                             f"{self.limits.decode_memory_bytes}; {FORMATS_HINT}") from e
+
+    def close(self) -> None:
+        self._pool.stop()
+        self._pool.join()
+
+
+def _cap_memory(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def check_waveform(waveform, limits: AudioLimits = AudioLimits()) -> np.ndarray:
@@ -103,8 +148,11 @@ def _too_long(seconds: float, limits: AudioLimits) -> AudioError:
     )
 
 
-def load_audio(doc, sources: AudioSources, limits: AudioLimits) -> Optional[np.ndarray]:
-    """The document's audio as a 16 kHz waveform, or None for a text-only document."""
+def load_audio(doc, sources: AudioSources, limits: AudioLimits,
+               decode: Callable[[bytes], np.ndarray] = None) -> Optional[np.ndarray]:
+    """The document's audio as a 16 kHz waveform, or None for a text-only document; `decode`
+    (an :class:`AudioDecoder`'s, in executors) turns file bytes into samples."""
+    decode = decode or (lambda data: decode_audio(data, limits))
     from ..schema import from_blob
 
     if doc.audio is not None:
@@ -112,9 +160,9 @@ def load_audio(doc, sources: AudioSources, limits: AudioLimits) -> Optional[np.n
             data = from_blob(doc.audio)
         except ValueError as e:
             raise AudioError(f"not audio: {e}; {FORMATS_HINT}") from e
-        return decode_audio(data, limits)
+        return decode(data)
     if doc.waveform is not None:
         return check_waveform(doc.waveform, limits)
     if doc.uri:
-        return decode_audio(read_source(doc.uri, sources, limits), limits)
+        return decode(read_source(doc.uri, sources, limits))
     return None
