@@ -63,36 +63,53 @@ class AudioLimits:
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """Bounds on one request: its documents, prompts, the images' work and time.
+    """Bounds on one request: its documents, the text drawn, the work and the time it may take.
 
-    The work of a request is documents × num_images × steps × width × height, counted in
-    megapixel-steps (2^20 pixels through one denoising step): 4 SDXL images of 1024² at
-    30 steps are 120, 8 SD images of 512² at 50 steps 100.
+    The work of a request's images is documents × num_images × steps × width × height,
+    counted in megapixel-steps (2^20 pixels through one denoising step): 4 SDXL images of
+    1024² at 30 steps are 120, 8 SD images of 512² at 50 steps 100. The work of its
+    transcription is its seconds of audio × beam_size, in beam-seconds: a 10-minute
+    recording at beam 5 is 3000. Past request_timeout_seconds, image generation stops
+    between two denoising steps and transcription between two segments.
     """
 
     max_documents: int = 16
-    max_prompt_chars: int = 1000
+    max_prompt_chars: int = 1000  # the text drawn: a prompt, or a transcript a client sent straight to diffusion
     max_megapixel_steps: float = 128.0
-    request_timeout_seconds: float = 300.0  # image generation stops between two steps past it
+    max_audio_beam_seconds: float = 3000.0
+    request_timeout_seconds: float = 300.0
 
     def __post_init__(self):
         check_range("request_timeout_seconds", self.request_timeout_seconds, 0.001, 24 * 3600)
         check_range("max_documents", self.max_documents, 1, 10_000)
         check_range("max_prompt_chars", self.max_prompt_chars, 1, 100_000)
         check_range("max_megapixel_steps", self.max_megapixel_steps, 0.001, 1e6)
+        check_range("max_audio_beam_seconds", self.max_audio_beam_seconds, 1, 1e7)
 
     def check_documents(self, docs) -> None:
-        """Refuse too many documents, or a text prompt that is too long."""
+        """Refuse too many documents, or a text to draw that is too long (whichever field it is in)."""
         if len(docs) > self.max_documents:
             raise InvalidRequest(
                 f"too many documents: {len(docs)} > max_documents={self.max_documents}; split the request"
             )
         for index, doc in enumerate(docs):
-            if doc.prompt is not None and len(doc.prompt) > self.max_prompt_chars:
+            field = "text" if doc.text is not None else "prompt"
+            text = getattr(doc, field)
+            if text is not None and len(text) > self.max_prompt_chars:
                 raise InvalidRequest(
-                    f"prompt of document {index} too long: {len(doc.prompt)} characters > "
+                    f"{field} of document {index} too long: {len(text)} characters > "
                     f"max_prompt_chars={self.max_prompt_chars}; shorten it"
                 )
+
+    def check_transcription(self, *, audio_seconds: float, beam_size: int) -> None:
+        """Refuse a request whose transcription would take more than max_audio_beam_seconds."""
+        work = audio_seconds * beam_size
+        if work > self.max_audio_beam_seconds:
+            raise InvalidRequest(
+                f"request too long to transcribe: {audio_seconds:.1f} s of audio x beam_size={beam_size} = "
+                f"{work:.0f} beam-seconds > max_audio_beam_seconds={self.max_audio_beam_seconds:g}; "
+                "send shorter audio, fewer documents or a smaller beam_size"
+            )
 
     def check_work(self, *, documents: int, num_images: int, steps: int, width: int, height: int) -> None:
         """Refuse a request whose images would take more than max_megapixel_steps."""

@@ -15,6 +15,8 @@ import numpy as np
 from docarray import BaseDoc, DocList
 from docarray.typing import NdArray
 
+from .errors import InvalidRequest
+
 
 def to_blob(data: bytes) -> np.ndarray:
     """Bytes → the uint8 array a binary field holds."""
@@ -105,6 +107,30 @@ class SpeechImageDoc(BaseDoc):
         """Whether the document carries audio in any form."""
         return self.audio is not None or self.waveform is not None or bool(self.uri)
 
+    def filled(self, executor: str) -> list[str]:
+        """The fields `executor` fills that are set already (a client must not set them)."""
+        defaults = SpeechImageDoc.model_fields
+        return [name for name in FILLED_BY[executor] if getattr(self, name) != defaults[name].get_default()]
+
     def image_prompt(self) -> Optional[str]:
         """The English text the diffusion step draws: the transcript, else the prompt."""
         return self.text if self.text is not None else self.prompt
+
+
+# the fields each executor fills: nothing a client sends in them is trusted
+FILLED_BY = {
+    "whisper": ("text", "language", "language_probability", "task", "duration", "segments", "no_speech",
+                "asr_backend", "asr_model", "asr_device", "asr_compute_type", "asr_seconds", "warnings"),
+    "diffusion": ("images", "no_images_reason"),
+}
+
+
+def refuse_filled(docs, *executors: str) -> None:
+    """InvalidRequest when a document sets a field one of `executors` fills: nothing a client puts
+    there is trusted (the text drawn, the images, a transcript's language…)."""
+    for index, doc in enumerate(docs):
+        for executor in executors:
+            filled = doc.filled(executor)
+            if filled:
+                raise InvalidRequest(f"document {index} sets {filled[0]}, which the server fills; send audio or a "
+                                     "prompt, and leave the answer's fields empty")

@@ -100,3 +100,17 @@ def test_a_request_past_its_timeout_stops_between_steps_and_the_executor_keeps_s
         run(executor, SpeechImageDoc(prompt="a cat"), num_images=8, steps=50, width=128, height=128)
     executor.limits = RequestLimits()  # the same replica, with time enough: it serves the next request
     assert len(run(executor, SpeechImageDoc(prompt="a cat"), steps=1, width=16, height=16)[0].images) == 1
+
+
+def test_the_text_drawn_is_bounded_whatever_field_it_came_in(executor):
+    """The page sends text straight to this executor (target_executor): a client could too."""
+    with pytest.raises(InvalidRequest, match=r"text of document 0 too long: 300000 characters > max_prompt_chars=1000"):
+        run(executor, SpeechImageDoc(text="x" * 300_000))
+
+
+def test_images_a_client_sent_are_refused_not_echoed(executor):
+    from speech2image.schema import GeneratedImage
+
+    planted = SpeechImageDoc(prompt="a cat", images=DocList[GeneratedImage]([GeneratedImage(prompt="planted")]))
+    with pytest.raises(InvalidRequest, match=r"document 0 sets images, which the server fills"):
+        run(executor, planted)

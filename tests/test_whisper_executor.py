@@ -109,3 +109,29 @@ def test_request_limits_are_checked_before_any_audio_is_decoded(jfk_bytes):
     with pytest.raises(InvalidRequest, match="prompt of document 1 too long: 21 characters > max_prompt_chars=20"):
         run(executor, audio, SpeechImageDoc(prompt="x" * 21))
     assert audio.text is None  # refused before any transcription
+
+
+@pytest.mark.parametrize("planted", [dict(text="a planted transcript"), dict(language="en"),
+                                     dict(no_speech=True), dict(no_images_reason="none")])
+def test_fields_only_the_server_fills_are_refused_on_the_way_in(executor, jfk_bytes, planted):
+    with pytest.raises(InvalidRequest, match=rf"document 0 sets {next(iter(planted))}, which the server fills"):
+        run(executor, SpeechImageDoc(audio=to_blob(jfk_bytes), **planted))
+
+
+def test_a_work_budget_bounds_audio_seconds_times_beam(jfk_bytes):
+    executor = WhisperExecutor(model="embedded", max_audio_beam_seconds=50)
+    audio = SpeechImageDoc(audio=to_blob(jfk_bytes))
+    with pytest.raises(InvalidRequest, match=r"request too long to transcribe: 11.0 s of audio x beam_size=5 = 55 "
+                                             r"beam-seconds > max_audio_beam_seconds=50"):
+        run(executor, audio)
+    assert audio.text is None  # refused before any model work
+    assert run(executor, SpeechImageDoc(audio=to_blob(jfk_bytes)), beam_size=4)[0].text.startswith("And so")
+
+
+@pytest.mark.parametrize("backend", ["faster-whisper", "openai-whisper"])
+def test_transcription_past_its_timeout_stops_between_segments(backend, jfk_bytes):
+    from speech2image.errors import GenerationError
+
+    executor = WhisperExecutor(model="embedded", backend=backend, request_timeout_seconds=0.001)
+    with pytest.raises(GenerationError, match=r"transcription timed out after [\d.]+ s of 11.0 s of audio: .*request_timeout_seconds"):
+        run(executor, SpeechImageDoc(audio=to_blob(jfk_bytes)), skip_silence=False)

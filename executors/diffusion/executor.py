@@ -10,7 +10,7 @@ from speech2image.imaging.options import ARGUMENTS
 from speech2image.observability.metrics import ExecutorMetrics
 from speech2image.observability.stages import StageClock
 from speech2image.options import configure, merge
-from speech2image.schema import GeneratedImage, SpeechImageDoc
+from speech2image.schema import GeneratedImage, SpeechImageDoc, refuse_filled
 from speech2image.serving.announce import announce_when_serving
 from speech2image.serving.scheduler import Scheduler
 
@@ -40,8 +40,9 @@ class StableDiffusionExecutor(Executor):
         with self.metrics.request("generate", tracing_context, model=self.engine.model, dtype=self.engine.dtype,
                                   vae=self.engine.vae, documents=len(docs)):
             deadline = time.monotonic() + self.limits.request_timeout_seconds
-            options = merge(self.defaults, parameters or {})
+            options = merge(self.defaults, parameters or {})  # every document and option is checked before model work
             self.limits.check_documents(docs)
+            refuse_filled(docs, "diffusion")
             prompts = [(doc.image_prompt() or "").strip() for doc in docs]
             settings = [self.engine.resolve(options) for _ in docs]  # once each: rejects sizes the model cannot draw
             if settings:

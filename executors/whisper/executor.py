@@ -1,16 +1,18 @@
 """WhisperExecutor: speech → text for every document of a request."""
 
+import time
+
 from docarray import DocList
 from jina import Executor, requests
 
-from speech2image.asr.audio import AudioDecoder, load_audio
+from speech2image.asr.audio import SAMPLE_RATE, AudioDecoder, load_audio
 from speech2image.asr.options import ARGUMENTS
 from speech2image.asr.transcription import document_fields, load_engine, transcribe
 from speech2image.errors import InvalidRequest
 from speech2image.observability.metrics import DECODE, ExecutorMetrics
 from speech2image.observability.stages import StageClock
 from speech2image.options import configure, merge
-from speech2image.schema import SpeechImageDoc
+from speech2image.schema import SpeechImageDoc, refuse_filled
 from speech2image.serving.announce import announce_when_serving
 from speech2image.serving.scheduler import Scheduler
 
@@ -40,19 +42,23 @@ class WhisperExecutor(Executor):
                    **kwargs) -> DocList[SpeechImageDoc]:
         clock = StageClock(self.metrics.observe)
         with self.metrics.request("transcribe", tracing_context, model=self.engine.label, documents=len(docs)):
-            options = merge(self.defaults, parameters or {})
+            deadline = time.monotonic() + self.request_limits.request_timeout_seconds
+            options = merge(self.defaults, parameters or {})  # every document and option is checked before model work
             self.request_limits.check_documents(docs)
-            for doc in docs:  # all documents are checked before any model work
+            refuse_filled(docs, "whisper", "diffusion")
+            for doc in docs:
                 if not doc.has_audio() and not doc.prompt:
                     raise InvalidRequest("empty document: it has neither audio nor a text prompt; "
                                          "send audio bytes or prompt")
             with clock.stage(DECODE):
                 waveforms = [load_audio(doc, self.sources, self.audio_limits, self.decoder.decode) for doc in docs]
+            self.request_limits.check_transcription(
+                audio_seconds=sum(w.size for w in waveforms if w is not None) / SAMPLE_RATE, beam_size=options.beam_size)
             with self.scheduler.turn(), self.metrics.working():
                 for doc, waveform in zip(docs, waveforms):
                     if waveform is None:  # text-only documents pass through untouched
                         continue
-                    transcript = transcribe(self.engine, waveform, options, clock)
+                    transcript = transcribe(self.engine, waveform, options, clock=clock, deadline=deadline)
                     for name, value in document_fields(transcript).items():
                         setattr(doc, name, value)
                     doc.audio = doc.waveform = None  # the answer does not carry the input back

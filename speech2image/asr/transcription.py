@@ -10,11 +10,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 
-from ..errors import InvalidRequest, ModelLoadError, one_line
+from ..errors import GenerationError, InvalidRequest, ModelLoadError, one_line
 from ..observability.metrics import DETECT_LANGUAGE, TRANSCRIBE, VAD
 from ..observability.stages import StageClock
 from ..options import check_choice
@@ -44,7 +44,8 @@ class WhisperEngine(Protocol):
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]: ...
 
-    def run(self, audio: np.ndarray, options: TranscribeOptions, language: str, task: str) -> list[Segment]: ...
+    def run(self, audio: np.ndarray, options: TranscribeOptions, *, language: str, task: str,
+            deadline: Optional[float]) -> list[Segment]: ...
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,21 @@ class FasterWhisperEngine:
         language, probability, _ = self.model.detect_language(audio)
         return language, float(probability)
 
-    def run(self, audio: np.ndarray, options: TranscribeOptions, language: str, task: str) -> list[Segment]:
+    def run(self, audio: np.ndarray, options: TranscribeOptions, *, language: str, task: str,
+            deadline: Optional[float]) -> list[Segment]:
         segments, _ = self.model.transcribe(
             audio, language=language, task=task, beam_size=options.beam_size,
             vad_filter=options.vad_filter, initial_prompt=options.initial_prompt,
             word_timestamps=options.word_timestamps,
         )
-        return [_segment(s.start, s.end, s.text, [(w.word, w.start, w.end, w.probability) for w in s.words or ()])
-                for s in segments]
+        done = []  # faster-whisper transcribes lazily, a segment at a time: the deadline is checked between them
+        while True:
+            _check(deadline, done[-1].end if done else 0.0, audio)
+            s = next(segments, None)
+            if s is None:
+                return done
+            done.append(_segment(s.start, s.end, s.text, [(w.word, w.start, w.end, w.probability)
+                                                           for w in s.words or ()]))
 
 
 class OpenAIWhisperEngine:
@@ -148,7 +156,8 @@ class OpenAIWhisperEngine:
         language = max(probabilities, key=probabilities.get)
         return language, float(probabilities[language])
 
-    def run(self, audio: np.ndarray, options: TranscribeOptions, language: str, task: str) -> list[Segment]:
+    def run(self, audio: np.ndarray, options: TranscribeOptions, *, language: str, task: str,
+            deadline: Optional[float]) -> list[Segment]:
         import whisper
 
         clips = "0"
@@ -158,7 +167,7 @@ class OpenAIWhisperEngine:
                 return []
             clips = [t / SAMPLE_RATE for s in speech for t in (s["start"], s["end"])]
         result = whisper.transcribe(
-            self.model, audio, language=language, task=task, beam_size=options.beam_size,
+            _Deadlined(self.model, deadline, audio), audio, language=language, task=task, beam_size=options.beam_size,
             best_of=options.beam_size, initial_prompt=options.initial_prompt,
             word_timestamps=options.word_timestamps, fp16=self.compute_type == "float16",
             clip_timestamps=clips, verbose=None,
@@ -166,6 +175,33 @@ class OpenAIWhisperEngine:
         return [_segment(s["start"], s["end"], s["text"],
                          [(w["word"], w["start"], w["end"], w["probability"]) for w in s.get("words", ())])
                 for s in result["segments"]]
+
+
+class _Deadlined:
+    """An openai-whisper model whose decoding of each 30-second window first checks the deadline
+    (openai-whisper's transcribe calls `model.decode` once per window)."""
+
+    def __init__(self, model, deadline: Optional[float], audio: np.ndarray):
+        self._model, self._deadline, self._audio, self._windows = model, deadline, audio, 0
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __call__(self, *args, **kwargs):
+        return self._model(*args, **kwargs)
+
+    def decode(self, mel, options):
+        _check(self._deadline, min(30.0 * self._windows, self._audio.size / SAMPLE_RATE), self._audio)
+        self._windows += 1
+        return self._model.decode(mel, options)
+
+
+def _check(deadline: Optional[float], done_seconds: float, audio: np.ndarray) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise GenerationError(
+            f"transcription timed out after {done_seconds:.1f} s of {audio.size / SAMPLE_RATE:.1f} s of audio: it ran "
+            "past the executor's request_timeout_seconds; send shorter audio or a smaller beam_size"
+        )
 
 
 def _segment(start, end, text: str, words: list[tuple]) -> Segment:
@@ -221,9 +257,10 @@ def load_engine(config: WhisperConfig = WhisperConfig()) -> WhisperEngine:
     return engine
 
 
-def transcribe(engine: WhisperEngine, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(),
-               clock: StageClock = StageClock()) -> Transcript:
-    """Transcribe a 16 kHz mono float32 waveform; `clock` times the stages (vad,
+def transcribe(engine: WhisperEngine, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(), *,
+               clock: StageClock = StageClock(), deadline: Optional[float] = None) -> Transcript:
+    """Transcribe a 16 kHz mono float32 waveform, stopping with GenerationError between two
+    segments once `time.monotonic()` passes `deadline`; `clock` times the stages (vad,
     detect_language, transcribe)."""
     if options.task == "translate" and not engine.multilingual:
         raise InvalidRequest(
@@ -250,7 +287,7 @@ def transcribe(engine: WhisperEngine, audio: np.ndarray, options: TranscribeOpti
         language, probability = "en", 1.0
     task, warnings = _choose_task(options, language, probability)
     with clock.stage(TRANSCRIBE):
-        segments = tuple(engine.run(audio, options, language, task))
+        segments = tuple(engine.run(audio, options, language=language, task=task, deadline=deadline))
     return _transcript(engine, audio, options, language=language, probability=probability, task=task,
                        segments=segments, started=started, warnings=warnings)
 
