@@ -13,6 +13,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/opt/speech2image \
+    JINA_OPTOUT_TELEMETRY=1 \
     JINA_MP_START_METHOD=spawn \
     PATH=/opt/venv/bin:$PATH
 # hadolint ignore=DL3008

@@ -61,12 +61,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def quiet_start_up() -> None:
-    """Silence the known noise of start-up here and in the processes the Flow spawns."""
-    from speech2image.quiet import silence_jina_import_warnings
+    """Silence the known noise of start-up, and Jina's telemetry, here and in the processes the
+    Flow spawns."""
+    from speech2image.quiet import quiet_jina
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # loading bars of diffusers, transformers
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # e.g. "requires torchvision" notices
-    silence_jina_import_warnings(spawned_processes=True)
+    quiet_jina(spawned_processes=True)
 
 
 def executor_specs(args: argparse.Namespace) -> list[dict]:
@@ -172,6 +173,9 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
     flow = Flow(protocol=args.protocol, port=ports, **gateway, **observability(args))
     for spec in specs:
         flow = flow.add(**spec)
+    # Jina's start-up summary would look up this machine's public address at three web services
+    # (and its private one by a UDP connect): the addresses it serves on are given instead
+    flow._public_ip = flow._internal_ip = "localhost"
     return flow
 
 

@@ -115,9 +115,9 @@ async def post_async(docs, host="localhost:54322", parameters: Optional[dict] = 
 
 def connect(host: str, asyncio: bool = False):
     """A Jina client of the Flow at "HOST:PORT" or "http://HOST:PORT" (a client is returned as is)."""
-    from speech2image.quiet import silence_jina_import_warnings
+    from speech2image.quiet import quiet_jina
 
-    silence_jina_import_warnings()  # jina's import noise: one error line stays one line
+    quiet_jina()  # no telemetry; no import noise: one error line stays one line
     from jina import Client
 
     if not isinstance(host, str):

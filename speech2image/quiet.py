@@ -1,8 +1,11 @@
-"""The known noise of importing jina, silenced where the project imports it (app.py, client.py).
+"""Jina, quiet: no import warnings on the terminal, no telemetry on the network.
 
 On import jina warns that it set the multiprocessing start method (where JINA_MP_START_METHOD
 is set), that it could not (in every process a Flow spawns: the child has it set already), and
 its hub module that pkg_resources is deprecated: at every run, and nothing a user can act on.
+And Jina posts telemetry to its own server on every runtime start and stop and on every
+Client, unless JINA_OPTOUT_TELEMETRY is set: traffic nobody asked for. The entry points call
+:func:`quiet_jina` before they import jina.
 """
 
 import os
@@ -12,9 +15,10 @@ JINA_IMPORT_WARNINGS = ("multiprocessing start method is set to", "failed to set
                         "pkg_resources is deprecated")
 
 
-def silence_jina_import_warnings(spawned_processes: bool = False) -> None:
-    """Ignore those warnings in this process, and with `spawned_processes` in the processes it
-    starts (through PYTHONWARNINGS, which they read at start-up)."""
+def quiet_jina(spawned_processes: bool = False) -> None:
+    """Opt out of Jina's telemetry and ignore its import warnings in this process, and with
+    `spawned_processes` in the processes it starts (they read the environment at start-up)."""
+    os.environ["JINA_OPTOUT_TELEMETRY"] = "1"
     for message in JINA_IMPORT_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
     if spawned_processes:

@@ -138,14 +138,14 @@ class Page(Service):
 
     name = "ui.py"
 
-    def __init__(self, flow: str, *args: str):
+    def __init__(self, flow: str, *args: str, env: Optional[dict] = None):
         port = free_port()
         super().__init__([sys.executable, str(ROOT / "ui.py"), "--host", flow, "--port", str(port), *args],
-                         lambda line: "Running on local URL" in line, ready_seconds=120)
+                         lambda line: "Running on local URL" in line, env=env, ready_seconds=120)
         self.url = f"http://127.0.0.1:{port}"
 
 
-def run_client(*args, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
+def run_client(*args, timeout: float = 300, cwd=None, env: Optional[dict] = None) -> subprocess.CompletedProcess:
     """`python client.py ARGS` as a process, the way users run it."""
     return subprocess.run([sys.executable, str(ROOT / "client.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+                          text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})

@@ -1,0 +1,40 @@
+"""No traffic leaves the machine that the user did not ask for: every connection attempt and name
+lookup of app.py (its gateway and executors), client.py and ui.py, recorded by an audit hook in
+each Python process, stays on loopback."""
+
+import ast
+import os
+
+from tests.support.app import App, Page, run_client
+from tests.support.speech import ROOT, SPEECH
+
+LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "ip6-localhost"}
+
+
+def local(event: str, target) -> bool:
+    if event == "socket.getaddrinfo":
+        return target is None or str(target).lower() in LOCAL_NAMES or str(target).startswith("127.")
+    if isinstance(target, (str, bytes)):  # a Unix socket path
+        return True
+    host = str(target[0])
+    return host in LOCAL_NAMES or host.startswith("127.")
+
+
+def test_nothing_but_loopback_from_the_server_the_client_and_the_page(tmp_path):
+    log = tmp_path / "network.log"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests" / "support" / "network_audit"),
+                                                       os.environ.get("PYTHONPATH")])),
+           "SPEECH2IMAGE_NETWORK_LOG": str(log)}
+    with App(env=env) as app:
+        done = run_client(SPEECH / "prompt4.wav", "--host", f"localhost:{app.port}", "--width", 32, "--steps", 1,
+                          "--out", tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+        with Page(f"localhost:{app.port}", env=env):
+            pass
+        app.terminate()
+    events = [line.split("\t") for line in log.read_text().splitlines()]
+    started = {pid for pid, _, target in events if target == "'start'"}
+    assert len(started) >= 6  # app.py, its gateway, two executors, client.py, ui.py (and their helpers)
+    outside = sorted({f"{event} {target}" for _, event, target in events
+                      if target != "'start'" and not local(event, ast.literal_eval(target))})
+    assert outside == [], outside
