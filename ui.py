@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -26,9 +25,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 from client import make_documents, post_async, request_parameters  # noqa: E402
 from speech2image.asr.options import LANGUAGES, TASKS  # noqa: E402
 from speech2image.errors import Speech2ImageError  # noqa: E402
-from speech2image.limits import MAX_IMAGES, MAX_SEED  # noqa: E402
+from speech2image.limits import MAX_IMAGES, MAX_SEED, AudioLimits  # noqa: E402
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font from a CDN
+CACHE_CLEANING = (600, 3600)  # gradio's delete_cache: (every, older than) in seconds
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,6 +36,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", default="localhost:54322", help="the Flow: HOST:PORT (gRPC)")
     parser.add_argument("--port", type=int, default=7860, help="the page's port")
     parser.add_argument("--listen", default="127.0.0.1", help="address to serve the page on (0.0.0.0: all)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="people served at once (each waits on the Flow, not on this process); default 4")
+    parser.add_argument("--queue-size", type=int, default=16,
+                        help="people who may wait for their turn; one more is told the page is busy (default 16)")
+    parser.add_argument("--max-upload-bytes", type=int, default=AudioLimits().max_audio_bytes,
+                        help="largest audio file accepted, default the server's max_audio_bytes")
     return parser.parse_args(argv)
 
 
@@ -53,24 +59,24 @@ def options_from(language: str, task: str, num_images, seed: str, steps: str, gu
     }
 
 
-def save_png(image, directory: Path) -> str:
-    """One answer's PNG on disk, its settings in the PNG's own text chunk (shown on download)."""
-    from PIL import Image, PngImagePlugin
+def picture(image):
+    """One answer's image, its settings in a PNG text chunk that gradio keeps in the file it serves
+    (in its own cache, under the hash of its bytes: one person's images are not named by another's
+    seed, and the cache is cleaned)."""
+    from PIL import Image
 
     from speech2image.schema import from_blob
 
     settings = {k: getattr(image, k) for k in ("prompt", "negative_prompt", "seed", "steps", "guidance_scale",
                                                 "width", "height", "scheduler", "model", "dtype", "vae")}
-    path = directory / f"speech2image-seed{image.seed}.png"
-    info = PngImagePlugin.PngInfo()
-    info.add_text("speech2image", json.dumps(settings))
-    Image.open(io.BytesIO(from_blob(image.png))).save(path, pnginfo=info)
-    return str(path)
+    drawn = Image.open(io.BytesIO(from_blob(image.png)))
+    drawn.info["speech2image"] = json.dumps(settings)
+    return drawn
 
 
-async def speak(host: str, audio: Optional[str], prompt: str, options: dict, directory: Path):
+async def speak(host: str, audio: Optional[str], prompt: str, options: dict):
     """Yield (status, transcript, images) as the answer grows: the transcript first, then each image."""
-    images: list[tuple[int, str]] = []  # (seed, PNG path), in the order they arrive
+    images: list = []  # (seed, picture), in the order they arrive
     parameters = request_parameters(options)  # checked here: a bad option fails before any upload
     if audio:
         yield "Transcribing…", "", []
@@ -100,9 +106,9 @@ async def speak(host: str, audio: Optional[str], prompt: str, options: dict, dir
         for finished in asyncio.as_completed(requests):
             [drawn] = await finished
             for image in drawn.images:
-                images.append((image.seed, save_png(image, directory)))
+                images.append((image.seed, picture(image)))
             done = len(images)
-            shown = [(path, f"seed {seed}") for seed, path in sorted(images)]
+            shown = [(drawn, f"seed {seed}") for seed, drawn in sorted(images, key=lambda pair: pair[0])]
             yield (f"Drew {done} of {count}" if done < count else f"Done: {count} image(s)"), transcript, shown
     finally:  # Stop, or an error: the requests still out are cancelled
         for request in requests:
@@ -142,18 +148,17 @@ def build(host: str):
     """The gradio page."""
     import gradio as gr
 
-    directory = Path(tempfile.mkdtemp(prefix="speech2image-ui-"))
-
     async def generate(audio, prompt, language, task, num_images, seed, steps, guidance, width, height,
                        negative_prompt):
         try:
             options = options_from(language, task, num_images, seed, steps, guidance, width, height, negative_prompt)
-            async for status, transcript, images in speak(host, audio, prompt, options, directory):
+            async for status, transcript, images in speak(host, audio, prompt, options):
                 yield status, transcript, images
         except Speech2ImageError as e:  # one readable line, never a traceback
             yield f"Error: {e}", gr.skip(), gr.skip()
 
-    with gr.Blocks(title="speech2image", analytics_enabled=False) as page:
+    # uploads and images live in gradio's cache: every 10 minutes, files older than an hour go
+    with gr.Blocks(title="speech2image", analytics_enabled=False, delete_cache=CACHE_CLEANING) as page:
         gr.Markdown("# speech2image\nSpeak a sentence (or type one) and watch the images arrive.")
         with gr.Row():
             with gr.Column():
@@ -193,9 +198,9 @@ def main(argv=None) -> int:
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
     from starlette.middleware import Middleware
 
-    page.queue().launch(server_name=args.listen, server_port=args.port, share=False, inbrowser=False,
-                        theme=theme, footer_links=[], ssr_mode=False,
-                        app_kwargs={"middleware": [Middleware(LocalOnly)]})
+    page.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size).launch(
+        server_name=args.listen, server_port=args.port, share=False, inbrowser=False, theme=theme, footer_links=[],
+        ssr_mode=False, max_file_size=args.max_upload_bytes, app_kwargs={"middleware": [Middleware(LocalOnly)]})
     return 0
 
 

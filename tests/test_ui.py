@@ -222,7 +222,7 @@ def test_an_unreachable_flow_is_one_readable_line(browser):
         assert wait_for_status(page, "Error").startswith("Error: cannot reach the speech2image server at localhost:")
 
 
-def test_downloaded_png_holds_its_settings(tmp_path):
+def test_served_png_holds_its_settings():
     from PIL import Image
 
     import ui
@@ -232,7 +232,39 @@ def test_downloaded_png_holds_its_settings(tmp_path):
     Image.new("RGB", (8, 8), "red").save(buffer, format="PNG")
     image = GeneratedImage(png=to_blob(buffer.getvalue()), prompt="a red apple", seed=5, steps=2, width=8, height=8,
                            model="tiny", dtype="bfloat16", vae="tiny")
-    path = Path(ui.save_png(image, tmp_path))
-    settings = json.loads(Image.open(path).text["speech2image"])
-    assert path.name == "speech2image-seed5.png"
+    saved = io.BytesIO()  # as gradio's cache writes it (processing_utils.encode_pil_to_bytes keeps text chunks)
+    from gradio.processing_utils import encode_pil_to_bytes
+
+    saved.write(encode_pil_to_bytes(ui.picture(image), "png"))
+    settings = json.loads(Image.open(saved).text["speech2image"])
     assert (settings["prompt"], settings["seed"], settings["steps"], settings["vae"]) == ("a red apple", 5, 2, "tiny")
+
+
+def test_the_page_serves_a_few_people_at_once_and_tells_the_next_one_it_is_busy(flow):
+    """One at a time and one waiting: of three people who press Generate together, the third is told."""
+    from gradio_client import Client
+
+    with Page(f"localhost:{flow}", "--concurrency", "1", "--queue-size", "1") as ui:
+        page = Client(ui.url, verbose=False)
+        four_images = (None, "a lighthouse", "auto", "auto", 4, "", "4", "", "128", "128", "")  # the page's inputs
+        jobs = [page.submit(*four_images, fn_index=0) for _ in range(3)]
+        outcomes = []
+        for job in jobs:
+            try:
+                job.result(timeout=300)
+                outcomes.append("served")
+            except Exception as e:
+                outcomes.append(str(e))
+        assert outcomes.count("served") == 2, outcomes
+        assert any("queue is full" in outcome.lower() for outcome in outcomes), outcomes
+
+
+def test_an_upload_over_the_audio_limit_is_refused(flow, tmp_path):
+    import requests
+
+    with Page(f"localhost:{flow}", "--max-upload-bytes", "1000") as ui:
+        big = tmp_path / "long.wav"
+        big.write_bytes(b"RIFF" + bytes(5000))
+        with big.open("rb") as file:
+            answer = requests.post(f"{ui.url}/gradio_api/upload", files={"files": file}, timeout=30)
+        assert answer.status_code == 413, answer.text
