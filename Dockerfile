@@ -50,10 +50,13 @@ ARG BAKE_OFFLINE_MODELS=false
 COPY --from=dependencies /opt/venv /opt/venv
 WORKDIR /opt/speech2image
 COPY --from=code /code /opt/speech2image
+# the offline models are baked into /opt/models (read-only at run time: Kubernetes mounts a volume on
+# ~/.cache for what is downloaded, over a read-only root file system)
+RUN mkdir -p /opt/models && chown 10001 /opt/models
 
 USER 10001
 ENV HOME=/home/speech2image \
-    SPEECH2IMAGE_CACHE=/home/speech2image/.cache/speech2image \
+    SPEECH2IMAGE_CACHE=/opt/models \
     HF_HOME=/home/speech2image/.cache/huggingface
 RUN if [ "$BAKE_OFFLINE_MODELS" = "true" ]; then python -m speech2image.bake "$EXECUTOR"; fi
 

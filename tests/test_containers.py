@@ -131,30 +131,14 @@ def test_a_flow_of_docker_executors_serves_the_client(tmp_path, jfk_text):
         check_answer(run_client(tmp_path, port), jfk_text)
 
 
-def host_network_compose(compose_file: Path) -> Path:
-    """The exported compose file on host networking: every service on its own loopback port."""
-    compose = yaml.safe_load(compose_file.read_text())
-    ports = {name: free_port() for name in compose["services"]}
-    for name, service in compose["services"].items():
-        service.pop("networks", None)
-        service.pop("ports", None)
-        service.pop("expose", None)
-        service.pop("deploy", None)  # GPU reservations: no GPU here
-        service["network_mode"] = "host"
-        service["labels"] = {"speech2image.smoke": "yes"}
-        command = service["command"]
-        if name != "gateway":
-            command[command.index("--port") + 1] = str(ports[name])
-            service["healthcheck"]["test"] = f"jina ping executor 127.0.0.1:{ports[name]}"
-            continue
-        addresses = json.loads(command[command.index("--deployments-addresses") + 1])
-        command[command.index("--deployments-addresses") + 1] = json.dumps({
-            deployment: [f"127.0.0.1:{ports[address.split(':')[0]]}" for address in replicas]
-            for deployment, replicas in addresses.items()})
-    compose.pop("networks", None)
-    path = compose_file.with_name("docker-compose.host.yml")
-    path.write_text(yaml.safe_dump(compose, sort_keys=False))
-    return path
+def bridge_networks() -> str:
+    """Why this engine cannot run the exported Compose file as it is (its services talk on a bridge
+    network), or "" when it can."""
+    probe = docker("network", "create", "--driver", "bridge", "--label", LABEL, "speech2image-probe", check=False)
+    if probe.returncode != 0:
+        return f"this Docker engine cannot create bridge networks ({probe.stderr.strip()})"
+    docker("network", "rm", "speech2image-probe", check=False)
+    return ""
 
 
 def compose_command() -> list[str]:
@@ -163,17 +147,18 @@ def compose_command() -> list[str]:
     return ["docker-compose"]
 
 
-def test_the_exported_compose_file_runs_and_goes_down(tmp_path, jfk_text):
+def test_the_exported_compose_file_runs_as_exported_and_goes_down(tmp_path, jfk_text):
+    if reason := bridge_networks():
+        pytest.skip(f"{reason}: the exported file needs one, and is run as exported or not at all")
     port = free_port()
     flow_file = offline_flow(tmp_path, port, label=False)
     env = {**os.environ, "JINA_GATEWAY_IMAGE": IMAGES["whisper"]}  # any image with jina 3.34 runs the gateway
     subprocess.run([sys.executable, str(ROOT / "tools" / "export_flow.py"), "--flow", str(flow_file),
                     "--out", str(tmp_path / "deploy")], check=True, env=env, capture_output=True, timeout=120)
-    compose_file = host_network_compose(tmp_path / "deploy" / "docker-compose.yml")
-    compose = [*compose_command(), "-f", str(compose_file), "-p", "speech2image-smoke"]
+    compose = [*compose_command(), "-f", str(tmp_path / "deploy" / "docker-compose.yml"), "-p", "speech2image-smoke"]
     subprocess.run([*compose, "up", "-d"], check=True, capture_output=True, timeout=300)
     try:
-        wait_until(lambda: pings("flow", f"grpc://localhost:{port}"), 300, "the compose gateway")
+        wait_until(lambda: pings("flow", f"grpc://localhost:{port}"), 300, "the compose gateway")  # published on loopback
         check_answer(run_client(tmp_path, port), jfk_text)
     finally:
         down = subprocess.run([*compose, "down", "--timeout", "30"], capture_output=True, text=True, timeout=300)

@@ -123,3 +123,36 @@ def test_app_passes_the_speed_options_and_spreads_replicas_over_gpus():
     cpu_only = app.executor_specs(app.parse_args(["--offline", "--device", "cpu", "--diffusion-replicas", "2"]))
     assert all("env" not in spec for spec in cpu_only)
     assert "dtype" not in app.executor_specs(app.parse_args(["--offline"]))[1]["uses_with"]
+
+
+def test_pods_are_restricted_sized_and_given_time_to_finish(exported):
+    from speech2image.limits import RequestLimits
+
+    for name, documents in manifests(exported).items():
+        kinds = {d["kind"]: d for d in documents}
+        pod = kinds["Deployment"]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["terminationGracePeriodSeconds"] >= RequestLimits().request_timeout_seconds
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert {"/home/speech2image/.cache", "/tmp"} <= mounts  # writable where the models and scratch go
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"])
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                assert all(" " not in argument for argument in container[probe]["exec"]["command"]), probe
+            assert container["readinessProbe"] is not container["livenessProbe"]
+        budget = kinds["PodDisruptionBudget"]
+        assert budget["spec"]["maxUnavailable"] == 1
+        assert budget["spec"]["selector"]["matchLabels"] == kinds["Deployment"]["spec"]["selector"]["matchLabels"]
+
+
+def test_compose_publishes_only_the_gateway_and_only_on_loopback(exported):
+    services = yaml.safe_load((exported / "docker-compose.yml").read_text())["services"]
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(port.startswith("127.0.0.1:") for port in published)
+    assert len({port.split(":")[1] for port in published}) == len(published)  # no host port taken twice
+    assert all("ports" not in service for name, service in services.items() if name != "gateway")

@@ -9,6 +9,7 @@ never called. The HF token is never written: Kubernetes reads it from the Secret
 """
 
 import argparse
+import copy
 import os
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # speech2image: the limits the grace period follows
 GATEWAY_IMAGE = "jinaai/jina:3.34.0-py311-standard"
 SECRET = "speech2image-hf-token"
 
@@ -53,32 +55,80 @@ def _without_search_paths(args: list[str]) -> list[str]:
     return [a for k, a in enumerate(args) if a != "--extra-search-paths" and (k == 0 or args[k - 1] != "--extra-search-paths")]
 
 
+# CPU and memory per container of each part (requests = limits for memory: the pods are not
+# BestEffort, and a replica that outgrows its share is restarted rather than starving a node)
+RESOURCES = {
+    "gateway": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+    "whisper": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}},
+    "diffusion": {"requests": {"cpu": "2", "memory": "16Gi"}, "limits": {"cpu": "4", "memory": "16Gi"}},
+}
+UID = 10001  # the images' user (Dockerfile)
+# writable places on a read-only root file system: downloaded models and Jina's locks; scratch
+WRITABLE = {"cache": "/home/speech2image/.cache", "tmp": "/tmp"}
+
+
+def grace_seconds() -> int:
+    """How long Kubernetes lets a stopping pod finish what it is doing: the longest a request may
+    run (request_timeout_seconds), plus half a minute to drain and close."""
+    from speech2image.limits import RequestLimits
+
+    return int(RequestLimits().request_timeout_seconds) + 30
+
+
 def _finish_k8s(manifest: Path, secret_variables: list[str]) -> None:
-    """Secrets by reference, a readiness probe (Jina's health check), no host paths, and the
-    metrics port named on the container and announced to Prometheus (scrape annotations,
-    beside the ServiceMonitor Jina writes for the Prometheus operator)."""
-    documents = list(yaml.safe_load_all(manifest.read_text()))
-    for document in documents:
-        if not document or document.get("kind") not in ("Deployment", "StatefulSet"):
+    """Secrets by reference; probes that pass their arguments apart (Jina writes "--timeout 9500"
+    as one, which jina ping ignores), readiness its own; no host paths; a restricted pod (non-root,
+    read-only root file system with writable volumes for the cache and /tmp, no capabilities, no
+    privilege escalation, the runtime's seccomp profile); CPU and memory requests and limits; a
+    grace period as long as a request may run; a PodDisruptionBudget; and the metrics port named
+    on the container and announced to Prometheus (scrape annotations, beside the ServiceMonitor
+    Jina writes for the Prometheus operator)."""
+    documents = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+    part = manifest.parent.name
+    for document in list(documents):
+        if document.get("kind") not in ("Deployment", "StatefulSet"):
             continue
         template = document["spec"]["template"]
-        for container in template["spec"]["containers"]:
+        pod = template["spec"]
+        pod["terminationGracePeriodSeconds"] = grace_seconds()
+        pod["securityContext"] = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                                  "seccompProfile": {"type": "RuntimeDefault"}}
+        pod.setdefault("volumes", []).extend({"name": name, "emptyDir": {}} for name in WRITABLE)
+        for container in pod["containers"]:
             container["args"] = _without_search_paths(container.get("args", []))
+            container["securityContext"] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+            container.setdefault("volumeMounts", []).extend(
+                {"name": name, "mountPath": path} for name, path in WRITABLE.items())
+            gpus = container.get("resources", {}).get("limits", {})
+            container["resources"] = {"requests": dict(RESOURCES[part]["requests"]),
+                                      "limits": {**RESOURCES[part]["limits"], **gpus}}
             if "--port-monitoring" in container["args"]:
                 port = int(container["args"][container["args"].index("--port-monitoring") + 1])
                 container.setdefault("ports", []).append({"containerPort": port, "name": "monitoring"})
                 template["metadata"].setdefault("annotations", {}).update(
                     {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"})
+            for probe in ("livenessProbe", "startupProbe"):
+                if probe in container:
+                    command = container[probe]["exec"]["command"]
+                    container[probe]["exec"]["command"] = [word for argument in command for word in argument.split()]
             if "livenessProbe" in container:
-                container.setdefault("readinessProbe", {**container["livenessProbe"], "initialDelaySeconds": 5})
+                container["readinessProbe"] = {**copy.deepcopy(container["livenessProbe"]), "initialDelaySeconds": 5}
             container.setdefault("env", []).extend(
                 {"name": v, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": v, "optional": True}}}
                 for v in secret_variables)
+        documents.append({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": document["metadata"]["name"], "namespace": document["metadata"]["namespace"]},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": document["spec"]["selector"]["matchLabels"]}},
+        })
     manifest.write_text(yaml.safe_dump_all(documents, sort_keys=False))
 
 
 def _finish_compose(compose_file: Path, secrets: dict[str, list[str]]) -> None:
-    """Secrets from the shell, and no host paths."""
+    """Secrets from the shell; no host paths; only the gateway publishes ports, on the host's
+    loopback (Jina publishes every part's metrics port on all interfaces, the same one for every
+    replica, so the file did not start on a bridge network)."""
     compose = yaml.safe_load(compose_file.read_text())
     for service_name, service in compose["services"].items():
         service.pop("volumes", None)  # Jina would mount the host's ~/.cache/jina on /app
@@ -86,6 +136,10 @@ def _finish_compose(compose_file: Path, secrets: dict[str, list[str]]) -> None:
         executor = service_name.split("-rep-")[0]
         environment = service.setdefault("environment", [])
         environment.extend(f"{v}=${{{v}:-}}" for v in secrets.get(executor, []))  # never inlined
+        if service_name == "gateway":
+            service["ports"] = [f"127.0.0.1:{port}:{port}" for port in service.get("expose", [])]
+        else:
+            service.pop("ports", None)  # reachable on the compose network only
     compose_file.write_text(yaml.safe_dump(compose, sort_keys=False))
 
 
