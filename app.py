@@ -1,10 +1,11 @@
-"""Run the speech2image Flow on this machine: WhisperExecutor → StableDiffusionExecutor.
+"""Run the speech2image Flow on this machine: gateway → WhisperExecutor → StableDiffusionExecutor.
 
     python app.py --offline          # no network: whisper "embedded", diffusion "tiny"
-    python app.py                    # the real models of flow.yml (downloaded once)
+    python app.py                    # the real models (downloaded once)
 
-The pipeline is defined once, in flow.yml; this runs each of its executors from
-executors/<name>/config.yml instead of a container image.
+The pipeline is defined once, in flow.yml; this runs its gateway and each of its executors from
+gateway/config.yml and executors/<name>/config.yml instead of container images. gRPC on
+--port, HTTP (the OpenAI-compatible API) on --port + 1; everything on loopback unless --listen.
 """
 
 import argparse
@@ -18,9 +19,14 @@ from pathlib import Path
 
 from speech2image.asr import options as asr_options  # options only: no model library
 from speech2image.imaging import options as imaging_options
+from speech2image.serving.network import LOOPBACK, METRICS_HOST, is_loopback, metrics_bind_from_environment
+
+# every process of the Flow imports this file first (multiprocessing's spawn runs the main module
+# as __mp_main__): Jina's metrics servers bind the address app.py chose, not all interfaces
+metrics_bind_from_environment()
 
 ROOT = Path(__file__).resolve().parent
-PROTOCOLS = ("grpc", "http", "websocket")
+PROTOCOLS = ("grpc", "http")  # the gateway's, on --port and --port + 1
 OFFLINE_MODELS = {"whisper": asr_options.OFFLINE_MODEL, "diffusion": imaging_options.OFFLINE_MODEL}
 
 
@@ -29,8 +35,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--offline", action="store_true",
                         help=f"use the models that need no network (whisper {OFFLINE_MODELS['whisper']}: tiny.en, "
                              f"diffusion {OFFLINE_MODELS['diffusion']}: random weights)")
-    parser.add_argument("--port", type=int, default=54322, help="first port; each further protocol takes the next")
-    parser.add_argument("--protocol", nargs="+", choices=PROTOCOLS, default=["grpc"])
+    parser.add_argument("--port", type=int, default=54322,
+                        help="the gateway's gRPC port; its HTTP port (the OpenAI-compatible API) is the next one")
+    parser.add_argument("--listen", default=LOOPBACK, metavar="ADDRESS",
+                        help="where the gateway listens (default 127.0.0.1: this machine only; 0.0.0.0: every "
+                             "interface, which needs --api-keys). Executors and metrics stay on loopback")
+    parser.add_argument("--api-keys", metavar="FILE",
+                        help="require Authorization: Bearer KEY on every call but health checks; one key per line, "
+                             "or sha256:HEX; # comments")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help="let --listen expose the service without --api-keys, on purpose")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve gRPC and HTTP over TLS with this certificate chain")
+    parser.add_argument("--tls-key", metavar="FILE", help="… and this private key")
+    parser.add_argument("--max-request-bytes", type=int,
+                        help="the largest request accepted (gRPC message, HTTP body); default max_documents x "
+                             "max_audio_bytes + 1 MiB of the Whisper executor's limits")
     whisper, diffusion = asr_options.WhisperConfig(), imaging_options.DiffusionConfig()
     parser.add_argument("--whisper-model",
                         help=f"Whisper name, local path, 'embedded' or 'embedded-base' (default {whisper.model})")
@@ -99,6 +118,7 @@ def executor_specs(args: argparse.Namespace) -> list[dict]:
         specs.append(dict(
             name=name,
             uses=str(ROOT / "executors" / name / "config.yml"),
+            host=LOOPBACK,  # only the gateway, on this machine, reaches the executors
             uses_with=uses_with,
             replicas=args.diffusion_replicas if name == "diffusion" else 1,
             timeout_ready=-1,  # model loading is never cut short
@@ -129,10 +149,10 @@ def observability(args: argparse.Namespace) -> dict:
 
 def metrics_urls(flow) -> dict[str, list[str]]:
     """Every metrics endpoint of a running Flow: the gateway's and each executor replica's."""
-    urls = {"gateway": [f"http://localhost:{flow.port_monitoring}/metrics"]}
+    urls = {"gateway": [f"http://{LOOPBACK}:{flow.port_monitoring}/metrics"]}
     for name, deployment in flow:
         if name != "gateway":
-            urls[name] = [f"http://localhost:{pod.port_monitoring}/metrics" for pod in deployment.pod_args["pods"][0]]
+            urls[name] = [f"http://{LOOPBACK}:{pod.port_monitoring}/metrics" for pod in deployment.pod_args["pods"][0]]
     return urls
 
 
@@ -160,22 +180,51 @@ def fetch_models(specs: list[dict]) -> None:
     diffusion.fetch_model(configs["diffusion"])
 
 
+def gateway_arguments(args: argparse.Namespace, specs: list[dict]) -> dict:
+    """The gateway's own arguments: its keys and the largest request (from the Whisper executor's limits)."""
+    from speech2image.limits import max_request_bytes
+
+    _, audio, request, *_ = executor_arguments(specs)["whisper"]
+    return {"api_keys": str(Path(args.api_keys).resolve()) if args.api_keys else None,
+            "max_request_bytes": args.max_request_bytes or max_request_bytes(audio, request)}
+
+
+def check_exposure(args: argparse.Namespace) -> None:
+    """Refuse (ConfigurationError, one line) what would open the service wider than asked."""
+    from speech2image.api.keys import ApiKeys
+    from speech2image.errors import ConfigurationError
+
+    if not is_loopback(args.listen) and not args.api_keys and not args.allow_unauthenticated:
+        raise ConfigurationError(
+            f"--listen {args.listen} would let anyone who reaches this machine use it: add --api-keys FILE "
+            "(one key per line), or pass --allow-unauthenticated on purpose")
+    if args.api_keys:
+        ApiKeys.load(args.api_keys)  # a file that holds no key stops here, not in the gateway
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigurationError("TLS needs both --tls-cert FILE and --tls-key FILE")
+
+
 def build_flow(args: argparse.Namespace, specs: list[dict]):
-    """The Flow of flow.yml's gateway settings (its `with:`) and `specs`, on args' ports."""
+    """The Flow of flow.yml's gateway settings (its `with:`) and `specs`: the gateway on args' ports
+    and --listen address, the executors on loopback."""
     import yaml
     from jina import Flow
 
     gateway = {k: v for k, v in yaml.safe_load(args.flow.read_text()).get("with", {}).items()
                if k not in ("protocol", "port", "monitoring", "port_monitoring")}  # app.py's flags decide
-    ports = [args.port + k for k in range(len(args.protocol))]
     if args.monitoring and args.monitoring_port:
         gateway["port_monitoring"] = args.monitoring_port
-    flow = Flow(protocol=args.protocol, port=ports, **gateway, **observability(args))
+    tls = {"ssl_certfile": str(Path(args.tls_cert).resolve()), "ssl_keyfile": str(Path(args.tls_key).resolve())} \
+        if args.tls_cert else {}  # the gateway's only: the executors, on loopback, speak plain gRPC to it
+    flow = Flow(protocol=list(PROTOCOLS), port=[args.port, args.port + 1], host=args.listen, **gateway,
+                **observability(args))
+    flow = flow.config_gateway(uses=str(ROOT / "gateway" / "config.yml"), uses_with=gateway_arguments(args, specs),
+                               **tls)
     for spec in specs:
         flow = flow.add(**spec)
     # Jina's start-up summary would look up this machine's public address at three web services
     # (and its private one by a UDP connect): the addresses it serves on are given instead
-    flow._public_ip = flow._internal_ip = "localhost"
+    flow._public_ip = flow._internal_ip = args.listen
     return flow
 
 
@@ -187,10 +236,12 @@ def main(argv=None) -> int:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # our own one-line errors say what failed
     if args.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ[METRICS_HOST] = LOOPBACK  # read by every process the Flow spawns (metrics_bind_from_environment)
     specs = executor_specs(args)
     from speech2image.errors import ConfigurationError, ModelLoadError
 
     try:
+        check_exposure(args)
         executor_arguments(specs)  # every argument checked before anything starts
         fetch_models(specs)
     except ConfigurationError as e:
@@ -207,11 +258,14 @@ def main(argv=None) -> int:
     flow = build_flow(args, specs)
     try:
         with flow:
-            addresses = ", ".join(f"{p}://localhost:{args.port + k}" for k, p in enumerate(args.protocol))
+            secure = "s" if args.tls_cert else ""
+            shown = "localhost" if is_loopback(args.listen) else args.listen
+            addresses = f"grpc{secure}://{shown}:{args.port}, http{secure}://{shown}:{args.port + 1}"
             configs = model_configs(specs)
             models = "; ".join(f"{s['name']}: {configs[s['name']].model}" + (f" x{s['replicas']}" if s["replicas"] > 1 else "")
                                for s in specs)
-            print(f"speech2image ready on {addresses} ({models})", flush=True)
+            print(f"speech2image ready on {addresses} ({models}); OpenAI base URL http{secure}://{shown}:"
+                  f"{args.port + 1}/v1{'; API keys required' if args.api_keys else ''}", flush=True)
             urls = metrics_urls(flow) if args.monitoring else {}
             if urls:
                 print(f"metrics: {' '.join(url for group in urls.values() for url in group)}", flush=True)

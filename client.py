@@ -9,6 +9,7 @@ are. Importing this module does not import torch or any model library.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -78,43 +79,80 @@ def make_documents(audio_files: list[Path], text: Optional[str] = None):
     return _doc_list()(docs)
 
 
-def post(docs, host="localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0,
-         target_executor: Optional[str] = None):
+def post(docs, host: str = "localhost:54322", parameters: Optional[dict] = None, *, timeout: float = 600.0,
+         target_executor: Optional[str] = None, api_key: Optional[str] = None):
     """Send the documents through the Flow's /generate endpoint and return them filled.
 
-    `host` is "HOST:PORT", "http://HOST:PORT", or a client from :func:`connect` (which
-    keeps its connection: use one for many requests). `target_executor` ("whisper",
-    "diffusion") sends the request to that executor alone. Jina's gRPC client serves one
-    thread at a time (jina-ai/serve#5192): for concurrent requests from one process use
-    :func:`post_async` in one event loop, or processes.
+    `host` is "HOST:PORT" (gRPC), "http://HOST:PORT", "grpcs://…" or "https://…" (TLS), or a
+    client from :func:`connect` (which keeps its connection: use one for many requests).
+    `target_executor` ("whisper", "diffusion") sends the request to that executor alone;
+    `api_key` is sent as `Authorization: Bearer KEY`. Jina's gRPC client serves one thread at a
+    time (jina-ai/serve#5192): for concurrent requests from one process use :func:`post_async`
+    in one event loop, or processes.
     """
     client, failures = connect(host), []
-    try:
-        results = client.post("/generate", inputs=docs, parameters=parameters or {}, target_executor=target_executor,
-                              return_type=_doc_list(), timeout=timeout, on_error=failures.append)
-    except OSError as e:  # Jina's ConnectionError (refused, unavailable), timeouts
-        raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
+    with _answered(client):
+        results = client.post("/generate", **_request(client, docs, parameters, timeout, target_executor, api_key,
+                                                      failures))
     _raise_failure(failures)
     return results
 
 
-async def post_async(docs, host="localhost:54322", parameters: Optional[dict] = None, timeout: float = 600.0,
-                     target_executor: Optional[str] = None):
+async def post_async(docs, host: str = "localhost:54322", parameters: Optional[dict] = None, *,
+                     timeout: float = 600.0, target_executor: Optional[str] = None, api_key: Optional[str] = None):
     """:func:`post` for asyncio: many of these may run at once in one event loop."""
     client, failures, results = connect(host, asyncio=True), [], _doc_list()()
-    try:
-        async for answered in client.post(
-                "/generate", inputs=docs, parameters=parameters or {}, target_executor=target_executor,
-                return_type=_doc_list(), timeout=timeout, on_error=failures.append):
+    with _answered(client):
+        async for answered in client.post("/generate", **_request(client, docs, parameters, timeout, target_executor,
+                                                                  api_key, failures)):
             results.extend(answered)
-    except OSError as e:  # Jina's ConnectionError (refused, unavailable), timeouts
-        raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
     _raise_failure(failures)
     return results
+
+
+def _request(client, docs, parameters, timeout, target_executor, api_key, failures) -> dict:
+    """Jina's post arguments: the key as gRPC metadata or an HTTP header."""
+    key = {}
+    if api_key:
+        bearer = f"Bearer {api_key}"
+        key = {"headers": {"Authorization": bearer}} if str(client.args.protocol).lower() == "http" else \
+            {"metadata": (("authorization", bearer),)}
+    return dict(inputs=docs, parameters=parameters or {}, target_executor=target_executor, return_type=_doc_list(),
+                timeout=timeout, on_error=failures.append, **key)
+
+
+@contextlib.contextmanager
+def _answered(client):
+    """Jina's client errors as one-line ClientErrors: unreachable, refused (a key, a size), failed."""
+    from jina.excepts import BadServerFlow
+
+    try:
+        yield
+    except OSError as e:  # Jina's ConnectionError (refused, unavailable), timeouts
+        raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
+    except ValueError as e:  # Jina's HTTP client: a refusal, with the status the gateway answered
+        raise _http_refusal(e) from e
+    except BadServerFlow as e:  # Jina's gRPC client: an error status other than "unavailable"
+        code = e.__cause__.code() if hasattr(e.__cause__, "code") else None
+        details = one_line(Exception(e.__cause__.details())) if code else one_line(e)
+        refused = {"UNAUTHENTICATED": "the server refused the API key", "RESOURCE_EXHAUSTED": "the server refused the "
+                   "request"}.get(getattr(code, "name", ""), "the server failed")
+        raise ClientError(f"{refused}: {details}") from e
+
+
+def _http_refusal(error: ValueError) -> Exception:
+    """The gateway's refusal over HTTP as a ClientError; any other ValueError is a bug, raised as is."""
+    answer = error.args[0] if error.args else None
+    status = answer.get("header", {}).get("status", {}) if isinstance(answer, dict) else {}
+    if "description" not in status:
+        return error
+    refused = "the API key" if status.get("exception", {}).get("name") == "Unauthenticated" else "the request"
+    return ClientError(f"the server refused {refused}: {' '.join(status['description'].split())}")
 
 
 def connect(host: str, asyncio: bool = False):
-    """A Jina client of the Flow at "HOST:PORT" or "http://HOST:PORT" (a client is returned as is)."""
+    """A Jina client of the Flow at "HOST:PORT", "http://", "grpcs://" or "https://HOST:PORT" (a
+    client is returned as is)."""
     from speech2image.quiet import quiet_jina
 
     quiet_jina()  # no telemetry; no import noise: one error line stays one line
@@ -122,11 +160,25 @@ def connect(host: str, asyncio: bool = False):
 
     if not isinstance(host, str):
         return host
-    protocol, address = host.split("://", 1) if "://" in host else ("grpc", host)
+    scheme, address = host.split("://", 1) if "://" in host else ("grpc", host)
+    protocol, tls = {"grpc": ("grpc", False), "grpcs": ("grpc", True), "http": ("http", False),
+                     "https": ("http", True)}.get(scheme, (None, False))
     hostname, _, port = address.rpartition(":")
-    if not hostname or not port.isdigit():
-        raise ClientError(f"invalid --host {host!r}: use HOST:PORT, e.g. localhost:54322 (http://HOST:PORT for HTTP)")
-    return Client(host=hostname, port=int(port), protocol=protocol, asyncio=asyncio)
+    if not protocol or not hostname or not port.isdigit():
+        raise ClientError(f"invalid --host {host!r}: use HOST:PORT, e.g. localhost:54322, or grpcs://, http:// or "
+                          "https://HOST:PORT")
+    return Client(host=hostname, port=int(port), protocol=protocol, tls=tls, asyncio=asyncio)
+
+
+def trust(ca_file: str) -> None:
+    """Trust a private certificate authority for TLS, besides the system's: Jina's Client(tls=True)
+    reads only the system roots (jina-ai/serve#4948), but gRPC reads its roots from
+    GRPC_DEFAULT_SSL_ROOTS_FILE_PATH and aiohttp's TLS from SSL_CERT_FILE."""
+    path = str(Path(ca_file).resolve())
+    if not Path(path).is_file():
+        raise ClientError(f"cannot read --ca {ca_file}: no such file")
+    os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = path
+    os.environ["SSL_CERT_FILE"] = path
 
 
 def _address(client) -> str:
@@ -200,7 +252,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Turn spoken audio into images with a speech2image server.")
     parser.add_argument("audio", nargs="*", type=Path, help="audio files (wav, flac, mp3, ogg/opus, m4a)")
     parser.add_argument("--text", help="a text prompt instead of audio (skips the speech step)")
-    parser.add_argument("--host", default="localhost:54322", help="HOST:PORT (gRPC) or http://HOST:PORT")
+    parser.add_argument("--host", default="localhost:54322",
+                        help="HOST:PORT (gRPC), http://HOST:PORT, or grpcs:// / https:// for TLS")
+    parser.add_argument("--api-key", default=os.environ.get("SPEECH2IMAGE_API_KEY"),
+                        help="the key the server asks for (default: $SPEECH2IMAGE_API_KEY)")
+    parser.add_argument("--ca", metavar="FILE", help="trust this certificate authority for TLS (a private one)")
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="where the PNGs go (default ./outputs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per input")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
@@ -228,11 +284,14 @@ def add_options(group, option_class) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("JINA_LOG_LEVEL", "CRITICAL")  # failures are reported in one line below
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's own log lines (a failed TLS handshake) too
     try:
         parameters = request_parameters(vars(args))
         docs = make_documents(args.audio, args.text)
+        if args.ca:
+            trust(args.ca)
         started = time.perf_counter()
-        answered = post(docs, args.host, parameters, args.timeout)
+        answered = post(docs, args.host, parameters, timeout=args.timeout, api_key=args.api_key)
         inputs = [str(p) for p in args.audio] if args.text is None else ["text"]
         results = save(answered, inputs, args.out, time.perf_counter() - started)
     except Speech2ImageError as e:

@@ -13,6 +13,7 @@ not import torch.
 import argparse
 import asyncio
 import io
+import sys
 import json
 import os
 import re
@@ -33,9 +34,18 @@ CACHE_CLEANING = (600, 3600)  # gradio's delete_cache: (every, older than) in se
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve the speech2image web page.")
-    parser.add_argument("--host", default="localhost:54322", help="the Flow: HOST:PORT (gRPC)")
+    parser.add_argument("--host", default="localhost:54322", help="the Flow: HOST:PORT (gRPC), or grpcs://HOST:PORT")
+    parser.add_argument("--api-key", default=os.environ.get("SPEECH2IMAGE_API_KEY"),
+                        help="the Flow's API key (default $SPEECH2IMAGE_API_KEY); it stays on this server, never "
+                             "in the page")
+    parser.add_argument("--ca", metavar="FILE", help="trust this certificate authority for the Flow's TLS")
     parser.add_argument("--port", type=int, default=7860, help="the page's port")
-    parser.add_argument("--listen", default="127.0.0.1", help="address to serve the page on (0.0.0.0: all)")
+    parser.add_argument("--listen", default="127.0.0.1",
+                        help="address to serve the page on (default 127.0.0.1; 0.0.0.0: all, which needs --users)")
+    parser.add_argument("--users", metavar="FILE",
+                        help="who may open the page: user:password per line (or user:sha256:HEX); gradio's login")
+    parser.add_argument("--allow-unauthenticated", action="store_true",
+                        help="let --listen expose the page without --users, on purpose")
     parser.add_argument("--concurrency", type=int, default=4,
                         help="people served at once (each waits on the Flow, not on this process); default 4")
     parser.add_argument("--queue-size", type=int, default=16,
@@ -74,13 +84,14 @@ def picture(image):
     return drawn
 
 
-async def speak(host: str, audio: Optional[str], prompt: str, options: dict):
+async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api_key: Optional[str] = None):
     """Yield (status, transcript, images) as the answer grows: the transcript first, then each image."""
     images: list = []  # (seed, picture), in the order they arrive
     parameters = request_parameters(options)  # checked here: a bad option fails before any upload
     if audio:
         yield "Transcribing…", "", []
-        [heard] = await post_async(make_documents([Path(audio)]), host, parameters, target_executor="whisper")
+        [heard] = await post_async(make_documents([Path(audio)]), host, parameters, target_executor="whisper",
+                                   api_key=api_key)
         if heard.no_speech or not heard.text:
             yield "No speech heard: speak closer to the microphone, or type a prompt", "", []
             return
@@ -101,7 +112,7 @@ async def speak(host: str, audio: Optional[str], prompt: str, options: dict):
         seed = None if first_seed is None else (first_seed + k) % (MAX_SEED + 1)
         requests.append(asyncio.ensure_future(post_async(
             make_documents([], text), host, request_parameters(dict(options, num_images=1, seed=seed)),
-            target_executor="diffusion")))
+            target_executor="diffusion", api_key=api_key)))
     try:
         for finished in asyncio.as_completed(requests):
             [drawn] = await finished
@@ -144,15 +155,15 @@ class LocalOnly:
         await self.app(scope, receive, rewrite)
 
 
-def build(host: str):
-    """The gradio page."""
+def build(host: str, api_key: Optional[str] = None):
+    """The gradio page; the Flow's `api_key` is used here, on the server, and never sent to browsers."""
     import gradio as gr
 
     async def generate(audio, prompt, language, task, num_images, seed, steps, guidance, width, height,
                        negative_prompt):
         try:
             options = options_from(language, task, num_images, seed, steps, guidance, width, height, negative_prompt)
-            async for status, transcript, images in speak(host, audio, prompt, options):
+            async for status, transcript, images in speak(host, audio, prompt, options, api_key):
                 yield status, transcript, images
         except Speech2ImageError as e:  # one readable line, never a traceback
             yield f"Error: {e}", gr.skip(), gr.skip()
@@ -190,17 +201,51 @@ def build(host: str):
     return page
 
 
+def users(path: str):
+    """gradio's login check for a file of `user:password` (or `user:sha256:HEX`) lines, compared in
+    constant time; passwords are never kept in the clear."""
+    import hashlib
+    import hmac
+
+    known = {}
+    for line in Path(path).read_text().splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            user, _, secret = entry.partition(":")
+            known[user] = bytes.fromhex(secret[7:]) if secret.startswith("sha256:") else \
+                hashlib.sha256(secret.encode()).digest()
+    if not known:
+        raise SystemExit(f"ui.py: {path} holds no user; write user:password lines")
+
+    def check(user: str, password: str) -> bool:
+        expected = known.get(user, b"\0" * 32)
+        return hmac.compare_digest(hashlib.sha256(password.encode()).digest(), expected) and user in known
+
+    return check
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from speech2image.serving.network import is_loopback
+
+    if not is_loopback(args.listen) and not args.users and not args.allow_unauthenticated:
+        print(f"ui.py: --listen {args.listen} would let anyone who reaches this machine use the page: add --users "
+              "FILE (user:password lines), or pass --allow-unauthenticated on purpose", file=sys.stderr)
+        return 2
+    if args.ca:
+        from client import trust
+
+        trust(args.ca)
     import gradio as gr
 
-    page = build(args.host)
+    page = build(args.host, args.api_key)
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
     from starlette.middleware import Middleware
 
     page.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size).launch(
         server_name=args.listen, server_port=args.port, share=False, inbrowser=False, theme=theme, footer_links=[],
-        ssr_mode=False, max_file_size=args.max_upload_bytes, app_kwargs={"middleware": [Middleware(LocalOnly)]})
+        ssr_mode=False, max_file_size=args.max_upload_bytes, auth=users(args.users) if args.users else None,
+        app_kwargs={"middleware": [Middleware(LocalOnly)]})
     return 0
 
 

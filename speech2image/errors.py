@@ -26,6 +26,26 @@ class ForbiddenSource(InvalidRequest):
     """A document's `uri` names a path or URL the operator has not allow-listed."""
 
 
+class NotFound(InvalidRequest):
+    """A request for a route or a thing this server does not have."""
+
+
+class UnknownModel(NotFound):
+    """A request names a model this server does not serve."""
+
+
+class TooLarge(InvalidRequest):
+    """A request's body is over what the server accepts."""
+
+
+class Unauthenticated(Speech2ImageError):
+    """A request without a valid API key, where keys are required."""
+
+
+class Unavailable(Speech2ImageError):
+    """A part of the Flow does not answer (an executor is down or restarting)."""
+
+
 class ConfigurationError(Speech2ImageError, ValueError):
     """An executor argument the operator set is unknown, of the wrong type or out of range; stops start-up."""
 

@@ -120,3 +120,10 @@ class RequestLimits:
                 f"{width}x{height} = {work:.1f} megapixel-steps > max_megapixel_steps={self.max_megapixel_steps:g}; "
                 "ask for fewer images, fewer steps or a smaller size"
             )
+
+
+def max_request_bytes(audio: AudioLimits, request: RequestLimits) -> int:
+    """The largest request the gateway accepts (a gRPC message, an HTTP body): every document at
+    its largest audio, and a mebibyte for the rest. Jina's own JSON route carries bytes as
+    decimal numbers: up to 4 characters a byte, so its bodies may be 4 times this."""
+    return request.max_documents * audio.max_audio_bytes + MEGA

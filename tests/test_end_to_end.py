@@ -14,7 +14,7 @@ from tests.support.speech import FOREIGN_SPEECH, ROOT, SPEECH, wer
 
 @pytest.fixture(scope="module")
 def server():
-    with App("--protocol", "grpc", "http", "--whisper-compute-type", "float32") as app:
+    with App("--whisper-compute-type", "float32") as app:
         assert f"grpc://localhost:{app.port}, http://localhost:{app.port + 1}" in app.ready_line
         yield app.port
 

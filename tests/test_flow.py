@@ -22,8 +22,7 @@ PROMPTS = ["prompt1.wav", "prompt2.wav", "prompt3.wav", "prompt4.wav"]
 @pytest.fixture(scope="module")
 def flow():
     port = free_port_pair()  # grpc and http take two consecutive ports
-    args = app.parse_args(["--offline", "--port", str(port), "--protocol", "grpc", "http",
-                           "--whisper-compute-type", "float32"])
+    args = app.parse_args(["--offline", "--port", str(port), "--whisper-compute-type", "float32"])
     with app.build_flow(args, app.executor_specs(args)):
         yield port
 

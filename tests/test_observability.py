@@ -83,7 +83,7 @@ def samples(text: str, name: str) -> dict[str, float]:
 def test_ready_line_is_followed_by_every_metrics_url(server):
     _, urls = server
     assert len(urls) == 4  # gateway, whisper, 2 diffusion replicas
-    assert all(re.fullmatch(r"http://localhost:\d+/metrics", url) for url in urls)
+    assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", url) for url in urls)
     assert len(set(urls)) == 4
 
 

@@ -60,3 +60,10 @@ class StableDiffusionExecutor(Executor):
                         generate(self.engine, prompt, drawn, deadline=deadline, clock=clock))
                     self.metrics.images_made(self.engine.model, len(doc.images))
         return docs
+
+    @requests(on="/models")
+    def models(self, docs: DocList[SpeechImageDoc], **kwargs) -> DocList[SpeechImageDoc]:
+        """The model this replica serves, for the gateway's model list."""
+        for doc in docs:
+            doc.images = DocList[GeneratedImage]([GeneratedImage(model=self.engine.model)])
+        return docs

@@ -67,6 +67,13 @@ class WhisperExecutor(Executor):
                                                 task=transcript.task)
         return docs
 
+    @requests(on="/models")
+    def models(self, docs: DocList[SpeechImageDoc], **kwargs) -> DocList[SpeechImageDoc]:
+        """The model this replica serves, for the gateway's model list."""
+        for doc in docs:
+            doc.asr_model = self.engine.model_name
+        return docs
+
     def close(self) -> None:
         self.decoder.close()
         super().close()

@@ -111,6 +111,8 @@ class TranscribeOptions:
     initial_prompt: Optional[str] = option(None, f"text that primes the model, up to {MAX_INITIAL_PROMPT_CHARS} "
                                                  "characters")
     word_timestamps: bool = option(False, "word timings in each segment")
+    temperature: float = option(0.0, "0: Whisper's own schedule (greedy, hotter when a window fails); "
+                                     "above 0: sample at this temperature only")
     skip_silence: bool = option(True, "when the VAD finds no speech at all, skip the model: empty text, "
                                       "no_speech (Whisper hears words in silence)")
 
@@ -123,6 +125,7 @@ class TranscribeOptions:
         check_choice("task", self.task, TASKS)
         check_range("min_language_probability", self.min_language_probability, 0.0, 1.0)
         check_range("beam_size", self.beam_size, *BEAM_SIZE)
+        check_range("temperature", self.temperature, 0.0, 1.0)
         if self.initial_prompt is not None and len(self.initial_prompt) > MAX_INITIAL_PROMPT_CHARS:
             raise InvalidRequest(
                 f"invalid initial_prompt: {len(self.initial_prompt)} characters, allowed up to {MAX_INITIAL_PROMPT_CHARS}"

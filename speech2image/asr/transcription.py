@@ -37,7 +37,8 @@ class WhisperEngine(Protocol):
     """A loaded Whisper model, whichever backend runs it."""
 
     backend: str
-    label: str  # the model as users see it: "small", "embedded (tiny.en)"
+    model_name: str  # the model asked for: "small", "embedded"
+    label: str  # and what it is: "small", "embedded (tiny.en)"
     device: str
     compute_type: str
     multilingual: bool
@@ -82,7 +83,7 @@ class FasterWhisperEngine:
         from faster_whisper import WhisperModel, available_models
 
         resolve_model(config.model, available_models())
-        self.label = _label(config.model)
+        self.model_name, self.label = config.model, _label(config.model)
         self.device = config.device if config.device != "auto" else (
             "cuda" if ctranslate2.get_cuda_device_count() else "cpu")
         self.compute_type = config.compute_type if config.compute_type != "auto" else (
@@ -104,7 +105,7 @@ class FasterWhisperEngine:
         segments, _ = self.model.transcribe(
             audio, language=language, task=task, beam_size=options.beam_size,
             vad_filter=options.vad_filter, initial_prompt=options.initial_prompt,
-            word_timestamps=options.word_timestamps,
+            word_timestamps=options.word_timestamps, **_temperature(options),
         )
         done = []  # faster-whisper transcribes lazily, a segment at a time: the deadline is checked between them
         while True:
@@ -126,7 +127,7 @@ class OpenAIWhisperEngine:
         import whisper
 
         resolve_model(config.model, whisper.available_models())
-        self.label = _label(config.model)
+        self.model_name, self.label = config.model, _label(config.model)
         self.device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.compute_type = config.compute_type if config.compute_type != "auto" else (
             "float16" if self.device == "cuda" else "float32")
@@ -170,7 +171,7 @@ class OpenAIWhisperEngine:
             _Deadlined(self.model, deadline, audio), audio, language=language, task=task, beam_size=options.beam_size,
             best_of=options.beam_size, initial_prompt=options.initial_prompt,
             word_timestamps=options.word_timestamps, fp16=self.compute_type == "float16",
-            clip_timestamps=clips, verbose=None,
+            clip_timestamps=clips, verbose=None, **_temperature(options),
         )
         return [_segment(s["start"], s["end"], s["text"],
                          [(w["word"], w["start"], w["end"], w["probability"]) for w in s.get("words", ())])
@@ -194,6 +195,11 @@ class _Deadlined:
         _check(self._deadline, min(30.0 * self._windows, self._audio.size / SAMPLE_RATE), self._audio)
         self._windows += 1
         return self._model.decode(mel, options)
+
+
+def _temperature(options: TranscribeOptions) -> dict:
+    """Both libraries' own temperature schedule unless a temperature is asked for."""
+    return {"temperature": options.temperature} if options.temperature > 0 else {}
 
 
 def _check(deadline: Optional[float], done_seconds: float, audio: np.ndarray) -> None:

@@ -117,7 +117,7 @@ async def run_load(address: str, requests: list[Case], clients: int, request_tim
         nonlocal ended
         started = time.perf_counter()
         try:
-            answer = await asyncio.wait_for(post_async(case.docs(), address, case.parameters, request_timeout),
+            answer = await asyncio.wait_for(post_async(case.docs(), address, case.parameters, timeout=request_timeout),
                                             request_timeout + 30)
         except ClientError as e:
             answer = str(e)

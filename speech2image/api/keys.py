@@ -1,0 +1,66 @@
+"""API keys: who may call the service.
+
+A keys file holds one key per line, or `sha256:HEX` (the key's SHA-256, so the file need not
+hold secrets); `#` starts a comment. Keys are compared as their SHA-256 digests, in constant
+time, against every known one; a key is never logged, traced or exported: a key id (the
+first 8 hex digits of its digest) may label what it did.
+"""
+
+import hashlib
+import hmac
+import re
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ConfigurationError
+
+HEX_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def key_id(key_digest: bytes) -> str:
+    """What may name a key in logs and metrics: the first 8 hex digits of its digest."""
+    return key_digest.hex()[:8]
+
+
+class ApiKeys:
+    """The digests of the keys that may call the service."""
+
+    def __init__(self, digests: list[bytes]):
+        if not digests:
+            raise ConfigurationError("the API keys file holds no key; one key (or sha256:HEX) per line")
+        self._digests = digests
+
+    @classmethod
+    def load(cls, path: str) -> "ApiKeys":
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as e:
+            raise ConfigurationError(f"cannot read the API keys file {path}: {e.strerror}") from e
+        digests = []
+        for number, line in enumerate(lines, 1):
+            entry = line.split("#", 1)[0].strip()
+            if not entry:
+                continue
+            if entry.startswith("sha256:"):
+                match = HEX_DIGEST.fullmatch(entry.lower())
+                if not match:
+                    raise ConfigurationError(f"line {number} of the API keys file: sha256: needs 64 hex digits")
+                digests.append(bytes.fromhex(match.group(1)))
+            else:
+                digests.append(digest(entry))
+        return cls(digests)
+
+    def check(self, authorization: Optional[str]) -> Optional[str]:
+        """The key id of an `Authorization: Bearer KEY` value that holds a known key, else None."""
+        scheme, _, key = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return None
+        presented = digest(key.strip())
+        known = False
+        for candidate in self._digests:  # every one, so the time taken tells nothing
+            known |= hmac.compare_digest(presented, candidate)
+        return key_id(presented) if known else None
