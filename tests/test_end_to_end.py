@@ -117,3 +117,40 @@ def test_an_allow_list_given_as_a_string_stops_start_up_with_one_line(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == ["speech2image: executor argument allowed_audio_dirs='/srv/audio' must be a list of strings, "
                      "e.g. [/srv/audio] in YAML; fix it in config.yml `with:` or flow.yml `uses_with`"], done.stderr
+
+
+def test_answers_carry_no_stack_and_jina_info_is_not_served(server):
+    """A bad file's error keeps its name and line; the executor's Python stack stays in the server log."""
+    import grpc
+    import requests
+    from docarray import DocList
+    from jina import Client
+    from jina.proto import jina_pb2_grpc
+    from google.protobuf.empty_pb2 import Empty
+
+    from speech2image.schema import SpeechImageDoc, to_blob
+
+    failures = []
+    Client(host="localhost", port=server).post(
+        "/generate", inputs=DocList[SpeechImageDoc]([SpeechImageDoc(audio=to_blob(b"junk" * 100))]),
+        return_type=DocList[SpeechImageDoc], on_error=failures.append)
+    exception = failures[0].header.status.exception
+    assert exception.name == "AudioError" and exception.args[0].startswith("not audio")
+    assert list(exception.stacks) == [] and exception.executor == ""
+    with grpc.insecure_channel(f"localhost:{server}") as channel, pytest.raises(grpc.RpcError) as refused:
+        jina_pb2_grpc.JinaInfoRPCStub(channel)._status(Empty(), timeout=10)  # versions, kernel, addresses
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert requests.get(f"http://localhost:{server + 1}/status", timeout=10).status_code == 404
+    answer = requests.post(f"http://localhost:{server + 1}/generate", timeout=30,
+                           json={"data": [{"audio": list(b"junk" * 100)}]})
+    assert answer.status_code == 400 and "Traceback" not in answer.text and "stacks" not in answer.text
+    assert answer.json()["header"]["status"]["description"].startswith("AudioError: not audio")
+
+
+def test_listening_beyond_loopback_without_keys_is_refused_with_one_line():
+    done = subprocess.run([sys.executable, "app.py", "--offline", "--listen", "0.0.0.0", "--port", str(free_port())],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["speech2image: --listen 0.0.0.0 would let anyone who reaches this machine use "
+                                        "it: add --api-keys FILE (one key per line), or pass --allow-unauthenticated "
+                                        "on purpose"], done.stderr

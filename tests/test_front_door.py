@@ -1,0 +1,212 @@
+"""The front door, called by clients nobody here wrote: the official OpenAI SDK and curl, over TLS
+with a private certificate authority made here, with API keys; and client.py over gRPC and HTTP.
+app.py runs as users run it (Whisper base: multilingual), and listens on loopback only."""
+
+import base64
+import io
+import json
+import os
+import subprocess
+
+import psutil
+import pytest
+
+from tests.support.app import App, run_client
+from tests.support.speech import FOREIGN_SPEECH, SPEECH, wer
+
+KEY = "sk-front-door-test-key-0123456789"
+OTHER_KEY = "a-second-key"
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """A private CA and a certificate it signed for localhost and 127.0.0.1."""
+    directory = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=speech2image test CA",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key",
+            "-out", "server.csr")
+    (directory / "names.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+            "-extfile", "names.ext", "-out", "server.pem")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def server(tls, tmp_path_factory):
+    import hashlib
+
+    keys = tmp_path_factory.mktemp("keys") / "keys.txt"
+    keys.write_text(f"# who may call\n{KEY}\nsha256:{hashlib.sha256(OTHER_KEY.encode()).hexdigest()}\n")
+    with App("--whisper-model", "embedded-base", "--api-keys", str(keys), "--tls-cert", str(tls / "server.pem"),
+             "--tls-key", str(tls / "server.key"), "--max-request-bytes", "3000000",
+             env={"JINA_LOG_LEVEL": "DEBUG"}) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def openai_client(server, tls):
+    from openai import DefaultHttpxClient, OpenAI
+
+    def make(key=KEY):
+        return OpenAI(base_url=f"https://localhost:{server.port + 1}/v1", api_key=key, max_retries=0,
+                      http_client=DefaultHttpxClient(verify=str(tls / "ca.pem")))
+
+    return make
+
+
+def test_the_ready_line_gives_the_tls_addresses_and_the_openai_base_url(server):
+    assert f"grpcs://localhost:{server.port}, https://localhost:{server.port + 1}" in server.ready_line
+    assert f"OpenAI base URL https://localhost:{server.port + 1}/v1; API keys required" in server.ready_line
+
+
+def test_every_listening_socket_of_the_process_group_is_on_loopback(server):
+    group = os.getpgid(server.process.pid)
+    listening = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == group:
+                listening += [c.laddr for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except (psutil.Error, ProcessLookupError):
+            continue
+    # the gateway's two ports, two executors, the gateway's and each executor's metrics
+    assert len(listening) >= 6, listening
+    assert all(address.ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for address in listening), listening
+
+
+def test_the_openai_sdk_transcribes_jfk(openai_client, jfk_bytes, jfk_text):
+    text = openai_client().audio.transcriptions.create(model="whisper-1", file=("jfk.flac", jfk_bytes)).text
+    assert wer(jfk_text, text) == 0
+
+
+def test_the_openai_sdk_translates_german_with_embedded_base(openai_client):
+    translated = openai_client().audio.translations.create(
+        model="embedded-base", file=("de.flac", (FOREIGN_SPEECH / "de-bicycle.flac").read_bytes()))
+    words = set(translated.text.lower().replace(".", " ").replace(",", " ").split())
+    assert translated.text.isascii() and len(words & {"morning", "bike", "city", "bread", "cheese"}) >= 2
+
+
+def test_verbose_json_has_language_duration_segments_and_words(openai_client, jfk_bytes):
+    verbose = openai_client().audio.transcriptions.create(
+        model="whisper-1", file=("jfk.flac", jfk_bytes), response_format="verbose_json",
+        timestamp_granularities=["word"])
+    assert (verbose.language, verbose.duration) == ("english", 11.0)
+    assert verbose.segments[0].start == 0 and 10 <= verbose.segments[-1].end <= 11.1  # the last word ends at 10.36
+    assert [w.word.strip(",.").lower() for w in verbose.words][:4] == ["and", "so", "my", "fellow"]
+
+
+def test_the_openai_sdk_draws_two_pngs_and_the_same_seed_draws_the_same_bytes(openai_client):
+    def draw():
+        answer = openai_client().images.generate(prompt="a red apple", n=2, response_format="b64_json", size="32x32",
+                                                 extra_body={"seed": 7, "steps": 1})
+        return [base64.b64decode(image.b64_json) for image in answer.data], answer
+
+    first, answer = draw()
+    assert len(first) == 2 and all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in first)
+    assert [image.model_extra["seed"] for image in answer.data] == [7, 8]
+    assert answer.data[0].revised_prompt == "a red apple"
+    again, _ = draw()
+    assert again == first
+
+
+def test_images_by_url_are_served_for_a_while(openai_client, tls):
+    import httpx
+
+    answer = openai_client().images.generate(prompt="a red apple", response_format="url", size="32x32",
+                                             extra_body={"steps": 1})
+    fetched = httpx.get(answer.data[0].url, verify=str(tls / "ca.pem"))  # the unguessable name is the key
+    assert fetched.status_code == 200 and fetched.content.startswith(b"\x89PNG")
+    missing = httpx.get(answer.data[0].url + "x", verify=str(tls / "ca.pem"))
+    assert missing.status_code == 404 and missing.json()["error"]["message"].startswith("no such image")
+
+
+def test_models_lists_the_served_ones_and_an_unknown_model_is_404(openai_client, jfk_bytes):
+    import openai
+
+    assert {m.id for m in openai_client().models.list().data} == {"embedded-base", "whisper-1", "tiny"}
+    with pytest.raises(openai.NotFoundError, match="the Whisper model 'whisper-9' is not served here; use "
+                                                   "embedded-base, whisper-1"):
+        openai_client().audio.transcriptions.create(model="whisper-9", file=("jfk.flac", jfk_bytes))
+
+
+def test_openai_errors_a_wrong_key_and_a_file_that_is_not_audio(openai_client):
+    import openai
+
+    with pytest.raises(openai.AuthenticationError) as refused:
+        openai_client("sk-wrong").models.list()
+    assert refused.value.status_code == 401 and refused.value.body["code"] == "invalid_api_key"
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client(OTHER_KEY).audio.transcriptions.create(model="whisper-1", file=("notes.wav", b"not audio" * 50))
+    assert refused.value.body["message"].startswith("not audio: the bytes are not a wav")
+    assert "Traceback" not in json.dumps(refused.value.body)
+
+
+def test_curl_transcription_and_speech_to_image(server, tls, tmp_path):
+    base = f"https://localhost:{server.port + 1}/v1"
+    curl = ["curl", "-s", "--cacert", str(tls / "ca.pem"), "-H", f"Authorization: Bearer {KEY}"]
+    heard = subprocess.run([*curl, "-F", f"file=@{SPEECH / 'jfk.flac'}", "-F", "response_format=text",
+                            f"{base}/audio/transcriptions"], capture_output=True, text=True, timeout=120)
+    assert heard.stdout.startswith("And so") and heard.stdout.endswith("country.\n")
+    drawn = subprocess.run([*curl, "-F", f"file=@{SPEECH / 'prompt4.wav'}", "-F", "n=2", "-F", "size=32x32",
+                            "-F", "seed=3", "-F", "steps=1", f"{base}/speech-to-image"],
+                           capture_output=True, text=True, timeout=120)
+    answer = json.loads(drawn.stdout)
+    assert "table" in answer["text"].lower() and (answer["language"], answer["task"]) == ("en", "transcribe")
+    assert [image["seed"] for image in answer["data"]] == [3, 4]
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(base64.b64decode(answer["data"][0]["b64_json"]))).size == (32, 32)
+
+
+def test_client_py_over_grpcs_and_https_with_a_private_ca_and_keys(server, tls, tmp_path):
+    common = ["--text", "a red apple", "--steps", 1, "--width", 32, "--out", tmp_path, "--ca", tls / "ca.pem"]
+    for host in (f"grpcs://localhost:{server.port}", f"https://localhost:{server.port + 1}"):
+        done = run_client(*common, "--host", host, "--api-key", KEY)
+        assert done.returncode == 0, done.stderr
+        refused = run_client(*common, "--host", host)  # no key
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert refused.stderr.startswith("error: the server refused the API key")
+    untrusted = run_client("--text", "a red apple", "--host", f"grpcs://localhost:{server.port}", "--api-key", KEY)
+    assert untrusted.returncode == 1 and untrusted.stderr.count("\n") == 1, untrusted.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+
+
+def test_health_and_readiness_stay_open(server, tls):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    import httpx
+
+    credentials = grpc.ssl_channel_credentials((tls / "ca.pem").read_bytes())
+    with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    for path in ("/", "/dry_run"):
+        assert httpx.get(f"https://localhost:{server.port + 1}{path}", verify=str(tls / "ca.pem")).status_code == 200
+    assert httpx.get(f"https://localhost:{server.port + 1}/docs", verify=str(tls / "ca.pem")).status_code == 401
+
+
+def test_an_oversized_request_is_refused_at_the_gateway(server, tls, tmp_path):
+    import httpx
+
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"RIFF" + os.urandom(4_000_000))  # over --max-request-bytes 3000000, under max_audio_bytes
+    done = run_client(big, "--host", f"grpcs://localhost:{server.port}", "--ca", tls / "ca.pem", "--api-key", KEY)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "larger than max" in done.stderr  # gRPC's own refusal at the gateway, not the executor's max_audio_bytes
+    answer = httpx.post(f"https://localhost:{server.port + 1}/v1/audio/transcriptions", verify=str(tls / "ca.pem"),
+                        headers={"Authorization": f"Bearer {KEY}"}, files={"file": ("big.wav", big.read_bytes())})
+    assert answer.status_code == 413
+    assert answer.json()["error"]["message"].startswith("request too large: ")
+
+
+def test_the_keys_never_reach_the_log_or_the_metrics(server):
+    import urllib.request
+
+    exported = [urllib.request.urlopen(url, timeout=10).read().decode() for url in server.metrics_urls]
+    everything = server.stderr() + "".join(server.output) + "".join(exported)
+    assert "DEBUG" in everything  # the whole log, at its most verbose
+    assert KEY not in everything and OTHER_KEY not in everything
