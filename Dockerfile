@@ -1,7 +1,8 @@
-# One image per executor: docker build --build-arg EXECUTOR=whisper|diffusion -t speech2image-<executor> .
-#   (the core of speech2image and that executor's domain: asr for whisper, imaging for diffusion)
+# One image per part: docker build --build-arg EXECUTOR=whisper|diffusion|gateway -t speech2image-<part> .
+#   whisper, diffusion: that executor, the core of speech2image and its own domain (asr; imaging)
+#   gateway: the front door (gateway/), the core, the API rules and the options of both domains
 #   BASE_IMAGE           a CUDA runtime by default; any Debian/Ubuntu image with apt works
-#   EXECUTOR             whisper or diffusion: only that executor's code and dependencies
+#   EXECUTOR             whisper, diffusion or gateway: only that part's code and dependencies
 #   BAKE_OFFLINE_MODELS  true: build the offline models (embedded whisper / tiny diffusion) into the image
 # Build-only pip settings (a mirror, a CA bundle, local wheels) go in build-config/
 # (see its README); they are used by the build stage and never reach the image.
@@ -26,22 +27,30 @@ FROM base AS dependencies
 ARG EXECUTOR=whisper
 COPY build-config /build-config
 COPY requirements-jina.txt /opt/speech2image/requirements-jina.txt
-COPY executors/${EXECUTOR}/requirements.txt /opt/speech2image/executors/${EXECUTOR}/requirements.txt
+COPY executors/whisper/requirements.txt /opt/speech2image/executors/whisper/requirements.txt
+COPY executors/diffusion/requirements.txt /opt/speech2image/executors/diffusion/requirements.txt
+COPY gateway/requirements.txt /opt/speech2image/gateway/requirements.txt
 RUN if [ -f /build-config/pip.conf ]; then export PIP_CONFIG_FILE=/build-config/pip.conf; fi \
+    && part=$([ "$EXECUTOR" = gateway ] && echo gateway || echo "executors/$EXECUTOR") \
     && python3.11 -m venv /opt/venv \
-    && pip install -r /opt/speech2image/executors/${EXECUTOR}/requirements.txt
+    && pip install -r "/opt/speech2image/$part/requirements.txt"
 
 FROM base AS code
-# the library's core (contracts, serving, observability) and this executor's domain only
+# only what the part runs: no other executor, no other domain's models
 ARG EXECUTOR=whisper
 COPY speech2image /code/speech2image
-COPY executors/__init__.py /code/executors/__init__.py
-COPY executors/${EXECUTOR} /code/executors/${EXECUTOR}
+COPY executors /code/executors
+COPY gateway /code/gateway
 RUN case "$EXECUTOR" in \
-      whisper) rm -r /code/speech2image/imaging ;; \
-      diffusion) rm -r /code/speech2image/asr ;; \
-      *) echo "EXECUTOR must be whisper or diffusion" >&2; exit 1 ;; \
-    esac
+      whisper) rm -r /code/speech2image/imaging /code/speech2image/api /code/gateway /code/executors/diffusion ;; \
+      diffusion) rm -r /code/speech2image/asr /code/speech2image/api /code/gateway /code/executors/whisper ;; \
+      gateway) rm -r /code/executors \
+               && find /code/speech2image/asr /code/speech2image/imaging -name '*.py' \
+                       ! -name options.py ! -name __init__.py -delete ;; \
+      *) echo "EXECUTOR must be whisper, diffusion or gateway" >&2; exit 1 ;; \
+    esac \
+    && find /code -name requirements.txt -delete \
+    && ln -s "$([ "$EXECUTOR" = gateway ] && echo gateway || echo "executors/$EXECUTOR")" /code/part
 
 FROM base
 # code under /opt: Jina mounts an executor workspace volume on /app
@@ -57,8 +66,10 @@ RUN mkdir -p /opt/models && chown 10001 /opt/models
 USER 10001
 ENV HOME=/home/speech2image \
     SPEECH2IMAGE_CACHE=/opt/models \
-    HF_HOME=/home/speech2image/.cache/huggingface
-RUN if [ "$BAKE_OFFLINE_MODELS" = "true" ]; then python -m speech2image.bake "$EXECUTOR"; fi
+    HF_HOME=/home/speech2image/.cache/huggingface \
+    SPEECH2IMAGE_PART=${EXECUTOR}
+RUN if [ "$BAKE_OFFLINE_MODELS" = "true" ] && [ "$EXECUTOR" != gateway ]; then python -m speech2image.bake "$EXECUTOR"; fi
 
-WORKDIR /opt/speech2image/executors/${EXECUTOR}
-ENTRYPOINT ["jina", "executor", "--uses", "config.yml"]
+# the part's folder (config.yml there: Jina's exports pass --uses config.yml); jina executor or jina gateway
+WORKDIR /opt/speech2image/part
+ENTRYPOINT ["sh", "-c", "exec jina \"$([ \"$SPEECH2IMAGE_PART\" = gateway ] && echo gateway || echo executor)\" --uses config.yml \"$@\"", "entrypoint"]

@@ -1,8 +1,8 @@
 """Speech2ImageGateway: the Flow's front door, a Jina gateway of two servers on one streamer.
 
 gRPC (port 1): Jina's own gRPC gateway — Jina's Client, client.py and the page speak it — with
-an interceptor for keys and clean errors (`gateway.grpc`), and a bounded message size. HTTP
-(port 2): the OpenAI-compatible routes and Jina's JSON document route (`gateway.http`).
+an interceptor for keys and clean errors (`gateway.grpc_guard`), and a bounded message size. HTTP
+(port 2): the OpenAI-compatible routes and Jina's JSON document route (`gateway.http_app`).
 Jina builds its composite gRPC+HTTP gateway only when `uses` is empty (jina-ai/serve#5308), so
 this one composes Jina's pieces itself. TLS (`ssl_certfile`, `ssl_keyfile`) covers both.
 
@@ -17,8 +17,8 @@ from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import FastAPIBaseGateway
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
 
-from gateway.grpc import GatewayInterceptor
-from gateway.http import create_app
+from gateway.grpc_guard import GatewayInterceptor
+from gateway.http_app import create_app
 from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
 from speech2image.limits import AudioLimits, RequestLimits, max_request_bytes as derived_max_request_bytes
@@ -49,7 +49,7 @@ class GrpcServer(GRPCGateway):
 
 
 class HttpServer(FastAPIBaseGateway):
-    """The HTTP app of `gateway.http`, served by Jina's uvicorn server."""
+    """The HTTP app of `gateway.http_app`, served by Jina's uvicorn server."""
 
     def __init__(self, keys: Optional[ApiKeys], max_request_bytes: int, **kwargs):
         super().__init__(**kwargs)

@@ -25,7 +25,8 @@ from tests.support.speech import ROOT, SPEECH, wer
 pytestmark = pytest.mark.container
 
 VERSION = re.search(r"docker://speech2image-whisper:(\S+)", (ROOT / "flow.yml").read_text()).group(1)
-IMAGES = {name: f"speech2image-{name}:{VERSION}" for name in ("whisper", "diffusion")}
+IMAGES = {name: f"speech2image-{name}:{VERSION}" for name in ("whisper", "diffusion", "gateway")}
+EXECUTORS = ("whisper", "diffusion")
 OFFLINE = {"whisper": {"model": "embedded"}, "diffusion": {"model": "tiny", "local_files_only": True}}
 LABEL = "speech2image.smoke=yes"
 JINA = str(Path(sys.executable).parent / "jina")
@@ -91,7 +92,7 @@ def remove_started_containers():
 
 def test_each_image_holds_only_its_executors_dependencies():
     probe = "import importlib.util as u; print(*(u.find_spec(m) is not None for m in ('faster_whisper', 'diffusers')))"
-    expected = {"whisper": "True False", "diffusion": "False True"}
+    expected = {"whisper": "True False", "diffusion": "False True", "gateway": "False False"}
     for name, image in IMAGES.items():
         done = docker("run", "--rm", "--network", "host", "--label", LABEL, "--entrypoint", "python", image, "-c", probe)
         assert done.stdout.split() == expected[name].split(), name
@@ -100,7 +101,7 @@ def test_each_image_holds_only_its_executors_dependencies():
         assert docker("image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip() == "10001"
 
 
-@pytest.mark.parametrize("name", IMAGES)
+@pytest.mark.parametrize("name", EXECUTORS)
 def test_the_entrypoint_starts_each_executor_alone_and_it_answers_the_health_check(name):
     port = free_port()
     docker("run", "-d", "--network", "host", "--label", LABEL, "-e", "HF_HUB_OFFLINE=1", IMAGES[name],
@@ -111,7 +112,7 @@ def test_the_entrypoint_starts_each_executor_alone_and_it_answers_the_health_che
 def offline_flow(tmp_path: Path, port: int, label: bool = True) -> Path:
     """flow.yml's cloud path (docker:// executors, 2 diffusion replicas) with offline models, no GPU."""
     spec = yaml.safe_load((ROOT / "flow.yml").read_text())
-    spec["with"]["port"] = port
+    spec["gateway"]["port"] = [port, port + 1]
     for executor in spec["executors"]:
         executor.pop("gpus", None)
         executor["env"] = {"HF_HUB_OFFLINE": "1"}
@@ -152,7 +153,7 @@ def test_the_exported_compose_file_runs_as_exported_and_goes_down(tmp_path, jfk_
         pytest.skip(f"{reason}: the exported file needs one, and is run as exported or not at all")
     port = free_port()
     flow_file = offline_flow(tmp_path, port, label=False)
-    env = {**os.environ, "JINA_GATEWAY_IMAGE": IMAGES["whisper"]}  # any image with jina 3.34 runs the gateway
+    env = dict(os.environ)
     subprocess.run([sys.executable, str(ROOT / "tools" / "export_flow.py"), "--flow", str(flow_file),
                     "--out", str(tmp_path / "deploy")], check=True, env=env, capture_output=True, timeout=120)
     compose = [*compose_command(), "-f", str(tmp_path / "deploy" / "docker-compose.yml"), "-p", "speech2image-smoke"]
@@ -160,6 +161,10 @@ def test_the_exported_compose_file_runs_as_exported_and_goes_down(tmp_path, jfk_
     try:
         wait_until(lambda: pings("flow", f"grpc://localhost:{port}"), 300, "the compose gateway")  # published on loopback
         check_answer(run_client(tmp_path, port), jfk_text)
+        heard = subprocess.run(["curl", "-s", "-F", f"file=@{SPEECH / 'jfk.flac'}", "-F", "response_format=text",
+                                f"http://localhost:{port + 1}/v1/audio/transcriptions"],
+                               capture_output=True, text=True, timeout=120)  # the OpenAI route of the gateway image
+        assert wer(jfk_text, heard.stdout) == 0, heard.stdout
     finally:
         down = subprocess.run([*compose, "down", "--timeout", "30"], capture_output=True, text=True, timeout=300)
     assert down.returncode == 0, down.stderr

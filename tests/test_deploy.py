@@ -1,6 +1,7 @@
 """flow.yml, its Kubernetes and Compose exports, and the Dockerfile: checked offline."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def test_every_part_exposes_its_metrics_port_and_asks_to_be_scraped(exported):
         assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true", name
         port = int(template["metadata"]["annotations"]["prometheus.io/port"])
         assert {"containerPort": port, "name": "monitoring"} in template["spec"]["containers"][0]["ports"]
-        service_ports = {p["name"]: p["targetPort"] for p in kinds["Service"]["spec"]["ports"]}
+        service_ports = {p["name"]: p["targetPort"] for d in documents if d["kind"] == "Service"
+                         for p in d["spec"]["ports"]}
         assert service_ports["monitoring"] == port
         monitor = kinds["ServiceMonitor"]
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
@@ -143,7 +145,8 @@ def test_pods_are_restricted_sized_and_given_time_to_finish(exported):
             resources = container["resources"]
             assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"])
             for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-                assert all(" " not in argument for argument in container[probe]["exec"]["command"]), probe
+                command = container[probe].get("exec", {}).get("command", [])
+                assert all(" " not in argument for argument in command), probe
             assert container["readinessProbe"] is not container["livenessProbe"]
         budget = kinds["PodDisruptionBudget"]
         assert budget["spec"]["maxUnavailable"] == 1
@@ -156,3 +159,33 @@ def test_compose_publishes_only_the_gateway_and_only_on_loopback(exported):
     assert published and all(port.startswith("127.0.0.1:") for port in published)
     assert len({port.split(":")[1] for port in published}) == len(published)  # no host port taken twice
     assert all("ports" not in service for name, service in services.items() if name != "gateway")
+
+
+def test_the_gateway_runs_its_own_image_with_keys_and_tls_from_secrets(tmp_path):
+    out = tmp_path / "deploy"
+    done = subprocess.run([sys.executable, "tools/export_flow.py", "--out", str(out), "--tls"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    gateway = {d["kind"]: d for d in manifests(out)["gateway"]}
+    pod = gateway["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == "speech2image-gateway:0.1.0"
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"speech2image-api-keys", "speech2image-tls"}
+    args = container["args"]
+    assert json.loads(args[args.index("--uses-with") + 1]) == {"api_keys": "/etc/speech2image/keys/keys.txt"}
+    assert args[args.index("--ssl-certfile") + 1] == "/etc/speech2image/tls/tls.crt"
+    for probe, path in (("livenessProbe", "/"), ("readinessProbe", "/dry_run"), ("startupProbe", "/")):
+        assert container[probe]["httpGet"] == {"path": path, "port": 8081, "scheme": "HTTPS"}  # works with TLS on
+
+
+def test_network_policies_let_only_the_gateway_reach_executors_and_only_prometheus_the_metrics(exported):
+    for name, documents in manifests(exported).items():
+        policy = next(d for d in documents if d["kind"] == "NetworkPolicy")
+        service_ports, metrics = policy["spec"]["ingress"]
+        if name == "gateway":
+            assert "from" not in service_ports  # the front door
+        else:
+            assert service_ports["from"] == [{"podSelector": {"matchLabels": {"app": "gateway"}}}]
+        assert metrics["from"][0]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+        assert metrics["ports"] == [{"port": 9090, "protocol": "TCP"}]

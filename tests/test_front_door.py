@@ -210,3 +210,29 @@ def test_the_keys_never_reach_the_log_or_the_metrics(server):
     everything = server.stderr() + "".join(server.output) + "".join(exported)
     assert "DEBUG" in everything  # the whole log, at its most verbose
     assert KEY not in everything and OTHER_KEY not in everything
+
+
+def test_the_page_uses_the_key_on_its_server_and_never_shows_it(server, tls):
+    import httpx
+    from gradio_client import Client
+
+    from tests.support.app import Page
+
+    with Page(f"grpcs://localhost:{server.port}", "--api-key", KEY, "--ca", str(tls / "ca.pem")) as ui:
+        status, transcript, images = Client(ui.url, verbose=False).predict(
+            None, "a red apple", "auto", "auto", 1, "", "1", "", "32", "32", "", fn_index=0)
+        assert status == "Done: 1 image(s)" and len(images) == 1
+        page = httpx.get(ui.url).text + httpx.get(f"{ui.url}/config").text
+        assert KEY not in page
+
+
+def test_exposing_the_page_without_users_is_refused_with_one_line():
+    import sys
+
+    from tests.support.speech import ROOT
+
+    done = subprocess.run([sys.executable, "ui.py", "--listen", "0.0.0.0"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "ui.py: --listen 0.0.0.0 would let anyone who reaches this machine use the page: add --users FILE "
+        "(user:password lines), or pass --allow-unauthenticated on purpose"]

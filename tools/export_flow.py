@@ -1,16 +1,19 @@
 """Write Kubernetes manifests and a docker-compose file from flow.yml, with no network.
 
-    python tools/export_flow.py [--out deploy] [--namespace speech2image] [--flow flow.yml]
+    python tools/export_flow.py [--out deploy] [--namespace speech2image] [--flow flow.yml] [--tls]
 
 Jina's own export (`Flow.to_kubernetes_yaml`, `Flow.to_docker_compose_yaml`) does the
-work. The gateway image is pinned through JINA_GATEWAY_IMAGE, so Jina's (closed) hub is
-never called. The HF token is never written: Kubernetes reads it from the Secret
-`speech2image-hf-token` (key HF_TOKEN), docker compose from the shell's $HF_TOKEN.
+work; flow.yml names the gateway's own image, so Jina's (closed) hub is never called.
+Secrets are never written, only referenced: Kubernetes reads the HF token from the Secret
+`speech2image-hf-token` (key HF_TOKEN), the gateway's API keys from `speech2image-api-keys`
+(key keys.txt) and, with --tls, its certificate from the TLS Secret `speech2image-tls`;
+docker compose reads the token from the shell's $HF_TOKEN. A NetworkPolicy per part lets
+only the gateway reach the executors and only Prometheus reach the metrics ports.
 """
 
 import argparse
 import copy
-import os
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -19,8 +22,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # speech2image: the limits the grace period follows
-GATEWAY_IMAGE = "jinaai/jina:3.34.0-py311-standard"
 SECRET = "speech2image-hf-token"
+KEYS_SECRET, KEYS_DIR = "speech2image-api-keys", "/etc/speech2image/keys"
+TLS_SECRET, TLS_DIR = "speech2image-tls", "/etc/speech2image/tls"
+PROMETHEUS = {"app.kubernetes.io/name": "prometheus"}  # the pods allowed to scrape metrics ports
 
 
 def load_flow(flow_file: Path):
@@ -38,14 +43,13 @@ def load_flow(flow_file: Path):
         return Flow.load_config(stripped.name), secrets
 
 
-def export(out: Path, namespace: str, flow_file: Path) -> tuple[Path, Path]:
-    os.environ.setdefault("JINA_GATEWAY_IMAGE", GATEWAY_IMAGE)
+def export(out: Path, namespace: str, flow_file: Path, tls: bool = False) -> tuple[Path, Path]:
     flow, secrets = load_flow(flow_file)
     k8s_dir, compose_file = out / "kubernetes", out / "docker-compose.yml"
     flow.to_kubernetes_yaml(str(k8s_dir), k8s_namespace=namespace)
     flow.to_docker_compose_yaml(str(compose_file), network_name="speech2image")
     for manifest in k8s_dir.glob("*/*.yml"):
-        _finish_k8s(manifest, secrets.get(manifest.parent.name, []))
+        _finish_k8s(manifest, secrets.get(manifest.parent.name, []), tls)
     _finish_compose(compose_file, secrets)
     return k8s_dir, compose_file
 
@@ -75,14 +79,15 @@ def grace_seconds() -> int:
     return int(RequestLimits().request_timeout_seconds) + 30
 
 
-def _finish_k8s(manifest: Path, secret_variables: list[str]) -> None:
+def _finish_k8s(manifest: Path, secret_variables: list[str], tls: bool) -> None:
     """Secrets by reference; probes that pass their arguments apart (Jina writes "--timeout 9500"
     as one, which jina ping ignores), readiness its own; no host paths; a restricted pod (non-root,
     read-only root file system with writable volumes for the cache and /tmp, no capabilities, no
     privilege escalation, the runtime's seccomp profile); CPU and memory requests and limits; a
     grace period as long as a request may run; a PodDisruptionBudget; and the metrics port named
     on the container and announced to Prometheus (scrape annotations, beside the ServiceMonitor
-    Jina writes for the Prometheus operator)."""
+    Jina writes for the Prometheus operator); a NetworkPolicy; for the gateway, its keys and TLS
+    from Secrets and HTTP probes (kubelet's HTTPS probes need no client certificate)."""
     documents = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
     part = manifest.parent.name
     for document in list(documents):
@@ -117,12 +122,65 @@ def _finish_k8s(manifest: Path, secret_variables: list[str]) -> None:
             container.setdefault("env", []).extend(
                 {"name": v, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": v, "optional": True}}}
                 for v in secret_variables)
+            if part == "gateway":
+                _gateway(pod, container, tls)
+        documents.append(_network_policy(document, part))
         documents.append({
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "metadata": {"name": document["metadata"]["name"], "namespace": document["metadata"]["namespace"]},
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": document["spec"]["selector"]["matchLabels"]}},
         })
     manifest.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+
+
+def _gateway(pod: dict, container: dict, tls: bool) -> None:
+    """The gateway's keys (always) and TLS certificate (with --tls) from Secrets, and probes on its
+    HTTP port: GET / (alive) and GET /dry_run (every part answers), open without a key."""
+    pod["volumes"].append({"name": "api-keys", "secret": {"secretName": KEYS_SECRET}})
+    container["volumeMounts"].append({"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True})
+    container["args"] += ["--uses-with", json.dumps({"api_keys": f"{KEYS_DIR}/keys.txt"})]
+    if tls:
+        pod["volumes"].append({"name": "tls", "secret": {"secretName": TLS_SECRET}})
+        container["volumeMounts"].append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        container["args"] += ["--ssl-certfile", f"{TLS_DIR}/tls.crt", "--ssl-keyfile", f"{TLS_DIR}/tls.key"]
+    http_port = _ports(container)[1]
+    scheme = "HTTPS" if tls else "HTTP"
+
+    def probe(path: str, **timing) -> dict:
+        return {"httpGet": {"path": path, "port": http_port, "scheme": scheme}, "timeoutSeconds": 10, **timing}
+
+    container["startupProbe"] = probe("/", periodSeconds=5, failureThreshold=120)
+    container["livenessProbe"] = probe("/", periodSeconds=10)
+    container["readinessProbe"] = probe("/dry_run", periodSeconds=5)
+
+
+def _ports(container: dict) -> list[int]:
+    """The ports of Jina's --port argument (the gateway has two: gRPC, HTTP)."""
+    args = container["args"]
+    start = args.index("--port") + 1
+    ports = []
+    for value in args[start:]:
+        if not value.isdigit():
+            break
+        ports.append(int(value))
+    return ports
+
+
+def _network_policy(deployment: dict, part: str) -> dict:
+    """Who may connect to a part's pods: anyone to the gateway's ports (the front door), only the
+    gateway to an executor's, only Prometheus to the metrics port."""
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    ports = [{"port": port, "protocol": "TCP"} for port in _ports(container)]
+    ingress = [{"ports": ports} if part == "gateway" else
+               {"from": [{"podSelector": {"matchLabels": {"app": "gateway"}}}], "ports": ports}]
+    monitoring = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == "monitoring"]
+    if monitoring:
+        ingress.append({"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": PROMETHEUS}}],
+                        "ports": [{"port": monitoring[0], "protocol": "TCP"}]})
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": deployment["metadata"]["name"], "namespace": deployment["metadata"]["namespace"]},
+            "spec": {"podSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]},
+                     "policyTypes": ["Ingress"], "ingress": ingress}}
 
 
 def _finish_compose(compose_file: Path, secrets: dict[str, list[str]]) -> None:
@@ -148,8 +206,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "deploy")
     parser.add_argument("--namespace", default="speech2image")
     parser.add_argument("--flow", type=Path, default=ROOT / "flow.yml")
+    parser.add_argument("--tls", action="store_true",
+                        help=f"the gateway serves TLS with the certificate of the Secret {TLS_SECRET}")
     args = parser.parse_args(argv)
-    k8s_dir, compose_file = export(args.out, args.namespace, args.flow)
+    k8s_dir, compose_file = export(args.out, args.namespace, args.flow, args.tls)
     print(f"kubernetes manifests: {k8s_dir}\ndocker compose file: {compose_file}")
     return 0
 

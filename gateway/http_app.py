@@ -188,7 +188,7 @@ def image_url(store: ImageStore, request: Request):
 
 
 def _grpc_one_line(details: Optional[str]) -> str:
-    from gateway.grpc import one_line_details
+    from gateway.grpc_guard import one_line_details
 
     return one_line_details(details)
 
