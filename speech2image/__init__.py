@@ -6,6 +6,10 @@ The tree shows the architecture: the contracts every part shares at the top (`sc
 `observability` (metrics, stage timing). Nothing here imports Jina: only the gateway, the
 executors and the entry points do. Importing the package imports none of the heavy
 libraries; `asr.options` and `imaging.options` never do (the client and the page use them).
+Importing it turns off the telemetry of the libraries it drives (`quiet`).
 """
 
+from .quiet import no_telemetry
+
 __version__ = "0.1.0"
+no_telemetry()

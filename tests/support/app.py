@@ -29,7 +29,8 @@ class Service:
     name = "the program"
 
     def __init__(self, command: list[str], ready: Callable[[str], bool], *, env: Optional[dict] = None,
-                 ready_seconds: float = 300):
+                 ready_seconds: float = 300, wrapped: bool = False):
+        self.wrapped = wrapped
         self.log = Path(tempfile.mkstemp(prefix="speech2image-", suffix=".log")[1])
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
@@ -68,6 +69,14 @@ class Service:
             if matches(line):
                 return line.strip()
 
+    def program_pid(self) -> int:
+        """The program's pid: the process started, or the one its wrapper (strace …) started."""
+        if not self.wrapped:
+            return self.process.pid
+        import psutil
+
+        return psutil.Process(self.process.pid).children()[0].pid
+
     def tail(self, lines: int = 20) -> str:
         return "\n".join((self.stderr().splitlines() + self.output)[-lines:])
 
@@ -76,7 +85,7 @@ class Service:
 
     def terminate(self, seconds: float = 60) -> int:
         """SIGTERM, as an operator stops it; its exit code (AssertionError if it outlives `seconds`)."""
-        self.process.send_signal(signal.SIGTERM)
+        os.kill(self.program_pid(), signal.SIGTERM)
         try:
             return self.process.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
@@ -101,15 +110,18 @@ class Service:
 
 class App(Service):
     """app.py ARGS (--offline unless `offline=False`) on a free port pair: gRPC on `port`, HTTP on
-    `port + 1` when asked; ready after its ready line and, with monitoring, its `metrics:` line."""
+    `port + 1`; ready after its ready line and, with monitoring, its `metrics:` line. `wrapper`:
+    a command that runs it (strace …)."""
 
     name = "app.py"
 
-    def __init__(self, *args: str, offline: bool = True, env: Optional[dict] = None, ready_seconds: float = 300):
+    def __init__(self, *args: str, offline: bool = True, env: Optional[dict] = None, ready_seconds: float = 300,
+                 wrapper: tuple = ()):
         self.port = free_port_pair()
-        command = [sys.executable, str(ROOT / "app.py"), *(["--offline"] if offline else []),
+        command = [*wrapper, sys.executable, str(ROOT / "app.py"), *(["--offline"] if offline else []),
                    "--port", str(self.port), *args]
-        super().__init__(command, lambda line: line.startswith(READY), env=env, ready_seconds=ready_seconds)
+        super().__init__(command, lambda line: line.startswith(READY), env=env, ready_seconds=ready_seconds,
+                         wrapped=bool(wrapper))
         self.metrics_urls: list[str] = []
         if "--no-monitoring" not in args:
             try:
