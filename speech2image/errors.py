@@ -50,6 +50,18 @@ class ConfigurationError(Speech2ImageError, ValueError):
     """An executor argument the operator set is unknown, of the wrong type or out of range; stops start-up."""
 
 
+class Busy(Speech2ImageError):
+    """A replica's queue is full: the request was refused at once, before any work; retry later."""
+
+
+class DeadlineExceeded(Speech2ImageError):
+    """A request's deadline passed: while it waited (it was dropped) or between two steps of its work."""
+
+
+class Cancelled(Speech2ImageError):
+    """The client of a request went away; its work stopped (nobody receives this)."""
+
+
 class ModelLoadError(Speech2ImageError, RuntimeError):
     """A model is unknown, not cached and not downloadable, or failed to load."""
 

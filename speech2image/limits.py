@@ -62,6 +62,16 @@ class AudioLimits:
 
 
 @dataclass(frozen=True)
+class ReplicaLimits:
+    """Bounds on one executor replica: how many requests may wait for it (README: Admission)."""
+
+    max_queued_requests: int = 4
+
+    def __post_init__(self):
+        check_range("max_queued_requests", self.max_queued_requests, 0, 10_000)
+
+
+@dataclass(frozen=True)
 class RequestLimits:
     """Bounds on one request: its documents, the text drawn, the work and the time it may take.
 
@@ -123,7 +133,15 @@ class RequestLimits:
 
 
 def max_request_bytes(audio: AudioLimits, request: RequestLimits) -> int:
-    """The largest request the gateway accepts (a gRPC message, an HTTP body): every document at
-    its largest audio, and a mebibyte for the rest. Jina's own JSON route carries bytes as
-    decimal numbers: up to 4 characters a byte, so its bodies may be 4 times this."""
+    """The largest request the gateway accepts (a gRPC message): every document at its largest
+    audio, and a mebibyte for the rest."""
     return request.max_documents * audio.max_audio_bytes + MEGA
+
+
+def max_body_bytes(route: str, max_request_bytes: int, max_audio_bytes: int) -> int:
+    """The largest HTTP body each kind of route accepts (never over max_request_bytes): "audio", a
+    form with one audio file; "documents", Jina's JSON route, whose bytes are decimal numbers (up
+    to 4 characters a byte, and its parsing costs many times its size in memory: one file's
+    worth — more files go over gRPC); "fields", a JSON or form request without audio."""
+    sizes = {"audio": max_audio_bytes + MEGA, "documents": 4 * max_audio_bytes + MEGA, "fields": MEGA}
+    return min(sizes[route], max_request_bytes * (4 if route == "documents" else 1))

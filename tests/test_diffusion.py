@@ -6,12 +6,13 @@ import io
 import pytest
 from PIL import Image
 
-from speech2image.errors import InvalidRequest, ModelLoadError
+from speech2image.errors import DeadlineExceeded, InvalidRequest, ModelLoadError
 from speech2image.imaging.diffusion import generate, load_engine
 from speech2image.imaging.options import DiffusionConfig, GenerateOptions
 from speech2image.limits import MAX_SEED
 from speech2image.schema import from_blob
 from speech2image.imaging.random_pipelines import RANDOM_WEIGHTS_MARKER, save_random_pipeline
+from tests.support.turns import DeadlineAfterChecks
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +100,10 @@ def test_unavailable_model_fails_with_what_to_do():
     message = str(raised.value)
     assert "'no-such-org/no-such-model' could not be loaded" in message and "model='tiny'" in message
     assert "\n" not in message
+
+
+def test_drawing_stops_between_two_denoising_steps_when_its_turn_ends(engine):
+    turn = DeadlineAfterChecks(3)
+    with pytest.raises(DeadlineExceeded, match=r"^deadline passed at step 3 of 4 of image 1 of 3; "):
+        generate(engine, "a cat", engine.resolve(GenerateOptions(num_images=3, steps=4, width=32, height=32)), turn=turn)
+    assert turn.places[0] == "image 1 of 3, before its first step" and len(turn.places) == 4

@@ -53,7 +53,7 @@ def test_a_string_for_allowed_dirs_never_opens_the_root():
 def test_lists_from_yaml_become_tuples_and_jina_arguments_pass_through():
     from speech2image.asr.options import ARGUMENTS
 
-    config, audio, request, sources, options, rest = configure(
+    config, audio, request, replica, sources, options, rest = configure(
         {"allowed_audio_dirs": ["/srv/audio"], "max_audio_seconds": 60, "beam_size": 2, "metas": {"name": "x"}},
         *ARGUMENTS)
     assert sources.allowed_audio_dirs == ("/srv/audio",) and audio.max_audio_seconds == 60.0

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from speech2image.asr.audio import decode_audio
-from speech2image.errors import InvalidRequest, ModelLoadError
+from speech2image.errors import DeadlineExceeded, InvalidRequest, ModelLoadError
 from speech2image.asr.options import BACKENDS, TranscribeOptions, WhisperConfig
 from speech2image.asr.transcription import load_engine, transcribe
 from tests.support.speech import SPEECH, wer
+from tests.support.turns import DeadlineAfterChecks
 
 PROMPT_CLIPS = ["prompt1.wav", "prompt2.wav", "prompt3.wav", "prompt4.wav"]
 
@@ -85,3 +86,10 @@ def test_converted_openai_checkpoint_gives_the_same_words_as_faster_whisper(jfk)
 def test_unknown_model_fails_at_load_with_the_valid_names(backend):
     with pytest.raises(ModelLoadError, match="unknown whisper model 'huge-v9': use one of embedded, .*tiny.en"):
         load_engine(WhisperConfig(backend=backend, model="huge-v9"))
+
+
+def test_transcription_stops_between_two_segments_when_its_turn_ends(engine, jfk):
+    turn = DeadlineAfterChecks(1)  # openai-whisper checks once per 30-second window: three JFKs make two
+    with pytest.raises(DeadlineExceeded, match=r"^deadline passed at [1-9][\d.]* s of 33.0 s of audio"):
+        transcribe(engine, np.concatenate([jfk] * 3), TranscribeOptions(vad_filter=False), turn=turn)
+    assert turn.places[0] == "0.0 s of 33.0 s of audio" and len(turn.places) == 2

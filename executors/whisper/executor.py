@@ -1,6 +1,6 @@
 """WhisperExecutor: speech → text for every document of a request."""
 
-import time
+import asyncio
 
 from docarray import DocList
 from jina import Executor, requests
@@ -14,6 +14,7 @@ from speech2image.observability.stages import StageClock
 from speech2image.options import configure, merge
 from speech2image.schema import SpeechImageDoc, refuse_filled
 from speech2image.serving.announce import announce_when_serving
+from speech2image.serving.deadline import monotonic_deadline
 from speech2image.serving.scheduler import Scheduler
 
 
@@ -22,50 +23,60 @@ class WhisperExecutor(Executor):
 
     Arguments (config.yml `with:`, flow.yml `uses_with`), each with its default in one
     dataclass of `speech2image.asr.options.ARGUMENTS`: the model (`WhisperConfig`), the
-    limits (`AudioLimits`, `RequestLimits`), where a document's `uri` may point
-    (`AudioSources`), and the defaults of every request option (`TranscribeOptions`), which
-    request parameters override. Checked at start-up: a wrong type or an unknown name stops it.
+    limits (`AudioLimits`, `RequestLimits`, `ReplicaLimits`), where a document's `uri` may
+    point (`AudioSources`), and the defaults of every request option (`TranscribeOptions`),
+    which request parameters override. Checked at start-up: a wrong type or an unknown name
+    stops it. Requests queue in the replica's scheduler (a bounded queue, deadlines, cancellation).
     """
 
     def __init__(self, **kwargs):
-        config, self.audio_limits, self.request_limits, self.sources, self.defaults, rest = configure(
-            kwargs, *ARGUMENTS)
+        (config, self.audio_limits, self.request_limits, replica, self.sources, self.defaults,
+         rest) = configure(kwargs, *ARGUMENTS)
         super().__init__(**rest)
         self.engine = load_engine(config)
         self.decoder = AudioDecoder(self.audio_limits)  # hostile files cost a worker process, not this one
         self.metrics = ExecutorMetrics.of(self, "whisper")
-        self.scheduler = Scheduler(waited=self.metrics.waited)
+        self.scheduler = Scheduler(replica.max_queued_requests, self.metrics.scheduler_event)
         announce_when_serving(f"whisper executor ({self.engine.label})")
 
     @requests(on="/generate")
-    def transcribe(self, docs: DocList[SpeechImageDoc], parameters: dict, tracing_context=None,
-                   **kwargs) -> DocList[SpeechImageDoc]:
+    async def transcribe(self, docs: DocList[SpeechImageDoc], parameters: dict, tracing_context=None,
+                         **kwargs) -> DocList[SpeechImageDoc]:
+        parameters = parameters or {}
         clock = StageClock(self.metrics.observe)
         with self.metrics.request("transcribe", tracing_context, model=self.engine.label, documents=len(docs)):
-            deadline = time.monotonic() + self.request_limits.request_timeout_seconds
-            options = merge(self.defaults, parameters or {})  # every document and option is checked before model work
+            deadline = monotonic_deadline(parameters, self.request_limits.request_timeout_seconds)
+            options = merge(self.defaults, parameters)  # every document and option is checked before model work
             self.request_limits.check_documents(docs)
             refuse_filled(docs, "whisper", "diffusion")
             for doc in docs:
                 if not doc.has_audio() and not doc.prompt:
                     raise InvalidRequest("empty document: it has neither audio nor a text prompt; "
                                          "send audio bytes or prompt")
-            with clock.stage(DECODE):
-                waveforms = [load_audio(doc, self.sources, self.audio_limits, self.decoder.decode) for doc in docs]
-            self.request_limits.check_transcription(
-                audio_seconds=sum(w.size for w in waveforms if w is not None) / SAMPLE_RATE, beam_size=options.beam_size)
-            with self.scheduler.turn(), self.metrics.working():
-                for doc, waveform in zip(docs, waveforms):
-                    if waveform is None:  # text-only documents pass through untouched
-                        continue
-                    transcript = transcribe(self.engine, waveform, options, clock=clock, deadline=deadline)
-                    for name, value in document_fields(transcript).items():
-                        setattr(doc, name, value)
-                    doc.audio = doc.waveform = None  # the answer does not carry the input back
-                    self.metrics.audio_transcribed(transcript.duration)
-                    self.metrics.set_attributes(audio_seconds=transcript.duration, language=transcript.language,
-                                                task=transcript.task)
+            if not any(doc.has_audio() for doc in docs):
+                return docs  # text only: nothing to queue for
+            async with self.scheduler.turn(deadline) as turn:
+                with clock.stage(DECODE):  # a worker process decodes: the replica's turn, but not its model
+                    waveforms = await asyncio.to_thread(
+                        lambda: [load_audio(doc, self.sources, self.audio_limits, self.decoder.decode) for doc in docs])
+                self.request_limits.check_transcription(
+                    audio_seconds=sum(w.size for w in waveforms if w is not None) / SAMPLE_RATE,
+                    beam_size=options.beam_size)
+                with self.metrics.working():
+                    await self.scheduler.run(turn, self._transcribe_all, docs, waveforms, options, clock)
         return docs
+
+    def _transcribe_all(self, docs, waveforms, options, clock, turn) -> None:
+        for doc, waveform in zip(docs, waveforms):
+            if waveform is None:  # text-only documents pass through untouched
+                continue
+            transcript = transcribe(self.engine, waveform, options, clock=clock, turn=turn)
+            for name, value in document_fields(transcript).items():
+                setattr(doc, name, value)
+            doc.audio = doc.waveform = None  # the answer does not carry the input back
+            self.metrics.audio_transcribed(transcript.duration)
+            self.metrics.set_attributes(audio_seconds=transcript.duration, language=transcript.language,
+                                        task=transcript.task)
 
     @requests(on="/models")
     def models(self, docs: DocList[SpeechImageDoc], **kwargs) -> DocList[SpeechImageDoc]:

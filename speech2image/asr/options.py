@@ -11,7 +11,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from ..errors import InvalidRequest
-from ..limits import BEAM_SIZE, MAX_INITIAL_PROMPT_CHARS, AudioLimits, RequestLimits
+from ..limits import BEAM_SIZE, MAX_INITIAL_PROMPT_CHARS, AudioLimits, ReplicaLimits, RequestLimits
 from ..options import check_choice, check_range, option
 
 BACKENDS = ("faster-whisper", "openai-whisper")
@@ -133,4 +133,4 @@ class TranscribeOptions:
 
 
 # what the Whisper executor takes: the fields of these, each default in one place
-ARGUMENTS = (WhisperConfig, AudioLimits, RequestLimits, AudioSources, TranscribeOptions)
+ARGUMENTS = (WhisperConfig, AudioLimits, RequestLimits, ReplicaLimits, AudioSources, TranscribeOptions)

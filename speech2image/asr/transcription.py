@@ -14,9 +14,10 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from ..errors import GenerationError, InvalidRequest, ModelLoadError, one_line
+from ..errors import InvalidRequest, ModelLoadError, one_line
 from ..observability.metrics import DETECT_LANGUAGE, TRANSCRIBE, VAD
 from ..observability.stages import StageClock
+from ..serving.scheduler import Turn
 from ..options import check_choice
 from ..schema import Segment, Word
 from .audio import SAMPLE_RATE
@@ -46,7 +47,7 @@ class WhisperEngine(Protocol):
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]: ...
 
     def run(self, audio: np.ndarray, options: TranscribeOptions, *, language: str, task: str,
-            deadline: Optional[float]) -> list[Segment]: ...
+            turn: Turn) -> list[Segment]: ...
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,15 @@ class FasterWhisperEngine:
         return language, float(probability)
 
     def run(self, audio: np.ndarray, options: TranscribeOptions, *, language: str, task: str,
-            deadline: Optional[float]) -> list[Segment]:
+            turn: Turn) -> list[Segment]:
         segments, _ = self.model.transcribe(
             audio, language=language, task=task, beam_size=options.beam_size,
             vad_filter=options.vad_filter, initial_prompt=options.initial_prompt,
             word_timestamps=options.word_timestamps, **_temperature(options),
         )
-        done = []  # faster-whisper transcribes lazily, a segment at a time: the deadline is checked between them
+        done = []  # faster-whisper transcribes lazily, a segment at a time: the turn is checked between them
         while True:
-            _check(deadline, done[-1].end if done else 0.0, audio)
+            _check(turn, done[-1].end if done else 0.0, audio)
             s = next(segments, None)
             if s is None:
                 return done
@@ -158,7 +159,7 @@ class OpenAIWhisperEngine:
         return language, float(probabilities[language])
 
     def run(self, audio: np.ndarray, options: TranscribeOptions, *, language: str, task: str,
-            deadline: Optional[float]) -> list[Segment]:
+            turn: Turn) -> list[Segment]:
         import whisper
 
         clips = "0"
@@ -168,7 +169,7 @@ class OpenAIWhisperEngine:
                 return []
             clips = [t / SAMPLE_RATE for s in speech for t in (s["start"], s["end"])]
         result = whisper.transcribe(
-            _Deadlined(self.model, deadline, audio), audio, language=language, task=task, beam_size=options.beam_size,
+            _Checked(self.model, turn, audio), audio, language=language, task=task, beam_size=options.beam_size,
             best_of=options.beam_size, initial_prompt=options.initial_prompt,
             word_timestamps=options.word_timestamps, fp16=self.compute_type == "float16",
             clip_timestamps=clips, verbose=None, **_temperature(options),
@@ -178,12 +179,12 @@ class OpenAIWhisperEngine:
                 for s in result["segments"]]
 
 
-class _Deadlined:
-    """An openai-whisper model whose decoding of each 30-second window first checks the deadline
+class _Checked:
+    """An openai-whisper model whose decoding of each 30-second window first checks the turn
     (openai-whisper's transcribe calls `model.decode` once per window)."""
 
-    def __init__(self, model, deadline: Optional[float], audio: np.ndarray):
-        self._model, self._deadline, self._audio, self._windows = model, deadline, audio, 0
+    def __init__(self, model, turn: Turn, audio: np.ndarray):
+        self._model, self._turn, self._audio, self._windows = model, turn, audio, 0
 
     def __getattr__(self, name):
         return getattr(self._model, name)
@@ -192,7 +193,7 @@ class _Deadlined:
         return self._model(*args, **kwargs)
 
     def decode(self, mel, options):
-        _check(self._deadline, min(30.0 * self._windows, self._audio.size / SAMPLE_RATE), self._audio)
+        _check(self._turn, min(30.0 * self._windows, self._audio.size / SAMPLE_RATE), self._audio)
         self._windows += 1
         return self._model.decode(mel, options)
 
@@ -202,12 +203,8 @@ def _temperature(options: TranscribeOptions) -> dict:
     return {"temperature": options.temperature} if options.temperature > 0 else {}
 
 
-def _check(deadline: Optional[float], done_seconds: float, audio: np.ndarray) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise GenerationError(
-            f"transcription timed out after {done_seconds:.1f} s of {audio.size / SAMPLE_RATE:.1f} s of audio: it ran "
-            "past the executor's request_timeout_seconds; send shorter audio or a smaller beam_size"
-        )
+def _check(turn: Turn, done_seconds: float, audio: np.ndarray) -> None:
+    turn.check(f"{done_seconds:.1f} s of {audio.size / SAMPLE_RATE:.1f} s of audio")
 
 
 def _segment(start, end, text: str, words: list[tuple]) -> Segment:
@@ -264,10 +261,10 @@ def load_engine(config: WhisperConfig = WhisperConfig()) -> WhisperEngine:
 
 
 def transcribe(engine: WhisperEngine, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(), *,
-               clock: StageClock = StageClock(), deadline: Optional[float] = None) -> Transcript:
-    """Transcribe a 16 kHz mono float32 waveform, stopping with GenerationError between two
-    segments once `time.monotonic()` passes `deadline`; `clock` times the stages (vad,
-    detect_language, transcribe)."""
+               clock: StageClock = StageClock(), turn: Optional[Turn] = None) -> Transcript:
+    """Transcribe a 16 kHz mono float32 waveform; between two segments `turn` may stop it
+    (DeadlineExceeded, Cancelled); `clock` times the stages (vad, detect_language, transcribe)."""
+    turn = turn or Turn()  # no deadline, never cancelled
     if options.task == "translate" and not engine.multilingual:
         raise InvalidRequest(
             f"invalid task='translate': model {engine.label!r} is English-only; use a multilingual model"
@@ -293,7 +290,7 @@ def transcribe(engine: WhisperEngine, audio: np.ndarray, options: TranscribeOpti
         language, probability = "en", 1.0
     task, warnings = _choose_task(options, language, probability)
     with clock.stage(TRANSCRIBE):
-        segments = tuple(engine.run(audio, options, language=language, task=task, deadline=deadline))
+        segments = tuple(engine.run(audio, options, language=language, task=task, turn=turn))
     return _transcript(engine, audio, options, language=language, probability=probability, task=task,
                        segments=segments, started=started, warnings=warnings)
 

@@ -14,7 +14,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from ..cache import tiny_diffusion_dir
 from ..errors import GenerationError, ModelLoadError, one_line
@@ -22,6 +22,7 @@ from ..hardware import cpu_has_native_bfloat16
 from ..limits import MAX_SEED, SIZE_RANGE, TINY_MAX_SIZE
 from ..observability.metrics import DENOISE, PNG_ENCODE, TEXT_ENCODE, VAE_DECODE
 from ..observability.stages import StageClock
+from ..serving.scheduler import Turn
 from ..options import check_range
 from ..schema import GeneratedImage, to_blob
 from .options import OFFLINE_MODEL, PRESETS, SCHEDULERS, DiffusionConfig, GenerateOptions
@@ -214,15 +215,14 @@ def _compile(pipe) -> None:
     pipe.vae.decoder = torch.compile(pipe.vae.decoder)
 
 
-class _PastDeadline(Exception):
-    """Raised between denoising steps once a request has run out of time."""
-
-
-def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, deadline: Optional[float] = None,
-             clock: StageClock = StageClock()) -> list[GeneratedImage]:
-    """Draw the images of `settings` (from :meth:`DiffusionEngine.resolve`) for `prompt`,
-    stopping between two denoising steps with GenerationError once `time.monotonic()` passes
-    `deadline`. `clock` times each image's stages: text_encode, denoise, vae_decode, png_encode."""
+def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: Optional[Turn] = None,
+             clock: StageClock = StageClock(), drawn: Callable[[int], None] = lambda count: None,
+             ) -> list[GeneratedImage]:
+    """Draw the images of `settings` (from :meth:`DiffusionEngine.resolve`) for `prompt`; between
+    two denoising steps `turn` may stop it (DeadlineExceeded, Cancelled). `clock` times each
+    image's stages: text_encode, denoise, vae_decode, png_encode; `drawn` is told how many images
+    each pipeline call drew, as they come (work done counts even when the rest is stopped)."""
+    turn = turn or Turn()  # no deadline, never cancelled
     import torch
 
     warnings = []
@@ -238,14 +238,14 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, deadli
     pictures, flagged = [], []
 
     def after_step(pipe, step, timestep, callback_kwargs):
-        if deadline is not None and time.monotonic() > deadline:
-            raise _PastDeadline(f"step {step + 1} of {settings.steps} of image {len(pictures) + 1} of {n}")
+        turn.check(f"step {step + 1} of {settings.steps} of image {len(pictures) + 1} of {n}")
         return callback_kwargs
 
     engine.pipe.scheduler = engine.scheduler(settings.scheduler)
     started = time.perf_counter()
     try:
         for seeds in batches:
+            turn.check(f"image {len(pictures) + 1} of {n}, before its first step")
             with clock.watch(engine.stage_modules):
                 output = engine.pipe(
                     prompt=[prompt] * len(seeds),
@@ -256,12 +256,8 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, deadli
                     output_type="pil", callback_on_step_end=after_step,
                 )
             pictures += output.images
+            drawn(len(output.images))
             flagged += output.nsfw_content_detected or [False] * len(seeds)
-    except _PastDeadline as e:
-        raise GenerationError(
-            f"request timed out at {e}: it ran past the executor's request_timeout_seconds; "
-            "ask for fewer images, fewer steps or a smaller size"
-        ) from e
     except torch.OutOfMemoryError as e:
         torch.cuda.empty_cache()
         raise GenerationError(

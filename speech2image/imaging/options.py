@@ -10,7 +10,7 @@ from typing import Optional
 
 from ..errors import InvalidRequest
 from ..limits import (GUIDANCE_SCALE, MAX_IMAGES, MAX_NEGATIVE_PROMPT_CHARS, MAX_SEED, SIZE_MULTIPLE, STEPS,
-                      RequestLimits)
+                      ReplicaLimits, RequestLimits)
 from ..options import check_choice, check_range, option
 
 OFFLINE_MODEL = "tiny"  # random weights, built on first use: no network (app.py --offline); its images are noise
@@ -104,4 +104,4 @@ class GenerateOptions:
 
 
 # what the diffusion executor takes: the fields of these, each default in one place
-ARGUMENTS = (DiffusionConfig, RequestLimits, GenerateOptions)
+ARGUMENTS = (DiffusionConfig, RequestLimits, ReplicaLimits, GenerateOptions)

@@ -24,6 +24,10 @@ AUDIO_SECONDS = "speech2image_audio_seconds"  # speech2image_audio_seconds_total
 IMAGES = "speech2image_images"  # speech2image_images_total
 ERRORS = "speech2image_errors"  # speech2image_errors_total
 IN_PROGRESS = "speech2image_in_progress"
+QUEUE_LENGTH = "speech2image_queue_length"  # requests waiting for a replica's scheduler
+REFUSED = "speech2image_refused"  # speech2image_refused_total: Busy, the queue was full
+DROPPED = "speech2image_dropped"  # speech2image_dropped_total: the deadline passed in the queue
+CANCELLED = "speech2image_cancelled"  # speech2image_cancelled_total: the client went away
 GPU_MEMORY_USED = "speech2image_gpu_memory_used_bytes"
 GPU_UTILIZATION = "speech2image_gpu_utilization_ratio"
 
@@ -68,6 +72,13 @@ class ExecutorMetrics:
         self.in_progress = Gauge(IN_PROGRESS, "Requests being worked on now", names,
                                  registry=registry).labels(**labels)
         self.audio_seconds = Counter(AUDIO_SECONDS, "Seconds of audio transcribed", names, registry=registry)
+        self.queue_length = Gauge(QUEUE_LENGTH, "Requests waiting for this replica", names,
+                                  registry=registry).labels(**labels)
+        self.outcomes = {kind: Counter(name, help_text, names, registry=registry).labels(**labels)
+                         for kind, name, help_text in (
+                             ("refused", REFUSED, "Requests refused at once: the replica's queue was full"),
+                             ("dropped", DROPPED, "Requests dropped unworked: their deadline passed in the queue"),
+                             ("cancelled", CANCELLED, "Requests whose client went away, queued or running"))}
         self.images = Counter(IMAGES, "Images made", (*names, "model"), registry=registry)
         self.labels = labels
         if registry is not None:
@@ -94,9 +105,14 @@ class ExecutorMetrics:
         with self.in_progress.track_inprogress():
             yield
 
-    def waited(self, seconds: float) -> None:
-        """A request waited this long for its turn (the scheduler tells)."""
-        self.queue_seconds.observe(seconds)
+    def scheduler_event(self, kind: str, value: float) -> None:
+        """What the replica's scheduler tells: the queue's length, a wait, a refusal, a drop, a cancel."""
+        if kind == "queued":
+            self.queue_length.set(value)
+        elif kind == "waited":
+            self.queue_seconds.observe(value)
+        else:
+            self.outcomes[kind].inc(value)
 
     def audio_transcribed(self, seconds: float) -> None:
         self.audio_seconds.labels(**self.labels).inc(seconds)

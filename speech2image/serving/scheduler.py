@@ -1,27 +1,121 @@
-"""The scheduler of an executor replica: its model work runs one request at a time.
+"""The scheduler of an executor replica: one request's model work at a time, a bounded queue
+that refuses at once when full, deadlines, and cancellation.
 
-Jina hands a replica's requests to its executor concurrently (`allow_concurrent`), so the
-wait for a turn happens here, where it is measured, rather than inside Jina.
+Jina hands a replica's requests to its executor concurrently (`allow_concurrent`, async
+methods), so requests wait here, first come first served, where the wait is measured. At most
+`max_queued_requests` wait; one more is refused with Busy, whose one line says how long to wait
+(an estimate from the recent service times). A request whose deadline passes while it waits is
+dropped (DeadlineExceeded) instead of being done for nobody, and one whose call is cancelled
+(its client went away: the gateway cancels the call) leaves the queue. The model work runs in a
+thread (:meth:`Scheduler.run`) that checks its :class:`Turn` between two steps, and stops there
+when the deadline passes or the call is cancelled.
 """
 
+import asyncio
+import collections
 import contextlib
+import statistics
 import threading
 import time
 from typing import Callable, Optional
 
+from ..errors import Busy, Cancelled, DeadlineExceeded
+
+
+class Turn:
+    """A request's deadline (time.monotonic()) and cancellation, checked between two steps."""
+
+    def __init__(self, deadline: Optional[float] = None):
+        self.deadline = deadline
+        self.cancelled = threading.Event()
+
+    def check(self, where: str) -> None:
+        """Raise Cancelled or DeadlineExceeded, naming `where` the work stopped, when due."""
+        if self.cancelled.is_set():
+            raise Cancelled(f"cancelled at {where}: the client went away")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise DeadlineExceeded(f"deadline passed at {where}; ask again with a longer timeout, or for less work")
+
 
 class Scheduler:
-    """One request's model work at a time; `waited` is told how long each request waited."""
+    """Runs one request at a time; `events(kind, value)` is told what happens: "queued" (the queue
+    length), "waited" (seconds), "refused", "dropped", "cancelled" (one each)."""
 
-    def __init__(self, waited: Optional[Callable[[float], None]] = None):
-        self._lock = threading.Lock()
-        self._waited = waited
+    def __init__(self, max_queued_requests: int, events: Optional[Callable[[str, float], None]] = None):
+        self.max_queued_requests = max_queued_requests
+        self._events = events or (lambda kind, value: None)
+        self._condition: Optional[asyncio.Condition] = None  # made in the replica's event loop
+        self._waiting: collections.deque = collections.deque()
+        self._running = False
+        self._service_seconds: collections.deque = collections.deque(maxlen=20)
 
-    @contextlib.contextmanager
-    def turn(self):
-        """Wait for this request's turn, then hold it for the `with` block."""
-        started = time.perf_counter()
-        with self._lock:
-            if self._waited:
-                self._waited(time.perf_counter() - started)
-            yield
+    def retry_after(self, ahead: int) -> float:
+        """Seconds a request refused now should wait: the requests ahead of it at the recent pace."""
+        pace = statistics.median(self._service_seconds) if self._service_seconds else 1.0
+        return max(1.0, (ahead + 1) * pace)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, deadline: Optional[float] = None):
+        """Wait for this request's turn — Busy at once when the queue is full, DeadlineExceeded when
+        its deadline passes first, CancelledError when its call is cancelled — then hold it for the
+        `async with` block, which gets the request's Turn."""
+        self._condition = self._condition or asyncio.Condition()
+        if len(self._waiting) >= self.max_queued_requests and (self._running or self._waiting):
+            self._events("refused", 1)
+            ahead = len(self._waiting)
+            raise Busy(f"busy: {ahead} request(s) wait for this replica (max_queued_requests="
+                       f"{self.max_queued_requests}); retry in about {self.retry_after(ahead):.0f} s")
+        ticket, entered = object(), time.monotonic()
+        if deadline is not None and deadline <= entered:  # a retried copy of a request that ran out of time
+            self._events("dropped", 1)
+            raise DeadlineExceeded("deadline passed before the request reached the replica; ask again with a "
+                                   "longer timeout")
+        self._waiting.append(ticket)
+        self._events("queued", len(self._waiting))
+        try:
+            async with self._condition:
+                try:
+                    while self._running or self._waiting[0] is not ticket:
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            self._events("dropped", 1)
+                            raise DeadlineExceeded(f"deadline passed after {time.monotonic() - entered:.1f} s in "
+                                                   "the queue, before any model work; ask again with a longer "
+                                                   "timeout, or when the service is less busy")
+                        try:
+                            await asyncio.wait_for(self._condition.wait(), left)
+                        except asyncio.TimeoutError:
+                            continue
+                    self._running = True
+                finally:  # out of the queue, to run or not: the next one may be first now
+                    self._waiting.remove(ticket)
+                    self._condition.notify_all()
+        except asyncio.CancelledError:
+            self._events("cancelled", 1)
+            raise
+        finally:
+            if ticket in self._waiting:  # cancelled before it got the condition's lock
+                self._waiting.remove(ticket)
+            self._events("queued", len(self._waiting))
+        self._events("waited", time.monotonic() - entered)
+        started = time.monotonic()
+        try:
+            yield Turn(deadline)
+        finally:
+            self._service_seconds.append(time.monotonic() - started)
+            async with self._condition:
+                self._running = False
+                self._condition.notify_all()
+
+    async def run(self, turn: Turn, work: Callable, *args):
+        """`work(*args, turn)` in a thread; if the call is cancelled meanwhile, the work is told
+        (turn.cancelled) and awaited until it stops at its next step, so the turn is never shared."""
+        task = asyncio.ensure_future(asyncio.to_thread(work, *args, turn))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            turn.cancelled.set()
+            self._events("cancelled", 1)
+            with contextlib.suppress(Exception):
+                await task
+            raise

@@ -1,0 +1,227 @@
+"""The replica scheduler alone: its bounded queue, deadlines and cancellation, with no model.
+
+Work is a function that waits on threading events the test sets, so nothing here sleeps to
+make something happen; the test waits on the conditions it checks.
+"""
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from speech2image.errors import Busy, Cancelled, DeadlineExceeded
+from speech2image.serving.scheduler import Scheduler, Turn
+
+
+class Recorder:
+    """The scheduler's events, as the executors' metrics get them."""
+
+    def __init__(self):
+        self.events: list[tuple[str, float]] = []
+
+    def __call__(self, kind, value):
+        self.events.append((kind, value))
+
+    def count(self, kind):
+        return sum(value for k, value in self.events if k == kind)
+
+
+def blocking_work(started: threading.Event, release: threading.Event):
+    """Work that says it started, then steps until released, checking its turn between steps."""
+
+    def work(turn: Turn):
+        started.set()
+        step = 0
+        while not release.wait(0.01):
+            step += 1
+            turn.check(f"step {step}")
+        return "done"
+
+    return work
+
+
+async def until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.005)
+
+
+async def occupy(scheduler: Scheduler):
+    """A request holding the replica until its `release` is set; returns (task, started, release)."""
+    started, release = threading.Event(), threading.Event()
+
+    async def request():
+        async with scheduler.turn() as turn:
+            return await scheduler.run(turn, blocking_work(started, release))
+
+    task = asyncio.ensure_future(request())
+    await until(started.is_set)
+    return task, release
+
+
+def test_requests_take_turns_first_come_first_served():
+    async def scenario():
+        scheduler = Scheduler(max_queued_requests=3)
+        order = []
+        running, release = await occupy(scheduler)
+
+        async def queued(name):
+            async with scheduler.turn():
+                order.append(name)
+
+        waiting = [asyncio.ensure_future(queued(name)) for name in "abc"]
+        await until(lambda: len(scheduler._waiting) == 3)
+        release.set()
+        await asyncio.gather(running, *waiting)
+        return order
+
+    assert asyncio.run(scenario()) == ["a", "b", "c"]
+
+
+def test_a_full_queue_refuses_at_once_with_how_long_to_wait():
+    async def scenario():
+        events = Recorder()
+        scheduler = Scheduler(max_queued_requests=1, events=events)
+        running, release = await occupy(scheduler)
+
+        async def request():
+            async with scheduler.turn():
+                return "served"
+
+        queued = asyncio.ensure_future(request())
+        await until(lambda: len(scheduler._waiting) == 1)
+        with pytest.raises(Busy) as refused:
+            await request()
+        release.set()
+        assert await running == "done" and await queued == "served"  # the refusal took nothing from them
+        return str(refused.value), events
+
+    message, events = asyncio.run(scenario())
+    assert message.startswith("busy: 1 request(s) wait for this replica (max_queued_requests=1); retry in about ")
+    assert message.endswith(" s") and "\n" not in message
+    assert events.count("refused") == 1 and ("queued", 1) in events.events
+
+
+def test_the_wait_estimate_follows_the_recent_service_time():
+    scheduler = Scheduler(max_queued_requests=1)
+    scheduler._service_seconds.extend([4.0, 5.0, 6.0])
+    assert scheduler.retry_after(ahead=2) == 15.0  # three requests ahead of a retry, 5 s each
+    assert Scheduler(max_queued_requests=1).retry_after(ahead=0) == 1.0  # no history: at least 1 s
+
+
+def test_no_queue_still_serves_one_at_a_time():
+    async def scenario():
+        scheduler = Scheduler(max_queued_requests=0)
+        running, release = await occupy(scheduler)
+        with pytest.raises(Busy):
+            async with scheduler.turn():
+                pass
+        release.set()
+        assert await running == "done"
+        async with scheduler.turn():  # free again
+            return True
+
+    assert asyncio.run(scenario())
+
+
+def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_unworked():
+    async def scenario():
+        events = Recorder()
+        scheduler = Scheduler(max_queued_requests=4, events=events)
+        running, release = await occupy(scheduler)
+        worked = []
+
+        async def request():
+            async with scheduler.turn(deadline=time.monotonic() + 0.05):
+                worked.append(True)
+
+        with pytest.raises(DeadlineExceeded, match=r"^deadline passed after \d+\.\d s in the queue, before any model "
+                                                   r"work; ask again with a longer timeout"):
+            await request()
+        assert len(scheduler._waiting) == 0 and not worked
+        release.set()
+        await running
+        return events
+
+    events = asyncio.run(scenario())
+    assert events.count("dropped") == 1
+    assert [kind for kind, _ in events.events].count("waited") == 1  # the running request's only
+
+
+def test_a_deadline_already_past_is_dropped_before_queueing():
+    """A copy of a request that Jina retried after its time ran out is not worked on."""
+
+    async def scenario():
+        events = Recorder()
+        scheduler = Scheduler(max_queued_requests=4, events=events)
+        with pytest.raises(DeadlineExceeded, match="before the request reached the replica"):
+            async with scheduler.turn(deadline=time.monotonic() - 1):
+                pass
+        return events
+
+    assert asyncio.run(scenario()).count("dropped") == 1
+
+
+def test_a_cancelled_queued_request_leaves_the_queue():
+    async def scenario():
+        events = Recorder()
+        scheduler = Scheduler(max_queued_requests=4, events=events)
+        running, release = await occupy(scheduler)
+        entered = []
+
+        async def request():
+            async with scheduler.turn():
+                entered.append(True)
+
+        waiting = asyncio.ensure_future(request())
+        await until(lambda: len(scheduler._waiting) == 1)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert len(scheduler._waiting) == 0
+        release.set()
+        await running
+        return entered, events
+
+    entered, events = asyncio.run(scenario())
+    assert not entered and events.count("cancelled") == 1
+
+
+def test_cancelling_running_work_stops_it_at_its_next_step_and_frees_the_replica():
+    async def scenario():
+        events = Recorder()
+        scheduler = Scheduler(max_queued_requests=4, events=events)
+        started, never = threading.Event(), threading.Event()
+        turns = []
+
+        async def request():
+            async with scheduler.turn() as turn:
+                turns.append(turn)
+                return await scheduler.run(turn, blocking_work(started, never))
+
+        running = asyncio.ensure_future(request())
+        await until(started.is_set)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        # the work thread saw the cancellation and returned: the next request runs alone
+        assert turns[0].cancelled.is_set()
+        with pytest.raises(Cancelled, match=r"^cancelled at step \d+: the client went away$"):
+            turns[0].check("step 1")
+        async with scheduler.turn():
+            return events
+
+    assert asyncio.run(scenario()).count("cancelled") == 1
+
+
+def test_running_work_stops_at_its_deadline_between_steps():
+    async def scenario():
+        scheduler = Scheduler(max_queued_requests=4)
+        started, never = threading.Event(), threading.Event()
+        async with scheduler.turn(deadline=time.monotonic() + 0.2) as turn:
+            return await scheduler.run(turn, blocking_work(started, never))
+
+    with pytest.raises(DeadlineExceeded, match=r"^deadline passed at step \d+; ask again with a longer timeout"):
+        asyncio.run(scenario())
