@@ -19,7 +19,9 @@ from pathlib import Path
 
 from speech2image.asr import options as asr_options  # options only: no model library
 from speech2image.imaging import options as imaging_options
-from speech2image.serving.network import LOOPBACK, METRICS_HOST, is_loopback, metrics_bind_from_environment
+from speech2image.limits import ReplicaLimits
+from speech2image.serving.network import (GRPC_SERVER_OPTIONS, LOOPBACK, METRICS_HOST, is_loopback,
+                                          metrics_bind_from_environment)
 
 # every process of the Flow imports this file first (multiprocessing's spawn runs the main module
 # as __mp_main__): Jina's metrics servers bind the address app.py chose, not all interfaces
@@ -42,14 +44,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "interface, which needs --api-keys). Executors and metrics stay on loopback")
     parser.add_argument("--api-keys", metavar="FILE",
                         help="require Authorization: Bearer KEY on every call but health checks; one key per line, "
-                             "or sha256:HEX; # comments")
+                             "(16 characters or more) or sha256:HEX; lines starting with # are comments")
     parser.add_argument("--allow-unauthenticated", action="store_true",
                         help="let --listen expose the service without --api-keys, on purpose")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve gRPC and HTTP over TLS with this certificate chain")
     parser.add_argument("--tls-key", metavar="FILE", help="… and this private key")
+    parser.add_argument("--max-queued-requests", type=int, metavar="N",
+                        help=f"requests that may wait for each executor replica; one more is refused at once as busy "
+                             f"(default {ReplicaLimits().max_queued_requests})")
+    parser.add_argument("--grace-seconds", type=float, default=30.0,
+                        help="on SIGTERM or Ctrl-C, how long requests in flight may finish (default 30)")
     parser.add_argument("--max-request-bytes", type=int,
-                        help="the largest request accepted (gRPC message, HTTP body); default max_documents x "
-                             "max_audio_bytes + 1 MiB of the Whisper executor's limits")
+                        help="the largest gRPC message accepted (HTTP bodies: also bounded by route, one audio "
+                             "file or 1 MiB of fields); default max_documents x max_audio_bytes + 1 MiB of the "
+                             "Whisper executor's limits")
     whisper, diffusion = asr_options.WhisperConfig(), imaging_options.DiffusionConfig()
     parser.add_argument("--whisper-model",
                         help=f"Whisper name, local path, 'embedded' or 'embedded-base' (default {whisper.model})")
@@ -102,6 +110,8 @@ def executor_specs(args: argparse.Namespace) -> list[dict]:
         model = getattr(args, f"{name}_model") or (OFFLINE_MODELS[name] if args.offline else None)
         if model:
             uses_with["model"] = model
+        if args.max_queued_requests is not None:
+            uses_with["max_queued_requests"] = args.max_queued_requests
         if name == "whisper":
             if args.whisper_backend:
                 uses_with["backend"] = args.whisper_backend
@@ -122,6 +132,8 @@ def executor_specs(args: argparse.Namespace) -> list[dict]:
             uses_with=uses_with,
             replicas=args.diffusion_replicas if name == "diffusion" else 1,
             timeout_ready=-1,  # model loading is never cut short
+            timeout_ctrl=5,  # seconds (Pod.close reads it so) Jina waits for a replica to stop: a dead one never does
+            grpc_server_options=GRPC_SERVER_OPTIONS,
             allow_concurrent=executor.get("allow_concurrent", True),  # requests queue in the executor's scheduler
             **observability(args),
         ))
@@ -181,12 +193,18 @@ def fetch_models(specs: list[dict]) -> None:
 
 
 def gateway_arguments(args: argparse.Namespace, specs: list[dict]) -> dict:
-    """The gateway's own arguments: its keys and the largest request (from the Whisper executor's limits)."""
-    from speech2image.limits import max_request_bytes
+    """The gateway's own arguments: its keys, the largest request (from the Whisper executor's
+    limits), the longest a request may take (the executors' longest) and the grace period."""
+    from speech2image.limits import RequestLimits, max_request_bytes
 
-    _, audio, request, *_ = executor_arguments(specs)["whisper"]
+    built = executor_arguments(specs)
+    _, audio, request, *_ = built["whisper"]
+    longest = max(part.request_timeout_seconds for parts in built.values() for part in parts
+                  if isinstance(part, RequestLimits))
     return {"api_keys": str(Path(args.api_keys).resolve()) if args.api_keys else None,
-            "max_request_bytes": args.max_request_bytes or max_request_bytes(audio, request)}
+            "max_request_bytes": args.max_request_bytes or max_request_bytes(audio, request),
+            "max_audio_bytes": audio.max_audio_bytes,
+            "request_timeout_seconds": longest, "grace_seconds": args.grace_seconds}
 
 
 def check_exposure(args: argparse.Namespace) -> None:
@@ -217,6 +235,7 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
     tls = {"ssl_certfile": str(Path(args.tls_cert).resolve()), "ssl_keyfile": str(Path(args.tls_key).resolve())} \
         if args.tls_cert else {}  # the gateway's only: the executors, on loopback, speak plain gRPC to it
     flow = Flow(protocol=list(PROTOCOLS), port=[args.port, args.port + 1], host=args.listen, **gateway,
+                timeout_ctrl=int(args.grace_seconds + 10),  # s: the gateway drains first (README: Admission)
                 **observability(args))
     flow = flow.config_gateway(uses=str(ROOT / "gateway" / "config.yml"), uses_with=gateway_arguments(args, specs),
                                **tls)
@@ -254,8 +273,9 @@ def main(argv=None) -> int:
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: stop_now() if stop.is_set() else stop.set())
     flow = build_flow(args, specs)
+    code = 0
     try:
         with flow:
             secure = "s" if args.tls_cert else ""
@@ -270,12 +290,50 @@ def main(argv=None) -> int:
             if urls:
                 print(f"metrics: {' '.join(url for group in urls.values() for url in group)}", flush=True)
             with start_prometheus(args, urls):
-                flow.block(stop_event=stop)
+                code = watch(flow, stop)
+            print(f"speech2image stopping: requests in flight may finish for {args.grace_seconds:g} s "
+                  "(a second Ctrl-C stops at once)", flush=True)
     except RuntimeFailToStart:
         print("speech2image: an executor failed to start; its error is in the log above", file=sys.stderr)
         return 1
     print("speech2image stopped", flush=True)
+    return code
+
+
+def watch(flow, stop: threading.Event) -> int:
+    """Serve until `stop` is set (0), or until an executor has no replica left (3: a supervisor —
+    systemd, Docker's restart policy, Kubernetes — starts the service again; Jina does not restart
+    a lost replica). A replica lost beside others that serve is told once."""
+    lost: set = set()
+    while not stop.wait(1.0):
+        for name, workers in executor_processes(flow).items():
+            dead = [worker for worker in workers if not worker.is_alive()]
+            for worker in dead:
+                if worker.pid not in lost:
+                    lost.add(worker.pid)
+                    print(f"speech2image: a {name} replica (pid {worker.pid}) died; {len(workers) - len(dead)} of "
+                          f"{len(workers)} serve", file=sys.stderr, flush=True)
+            if len(dead) == len(workers):
+                print(f"speech2image: no {name} replica is left: stopping (exit 3) so that a supervisor starts the "
+                      "service again", file=sys.stderr, flush=True)
+                return 3
     return 0
+
+
+def executor_processes(flow) -> dict[str, list]:
+    """Each executor's replica processes (Jina's pods' multiprocessing workers)."""
+    return {name: [pod.worker for shard in deployment.shards.values() for pod in shard._pods]
+            for name, deployment in flow if name != "gateway"}
+
+
+def stop_now() -> None:
+    """A second Ctrl-C (or SIGTERM): every process of the Flow ends at once."""
+    import psutil
+
+    print("speech2image: stopping at once", file=sys.stderr, flush=True)
+    for child in psutil.Process().children(recursive=True):
+        child.kill()
+    os._exit(130)
 
 
 @contextlib.contextmanager

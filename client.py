@@ -91,7 +91,7 @@ def post(docs, host: str = "localhost:54322", parameters: Optional[dict] = None,
     in one event loop, or processes.
     """
     client, failures = connect(host), []
-    with _answered(client):
+    with _answered(client, timeout):
         results = client.post("/generate", **_request(client, docs, parameters, timeout, target_executor, api_key,
                                                       failures))
     _raise_failure(failures)
@@ -102,7 +102,7 @@ async def post_async(docs, host: str = "localhost:54322", parameters: Optional[d
                      timeout: float = 600.0, target_executor: Optional[str] = None, api_key: Optional[str] = None):
     """:func:`post` for asyncio: many of these may run at once in one event loop."""
     client, failures, results = connect(host, asyncio=True), [], _doc_list()()
-    with _answered(client):
+    with _answered(client, timeout):
         async for answered in client.post("/generate", **_request(client, docs, parameters, timeout, target_executor,
                                                                   api_key, failures)):
             results.extend(answered)
@@ -122,13 +122,17 @@ def _request(client, docs, parameters, timeout, target_executor, api_key, failur
 
 
 @contextlib.contextmanager
-def _answered(client):
-    """Jina's client errors as one-line ClientErrors: unreachable, refused (a key, a size), failed."""
+def _answered(client, timeout: float):
+    """Jina's client errors as one-line ClientErrors: unreachable, refused (a key, a size, busy),
+    out of time, failed."""
     from jina.excepts import BadServerFlow
 
     try:
         yield
     except OSError as e:  # Jina's ConnectionError (refused, unavailable), timeouts
+        if "DEADLINE_EXCEEDED" in str(e) or isinstance(e, TimeoutError):
+            raise ClientError(f"no answer from the speech2image server at {_address(client)} within --timeout "
+                              f"{timeout:g} s (the server stopped the work); ask for less, or raise --timeout") from e
         raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
     except ValueError as e:  # Jina's HTTP client: a refusal, with the status the gateway answered
         raise _http_refusal(e) from e

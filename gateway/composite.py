@@ -7,7 +7,10 @@ Jina builds its composite gRPC+HTTP gateway only when `uses` is empty (jina-ai/s
 this one composes Jina's pieces itself. TLS (`ssl_certfile`, `ssl_keyfile`) covers both.
 
 Arguments (`uses_with`): `api_keys` (a keys file; none: no key asked), `max_request_bytes`
-(the largest request body or gRPC message accepted).
+(the largest gRPC message accepted), `max_audio_bytes` (with it, the largest HTTP body of each
+route: `speech2image.limits.max_body_bytes`), `request_timeout_seconds` (the longest a
+request may take, queue included: its deadline), `grace_seconds` (how long requests in flight
+may finish when the gateway stops; README: Admission).
 """
 
 from typing import Optional
@@ -17,43 +20,69 @@ from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import FastAPIBaseGateway
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
 
+from gateway.admission import Admission, ExecutorCalls
 from gateway.grpc_guard import GatewayInterceptor
 from gateway.http_app import create_app
 from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
 from speech2image.limits import AudioLimits, RequestLimits, max_request_bytes as derived_max_request_bytes
+from speech2image.serving.network import GRPC_SERVER_OPTIONS
 
 
 class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
     """gRPC on the first port, HTTP on the second, sharing Jina's request handler and streamer."""
 
-    def __init__(self, api_keys: Optional[str] = None, max_request_bytes: Optional[int] = None, **kwargs):
+    def __init__(self, api_keys: Optional[str] = None, max_request_bytes: Optional[int] = None,
+                 max_audio_bytes: int = AudioLimits().max_audio_bytes,
+                 request_timeout_seconds: float = RequestLimits().request_timeout_seconds, grace_seconds: float = 30.0,
+                 **kwargs):
+        self.executor_calls = ExecutorCalls()  # before super().__init__, which builds the channels
         super().__init__(**kwargs)
         keys = ApiKeys.load(api_keys) if api_keys else None
         limit = max_request_bytes or derived_max_request_bytes(AudioLimits(), RequestLimits())
+        self.admission = Admission(self.streamer._connection_pool, self.executor_calls,
+                                   request_timeout_seconds=request_timeout_seconds,
+                                   timeout_send_seconds=getattr(self.runtime_args, "timeout_send", None),
+                                   grace_seconds=grace_seconds, logger=self.logger)
         servers = {"grpc": GrpcServer, "http": HttpServer}
-        self.servers = [servers[str(server["runtime_args"]["protocol"]).lower()](keys=keys, max_request_bytes=limit,
-                                                                                   **server)
-                        for server in self._server_kwargs]
+        self.servers = [servers[str(server["runtime_args"]["protocol"]).lower()](
+            keys=keys, max_request_bytes=limit, max_audio_bytes=max_audio_bytes, admission=self.admission, **server)
+            for server in self._server_kwargs]
+
+    def aio_tracing_client_interceptors(self):
+        """Jina's tracing interceptors (when tracing), and the one that lets Admission cancel RPCs."""
+        return [*(super().aio_tracing_client_interceptors() or []), self.executor_calls]
+
+    async def shutdown(self):
+        """Drain first: no new request, those in flight finish (up to grace_seconds); then stop."""
+        await self.admission.drain()
+        await super().shutdown()
 
 
 class GrpcServer(GRPCGateway):
-    """Jina's gRPC gateway, behind the interceptor, refusing messages over `max_request_bytes`."""
+    """Jina's gRPC gateway, behind the interceptor, refusing messages over `max_request_bytes` and
+    compressed ones."""
 
-    def __init__(self, keys: Optional[ApiKeys], max_request_bytes: int, grpc_server_options: Optional[dict] = None,
-                 **kwargs):
-        options = {**(grpc_server_options or {}), "grpc.max_receive_message_length": max_request_bytes}
+    def __init__(self, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int, admission: Admission,
+                 grpc_server_options: Optional[dict] = None, **kwargs):
+        options = {**(grpc_server_options or {}), **GRPC_SERVER_OPTIONS,
+                   "grpc.max_receive_message_length": max_request_bytes,
+                   # no compressed message: a small one could unpack into max_request_bytes of memory
+                   "grpc.compression_enabled_algorithms_bitset": 1,  # identity only
+                   "grpc.max_concurrent_streams": 64}  # calls at once on one connection
         super().__init__(grpc_server_options=options, **kwargs)
         self.grpc_tracing_server_interceptors = [*(self.grpc_tracing_server_interceptors or []),
-                                                 GatewayInterceptor(keys)]
+                                                 GatewayInterceptor(keys, admission)]
 
 
 class HttpServer(FastAPIBaseGateway):
     """The HTTP app of `gateway.http_app`, served by Jina's uvicorn server."""
 
-    def __init__(self, keys: Optional[ApiKeys], max_request_bytes: int, **kwargs):
+    def __init__(self, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int, admission: Admission,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.keys, self.max_request_bytes = keys, max_request_bytes
+        self.keys, self.admission = keys, admission
+        self.max_request_bytes, self.max_audio_bytes = max_request_bytes, max_audio_bytes
         self.images = ImageStore()
 
     @property
@@ -64,4 +93,5 @@ class HttpServer(FastAPIBaseGateway):
             return await handler.dry_run(None, None)
 
         return create_app(self.streamer, dry_run, keys=self.keys, max_request_bytes=self.max_request_bytes,
-                          store=self.images)
+                          max_audio_bytes=self.max_audio_bytes,
+                          store=self.images, admission=self.admission)

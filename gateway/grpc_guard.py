@@ -2,19 +2,27 @@
 
 The interceptor asks for an API key (`authorization: Bearer KEY` metadata) on every call but
 the health check and Jina's dry run; never serves Jina's info call (library versions, the
-kernel, every executor's address); and sends clients no Python stack and no internal address:
-an executor's error keeps its name and one-line message, a connection error inside the Flow
-becomes one line naming the part that does not answer.
+kernel, every executor's address); admits data calls (`gateway.admission`: their deadline,
+cancellation when the client goes away, RESOURCE_EXHAUSTED when every replica is busy, none
+while draining); and sends clients no Python stack and no internal address: an executor's
+error keeps its name and one-line message, a connection error inside the Flow becomes one
+line naming the part that does not answer.
 """
 
+import asyncio
+import contextlib
 import re
 from typing import Optional
 
 import grpc
 
+from gateway.admission import Admission, busy
 from speech2image.api.keys import ApiKeys
+from speech2image.api.openai import retry_after
 
 OPEN = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch", "/jina.JinaGatewayDryRunRPC/dry_run")
+DATA_CALLS = ("/jina.JinaRPC/Call", "/jina.JinaSingleDataRequestRPC/process_single_data",
+              "/jina.JinaSingleDocumentRequestRPC/stream_doc")
 NOT_SERVED = ("/jina.JinaInfoRPC/_status",)
 DEPLOYMENT = re.compile(r"deployment (\w+)")
 
@@ -27,12 +35,20 @@ def one_line_details(details: Optional[str]) -> str:
 
 
 def scrub(message):
-    """A response without stacks or executor addresses (an error keeps its name and message)."""
+    """A response without stacks or executor addresses (an error keeps its name and message), in
+    its header and in each executor's route; a failed dry run says which part does not answer."""
     header = getattr(message, "header", None)
-    status = header.status if header is not None else message if hasattr(message, "exception") else None
-    if status is not None and status.code == status.ERROR:
-        status.exception.ClearField("stacks")
-        status.exception.executor = ""
+    if header is None and hasattr(message, "exception"):  # the dry run's status
+        if message.code == message.ERROR:
+            message.description = one_line_details(message.description)
+        statuses = [message]
+    else:
+        statuses = [header.status] if header is not None else []
+        statuses += [route.status for route in getattr(message, "routes", ())]
+    for status in statuses:
+        if status.code == status.ERROR:
+            status.exception.ClearField("stacks")
+            status.exception.executor = ""
     return message
 
 
@@ -53,10 +69,11 @@ class _Context:
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):
-    """Keys, the calls not served, and answers without what only the server should see."""
+    """Keys, the calls not served, admission (deadlines, Busy, cancellation, draining) and answers
+    without what only the server should see."""
 
-    def __init__(self, keys: Optional[ApiKeys]):
-        self.keys = keys
+    def __init__(self, keys: Optional[ApiKeys], admission: Admission):
+        self.keys, self.admission = keys, admission
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -69,19 +86,83 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             if self.keys.check(metadata.get("authorization")) is None:
                 return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED,
                                  "missing or unknown API key: send metadata authorization: Bearer KEY")
+        if details.method in DATA_CALLS:
+            if self.admission.draining:
+                return _refusing(handler, grpc.StatusCode.UNAVAILABLE,
+                                 "draining: this server is stopping; retry in a moment (elsewhere, behind a load "
+                                 "balancer)")
+            return _admitted(handler, self.admission)
         return _scrubbing(handler)
 
 
-def _refusing(handler, code: grpc.StatusCode, message: str):
-    async def refuse(request, context):
-        await context.abort(code, message)
-
-    async def refuse_stream(request, context):
-        await context.abort(code, message)
-        yield  # pragma: no cover - a generator, for streaming calls
-
+def _admitted(handler, admission: Admission):
+    """A data call with its deadline set on every request, counted in flight, its executor calls
+    cancelled if the client goes away, and a Busy answer turned into RESOURCE_EXHAUSTED."""
     kind = _kind(handler)
-    return handler._replace(**{kind: refuse_stream if kind.endswith("stream") else refuse})
+    behaviour = getattr(handler, kind)
+
+    def with_deadline(request, context, seen: list):
+        request.parameters = admission.deadline(request.parameters, context.time_remaining())
+        seen.append(request.request_id)
+        return request
+
+    async def answered(message, context):
+        if busy(message):
+            status = message.header.status
+            context.set_trailing_metadata((("retry-after", str(retry_after(status.exception.args[0]))),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, status.exception.args[0])
+        return scrub(message)
+
+    @contextlib.asynccontextmanager
+    async def call(seen: list):
+        with admission.request():
+            try:
+                yield
+            except asyncio.CancelledError:  # the client went away: so does the work
+                for request_id in seen:
+                    admission.cancel(request_id)
+                raise
+
+    if kind == "stream_stream":
+        async def streamed(requests, context):
+            seen = []
+
+            async def deadlined():
+                async for request in requests:
+                    yield with_deadline(request, context, seen)
+
+            async with call(seen):
+                async for message in behaviour(deadlined(), _Context(context)):
+                    yield await answered(message, context)
+
+        return handler._replace(stream_stream=streamed)
+    if kind == "unary_stream":
+        async def unary_streamed(request, context):
+            seen = []
+            async with call(seen):
+                async for message in behaviour(with_deadline(request, context, seen), _Context(context)):
+                    yield await answered(message, context)
+
+        return handler._replace(unary_stream=unary_streamed)
+
+    async def single(request, context):
+        seen = []
+        async with call(seen):
+            return await answered(await behaviour(with_deadline(request, context, seen), _Context(context)), context)
+
+    return handler._replace(**{kind: single})
+
+
+def _refusing(handler, code: grpc.StatusCode, message: str):
+    """A handler that refuses the call without reading its message: gRPC reads (and decompresses)
+    a unary call's whole message before its handler runs, so a refused call is served as a
+    stream whose messages are never asked for — a caller without a key costs no memory."""
+    async def refuse(requests, context):
+        await context.abort(code, message)
+        yield  # pragma: no cover - a generator: a streaming handler
+
+    return grpc.stream_stream_rpc_method_handler(refuse, request_deserializer=handler.request_deserializer,
+                                                 response_serializer=handler.response_serializer)
 
 
 def _scrubbing(handler):

@@ -2,12 +2,14 @@
 
 Thin: each route turns a form or JSON into documents and options (`speech2image.api.openai`),
 sends them through the Flow with Jina's streamer (to one executor, or both), and turns the
-documents that come back into the answer. Before any route: a body over `max_request_bytes`
+documents that come back into the answer. Before any route: a body over what the route takes
 is refused (413), and with keys every route but the health and readiness checks needs
 `Authorization: Bearer KEY` (401). Errors answer in one line, never with a stack.
 """
 
+import asyncio
 import json
+import uuid
 from typing import Optional
 
 from docarray import DocList
@@ -21,39 +23,51 @@ from speech2image.api import openai
 from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
 from speech2image.errors import InvalidRequest, NotFound, Speech2ImageError, TooLarge, Unauthenticated, Unavailable
+from speech2image.limits import max_body_bytes
 from speech2image.schema import SpeechImageDoc, to_blob
 
+from gateway.admission import Admission
+
 OPEN = ("/", "/dry_run")  # health (Jina installs GET /) and readiness: never behind a key
+AUDIO_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/speech-to-image")
 KEPT_IMAGES = "/v1/images/"  # GET by a 192-bit name only its answer holds, for an hour: a capability, like a signed URL
 DOCS = DocList[SpeechImageDoc]
 
 
-def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes: int, store: ImageStore) -> FastAPI:
+def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int,
+               store: ImageStore, admission: Admission) -> FastAPI:
     """The HTTP app on Jina's `streamer`; `dry_run()` tells whether every part of the Flow answers."""
     app = FastAPI(title="speech2image", description="Speech to images: OpenAI-compatible routes, and Jina's "
                                                     "document route.", version="0.1.0")
-    app.add_middleware(Guard, keys=keys, max_request_bytes=max_request_bytes)
+    app.add_middleware(Guard, keys=keys, max_request_bytes=max_request_bytes, max_audio_bytes=max_audio_bytes,
+                       admission=admission)
     served: dict[str, str] = {}
 
-    async def flow(docs, parameters: dict, target: Optional[str] = None, endpoint: str = "/generate") -> list:
-        """Documents through the Flow (to `target` alone when given: an anchored regex, as Jina matches it)."""
+    async def flow(request: Optional[Request], docs, parameters: dict, target: Optional[str] = None,
+                   endpoint: str = "/generate") -> list:
+        """Documents through the Flow (to `target` alone when given: an anchored regex, as Jina matches
+        it), with the request's deadline; its executor calls are cancelled if the client disconnects."""
         from jina.excepts import InternalNetworkError
 
-        answered = []
+        request_id = uuid.uuid4().hex
+        streamed = asyncio.ensure_future(_answers(streamer.stream_docs(
+            docs=docs, exec_endpoint=endpoint, parameters=admission.deadline(parameters), request_id=request_id,
+            target_executor=f"^{target}$" if target else None, return_results=True, return_type=DOCS)))
         try:
-            async for result, error in streamer.stream(docs=docs, exec_endpoint=endpoint, parameters=parameters,
-                                                       target_executor=f"^{target}$" if target else None,
-                                                       return_type=DOCS):
-                if error is not None:
-                    raise openai.executor_error(error.name, error.args[0] if error.args else error.name)
-                answered.extend(result)
+            while not streamed.done():
+                await asyncio.wait({streamed}, timeout=0.25)
+                if not streamed.done() and request is not None and await request.is_disconnected():
+                    admission.cancel(request_id)  # nobody waits for it: the replicas stop its work
+                    streamed.cancel()
+            return streamed.result()
         except InternalNetworkError as e:
             raise Unavailable(_grpc_one_line(e.details())) from e
-        return answered
+        finally:
+            streamed.cancel()
 
     async def models() -> dict[str, str]:
         if not served:
-            [doc] = await flow(DOCS([SpeechImageDoc()]), {}, endpoint="/models")
+            [doc] = await flow(None, DOCS([SpeechImageDoc()]), {}, endpoint="/models")
             served.update(whisper=doc.asr_model, diffusion=doc.images[0].model)
         return served
 
@@ -81,6 +95,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
 
     @app.get("/dry_run", summary="Readiness: every part of the Flow answers")
     async def ready():
+        if admission.draining:
+            return JSONResponse({"code": 1, "description": "draining: this server is stopping"}, status_code=503)
         status = await dry_run()
         return JSONResponse({"code": status.code, "description": "ready" if status.code == 0 else "not ready"},
                             status_code=200 if status.code == 0 else 503)
@@ -96,7 +112,7 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
                   if key != "file"}
         asked = openai.transcription_request(fields, task)
         openai.check_model(asked.model, (await models())["whisper"], "Whisper", (openai.WHISPER_ALIAS,))
-        [doc] = await flow(DOCS([SpeechImageDoc(audio=to_blob(await file.read()))]),
+        [doc] = await flow(request, DOCS([SpeechImageDoc(audio=to_blob(await file.read()))]),
                            openai.parameters("whisper", asked.options), target="whisper")
         media, body = openai.transcript_answer(doc, asked)
         return PlainTextResponse(body) if media == "text/plain" else body
@@ -117,8 +133,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
     async def generations(request: Request, body: ImageBody = Body(...)):
         asked = openai.image_request(body.model_dump(exclude_unset=True))
         openai.check_model(asked.model, (await models())["diffusion"], "image")
-        [doc] = await flow(DOCS([SpeechImageDoc(prompt=asked.prompt)]), openai.parameters("diffusion", asked.options),
-                           target="diffusion")
+        [doc] = await flow(request, DOCS([SpeechImageDoc(prompt=asked.prompt)]),
+                           openai.parameters("diffusion", asked.options), target="diffusion")
         return openai.images_answer(doc.images, asked, image_url(store, request))
 
     @app.post("/v1/speech-to-image", summary="Speech to images: the whole pipeline (this server's own route)")
@@ -133,14 +149,14 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         names = await models()
         openai.check_model(heard.model, names["whisper"], "Whisper", (openai.WHISPER_ALIAS,))
         openai.check_model(image.model, names["diffusion"], "image")
-        [doc] = await flow(DOCS([SpeechImageDoc(audio=to_blob(await file.read()))]),
+        [doc] = await flow(request, DOCS([SpeechImageDoc(audio=to_blob(await file.read()))]),
                            {**openai.parameters("whisper", heard.options), **openai.parameters("diffusion", image.options)})
         return openai.speech_to_image_answer(doc, image, image_url(store, request))
 
     @app.post("/generate", summary="Jina's document route: SpeechImageDoc documents as JSON")
-    async def generate(body: JinaRequest = Body(...)):
+    async def generate(request: Request, body: JinaRequest = Body(...)):
         target = body.target_executor or (body.header or {}).get("target_executor")
-        docs = await flow(DOCS([SpeechImageDoc(**doc) for doc in body.data]), body.parameters or {},
+        docs = await flow(request, _documents(body.data), body.parameters or {},
                           target=target.strip("^$") if target else None)
         return {"header": {"status": {"code": 0}}, "parameters": body.parameters or {}, "data": [
             json.loads(doc.json()) for doc in docs]}
@@ -181,6 +197,35 @@ class JinaRequest(BaseModel):
     header: Optional[dict] = None
 
 
+async def _answers(stream) -> list:
+    """The documents of a Flow's answers; an executor's error as the project's own error."""
+    answered = []
+    async for result in stream:
+        status = result.header.status
+        if status.code == status.ERROR:
+            exception = status.exception
+            raise openai.executor_error(exception.name, exception.args[0] if exception.args else exception.name)
+        answered.extend(result.data.docs)
+    return answered
+
+
+def _documents(data: list[dict]) -> DocList:
+    """Jina's JSON documents as SpeechImageDocs; a field of the wrong shape is one line (400)."""
+    from pydantic import ValidationError
+
+    docs = []
+    for index, fields in enumerate(data):
+        try:
+            docs.append(SpeechImageDoc(**fields))
+        except (ValidationError, TypeError, ValueError) as e:
+            errors = e.errors() if isinstance(e, ValidationError) else [{"loc": (), "msg": str(e)}]
+            where = ".".join(str(part) for part in errors[0].get("loc", ()))
+            message = " ".join(str(errors[0].get("msg", e)).split())
+            hint = "; send it as an array of byte values 0-255" if where in ("audio", "images") else ""
+            raise InvalidRequest(f"invalid document {index}{' field ' + where if where else ''}: {message}{hint}") from e
+    return DOCS(docs)
+
+
 def image_url(store: ImageStore, request: Request):
     """Where a stored image is served: an absolute URL on the address the request came to."""
     base = str(request.base_url).rstrip("/")
@@ -194,28 +239,36 @@ def _grpc_one_line(details: Optional[str]) -> str:
 
 
 def _error(request: Request, error: Exception) -> JSONResponse:
-    """OpenAI's error shape on /v1; Jina's status header on its document route (its HTTP client reads it)."""
+    """OpenAI's error shape on /v1; Jina's status header on its document route (its HTTP client reads
+    it); Busy with Retry-After."""
     status, body = openai.error_answer(error)
+    headers = {"Retry-After": str(openai.retry_after(error))} if status == 429 else None
     if status == 500:
         import logging
 
         logging.getLogger("speech2image.gateway").error("bug while answering %s", request.url.path, exc_info=error)
     if request.url.path.startswith("/v1"):
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers=headers)
     name = type(error).__name__ if status != 500 else "InternalError"
     return JSONResponse({"header": {"status": {"code": 1, "description": f"{name}: {body['error']['message']}",
                                                "exception": {"name": name, "args": [body["error"]["message"]]}}}},
-                        status_code=status)
+                        status_code=status, headers=headers)
 
 
 class Guard:
-    """ASGI middleware before every route: a body over `max_request_bytes` is refused (413), and
-    with keys, a request without a valid one (401); health and readiness stay open."""
+    """ASGI middleware before every route: a body over what the route takes is refused (413: one
+    audio file and its fields, Jina's JSON documents, or fields alone; `max_body_bytes`), and
+    with keys, a request without a valid one (401); health and readiness stay open. No WebSocket
+    is served."""
 
-    def __init__(self, app, keys: Optional[ApiKeys], max_request_bytes: int):
-        self.app, self.keys, self.max_request_bytes = app, keys, max_request_bytes
+    def __init__(self, app, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int,
+                 admission: Admission):
+        self.app, self.keys, self.admission = app, keys, admission
+        self.max_request_bytes, self.max_audio_bytes = max_request_bytes, max_audio_bytes
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -223,36 +276,41 @@ class Guard:
         if self.keys and not open_path and self.keys.check(headers.get("authorization")) is None:
             return await self._refuse(scope, send, Unauthenticated(
                 "missing or unknown API key: send the header Authorization: Bearer KEY"))
-        limit = self.max_request_bytes * (4 if scope["path"] == "/generate" else 1)  # JSON numbers: 4 characters a byte
+        route = "audio" if scope["path"] in AUDIO_ROUTES else "documents" if scope["path"] == "/generate" else "fields"
+        limit = max_body_bytes(route, self.max_request_bytes, self.max_audio_bytes)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             return await self._refuse(scope, send, self._too_large(int(declared), limit))
-        received = 0
+        received, over = 0, False
 
         async def counted():
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
+                over = True
                 raise _BodyTooLarge
             return message
 
-        started = []
-
         async def sent(message):
-            started.append(message["type"])
-            await send(message)
+            if not over:  # once over, whatever the route makes of the cut body is not sent: 413 is
+                await send(message)
 
+        if self.admission.draining and not open_path:
+            return await self._refuse(scope, send, Unavailable("draining: this server is stopping; retry in a "
+                                                               "moment (elsewhere, behind a load balancer)"))
         try:
-            await self.app(scope, counted, sent)
+            with self.admission.request():
+                await self.app(scope, counted, sent)
         except _BodyTooLarge:
-            if "http.response.start" not in started:
-                await self._refuse(scope, send, self._too_large(received, limit))
+            pass
+        if over:
+            await self._refuse(scope, send, self._too_large(received, limit))
 
     @staticmethod
     def _too_large(size: int, limit: int) -> TooLarge:
-        return TooLarge(f"request too large: {size} bytes or more > {limit} accepted (max_request_bytes); "
-                        "send fewer or smaller files")
+        return TooLarge(f"request too large: {size} bytes or more > {limit} accepted on this route "
+                        "(max_audio_bytes, max_request_bytes); send a smaller file, or many files over gRPC")
 
     async def _refuse(self, scope, send, error: Speech2ImageError) -> None:
         response = _error(Request(scope), error)

@@ -137,6 +137,8 @@ def test_answers_carry_no_stack_and_jina_info_is_not_served(server):
     exception = failures[0].header.status.exception
     assert exception.name == "AudioError" and exception.args[0].startswith("not audio")
     assert list(exception.stacks) == [] and exception.executor == ""
+    for route in failures[0].routes:  # each executor's status travels in its route too
+        assert list(route.status.exception.stacks) == [] and route.status.exception.executor == ""
     with grpc.insecure_channel(f"localhost:{server}") as channel, pytest.raises(grpc.RpcError) as refused:
         jina_pb2_grpc.JinaInfoRPCStub(channel)._status(Empty(), timeout=10)  # versions, kernel, addresses
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
@@ -145,6 +147,9 @@ def test_answers_carry_no_stack_and_jina_info_is_not_served(server):
                            json={"data": [{"audio": list(b"junk" * 100)}]})
     assert answer.status_code == 400 and "Traceback" not in answer.text and "stacks" not in answer.text
     assert answer.json()["header"]["status"]["description"].startswith("AudioError: not audio")
+    answer = requests.post(f"http://localhost:{server + 1}/generate", timeout=30, json={"data": [{"audio": "xx"}]})
+    assert answer.status_code == 400  # a field of the wrong shape is the client's error, in one line
+    assert answer.json()["header"]["status"]["description"].startswith("InvalidRequest: invalid document 0 field audio")
 
 
 def test_listening_beyond_loopback_without_keys_is_refused_with_one_line():

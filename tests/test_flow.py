@@ -22,7 +22,8 @@ PROMPTS = ["prompt1.wav", "prompt2.wav", "prompt3.wav", "prompt4.wav"]
 @pytest.fixture(scope="module")
 def flow():
     port = free_port_pair()  # grpc and http take two consecutive ports
-    args = app.parse_args(["--offline", "--port", str(port), "--whisper-compute-type", "float32"])
+    args = app.parse_args(["--offline", "--port", str(port), "--whisper-compute-type", "float32",
+                          "--max-queued-requests", "8"])  # eight clients at once below
     with app.build_flow(args, app.executor_specs(args)):
         yield port
 

@@ -203,6 +203,41 @@ def test_an_oversized_request_is_refused_at_the_gateway(server, tls, tmp_path):
     assert answer.json()["error"]["message"].startswith("request too large: ")
 
 
+def test_each_http_route_takes_the_body_it_needs_and_a_streamed_one_over_it_is_413(server, tls):
+    import httpx
+
+    with httpx.Client(verify=str(tls / "ca.pem"), headers={"Authorization": f"Bearer {KEY}"}) as http:
+        fields = http.post(f"https://localhost:{server.port + 1}/v1/images/generations",
+                           json={"prompt": "x" * 1_100_000})  # no audio: a mebibyte of fields is the most
+        assert fields.status_code == 413 and fields.json()["error"]["message"].startswith("request too large")
+
+        def chunks():  # a valid form, streamed: no Content-Length, the size shows only as it comes in
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+            for _ in range(40):
+                yield b"x" * 100_000
+            yield b"\r\n--b--\r\n"
+
+        streamed = http.post(f"https://localhost:{server.port + 1}/v1/audio/transcriptions", content=chunks(),
+                             headers={"Content-Type": "multipart/form-data; boundary=b"})
+        assert streamed.status_code == 413, streamed.text
+
+
+def test_a_call_without_a_key_is_refused_before_its_message_is_read(server, tls):
+    """gRPC reads a unary call's whole message before its handler: a refused call must not be."""
+    import grpc
+
+    credentials = grpc.ssl_channel_credentials((tls / "ca.pem").read_bytes())
+    with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
+        call = channel.unary_unary("/jina.JinaSingleDataRequestRPC/process_single_data")  # bytes as they are
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"\x00" * 4_000_000, timeout=30)  # over --max-request-bytes: read, it would be RESOURCE_EXHAUSTED
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as compressed:  # a small gzip message may unpack to max_request_bytes
+            call(b"\x00" * 1000, timeout=30, compression=grpc.Compression.Gzip,
+                 metadata=(("authorization", f"Bearer {KEY}"),))
+        assert compressed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 def test_the_keys_never_reach_the_log_or_the_metrics(server):
     import urllib.request
 
@@ -236,3 +271,30 @@ def test_exposing_the_page_without_users_is_refused_with_one_line():
     assert done.returncode == 2 and done.stderr.splitlines() == [
         "ui.py: --listen 0.0.0.0 would let anyone who reaches this machine use the page: add --users FILE "
         "(user:password lines), or pass --allow-unauthenticated on purpose"]
+
+
+def test_a_keys_file_keeps_a_hash_inside_a_key_and_refuses_short_keys(tmp_path):
+    from speech2image.api.keys import ApiKeys
+    from speech2image.errors import ConfigurationError
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# who may call\nZx9#kP2mQ7vR4tL8wY3n  # the team's\n")
+    loaded = ApiKeys.load(str(keys))
+    assert loaded.check("Bearer Zx9#kP2mQ7vR4tL8wY3n") and loaded.check("Bearer Zx9") is None
+    keys.write_text("short-key\n")
+    with pytest.raises(ConfigurationError, match="^line 1 of the API keys file: a key needs 16 characters or more"):
+        ApiKeys.load(str(keys))
+
+
+def test_a_failed_dry_run_names_the_part_not_its_address():
+    from jina.proto import jina_pb2
+
+    from gateway.grpc_guard import scrub
+
+    status = jina_pb2.StatusProto(code=jina_pb2.StatusProto.ERROR, description=(
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:53780: Connection refused "
+        "deployment whisper at address(es) {'127.0.0.1:53780'}"))
+    status.exception.stacks.append('File "/work/main/executors/whisper/executor.py", line 48')
+    scrubbed = scrub(status)
+    assert scrubbed.description == "the whisper executor does not answer (it may be restarting); try again"
+    assert list(scrubbed.exception.stacks) == []

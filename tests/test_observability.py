@@ -20,6 +20,7 @@ from speech2image.observability import metrics
 from tools import dashboard
 from tests.support.app import App
 from tests.support.app import run_client as client
+from tests.support.metrics import samples, scrape
 from tests.support.ports import free_port
 from tests.support.speech import SPEECH
 
@@ -68,16 +69,6 @@ def served(server, tmp_path_factory):
     for args in ([SPEECH / "jfk.flac", SPEECH / "prompt4.wav", "--num-images", 2], ["--text", PROMPT], [not_audio]):
         client(*args, "--host", f"localhost:{port}", "--width", 32, "--steps", 1, "--out", out)
     return server
-
-
-def scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        return answer.read().decode()
-
-
-def samples(text: str, name: str) -> dict[str, float]:
-    """{labels: value} of one metric's samples."""
-    return {m.group(1): float(m.group(2)) for m in re.finditer(rf"^{name}\{{(.*?)\}} (\S+)$", text, re.M)}
 
 
 def test_ready_line_is_followed_by_every_metrics_url(server):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from tests.support.app import App
@@ -23,7 +24,7 @@ TOKEN = "hf_SENTINELsecretTOKEN0123456789"
 
 @pytest.fixture(scope="module")
 def server():
-    with App("--diffusion-replicas", "2", env={"HF_TOKEN": TOKEN, "JINA_LOG_LEVEL": "DEBUG"}) as app:
+    with App("--diffusion-replicas", "2", "--max-queued-requests", "8", env={"HF_TOKEN": TOKEN, "JINA_LOG_LEVEL": "DEBUG"}) as app:
         yield app
 
 
@@ -51,7 +52,12 @@ def test_mixed_load_with_a_replica_killed_loses_nothing_and_mixes_nothing_up(ser
 def test_the_hf_token_never_reaches_logs_answers_or_exports(server, tmp_path):
     answered = asyncio.run(run_load(f"localhost:{server.port}", cases(6), clients=2))
     assert not any("WRONG" in k or "failed" in k for k in answered.outcomes), answered.lines()
-    server.terminate(seconds=90)  # the whole log, through the end of shutdown
+    pids = [server.process.pid, *server.replica_pids("whisper"), *server.replica_pids("diffusion")]
+    started = time.monotonic()
+    assert server.terminate(seconds=60) == 0  # the whole log, through the end of shutdown
+    # a replica was lost above (SIGKILL): Jina would wait 60 s for it; app.py stops within 10 s
+    assert time.monotonic() - started <= 10
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     log = "".join(server.output) + server.stderr()
     assert "speech2image ready" in log and "DEBUG" in log and "serving (pid" in log  # the whole log, both streams
     assert TOKEN not in log
@@ -61,3 +67,13 @@ def test_the_hf_token_never_reaches_logs_answers_or_exports(server, tmp_path):
     for exported in out.rglob("*"):
         if exported.is_file():
             assert TOKEN not in exported.read_text(), exported
+
+
+def test_a_lost_whisper_executor_stops_app_py_with_exit_3_for_its_supervisor():
+    """No Flow that looks ready and fails every audio request: a supervisor (systemd, Docker's
+    restart policy, Kubernetes) starts it again."""
+    with App("--no-monitoring") as app:
+        [whisper] = app.replica_pids("whisper")
+        psutil.Process(whisper).kill()
+        assert app.process.wait(timeout=30) == 3
+        assert "no whisper replica is left: stopping (exit 3)" in app.stderr()

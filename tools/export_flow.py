@@ -22,6 +22,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # speech2image: the limits the grace period follows
+
+from speech2image.serving.network import GRPC_SERVER_OPTIONS  # noqa: E402
 SECRET = "speech2image-hf-token"
 KEYS_SECRET, KEYS_DIR = "speech2image-api-keys", "/etc/speech2image/keys"
 TLS_SECRET, TLS_DIR = "speech2image-tls", "/etc/speech2image/tls"
@@ -35,6 +37,7 @@ def load_flow(flow_file: Path):
     spec = yaml.safe_load(flow_file.read_text())
     secrets = {}
     for executor in spec["executors"]:
+        executor["grpc_server_options"] = GRPC_SERVER_OPTIONS  # the gateway sets its own
         env = executor.pop("env", {}) or {}
         secrets[executor["name"]] = sorted(env)  # only names travel; values come from the cluster
     with tempfile.NamedTemporaryFile("w", suffix=".yml", dir=flow_file.parent) as stripped:

@@ -1,7 +1,8 @@
 """API keys: who may call the service.
 
-A keys file holds one key per line, or `sha256:HEX` (the key's SHA-256, so the file need not
-hold secrets); `#` starts a comment. Keys are compared as their SHA-256 digests, in constant
+A keys file holds one key per line (at least 16 characters, no spaces), or `sha256:HEX` (the
+key's SHA-256, so the file need not hold secrets); a line starting with `#`, or text after
+` #`, is a comment (a `#` inside a key is part of it). Keys are compared as their SHA-256 digests, in constant
 time, against every known one; a key is never logged, traced or exported: a key id (the
 first 8 hex digits of its digest) may label what it did.
 """
@@ -15,6 +16,8 @@ from typing import Optional
 from ..errors import ConfigurationError
 
 HEX_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+COMMENT = re.compile(r"(^|\s)#.*$")
+MIN_KEY_CHARS = 16
 
 
 def digest(key: str) -> bytes:
@@ -42,7 +45,7 @@ class ApiKeys:
             raise ConfigurationError(f"cannot read the API keys file {path}: {e.strerror}") from e
         digests = []
         for number, line in enumerate(lines, 1):
-            entry = line.split("#", 1)[0].strip()
+            entry = COMMENT.sub("", line).strip()
             if not entry:
                 continue
             if entry.startswith("sha256:"):
@@ -50,6 +53,9 @@ class ApiKeys:
                 if not match:
                     raise ConfigurationError(f"line {number} of the API keys file: sha256: needs 64 hex digits")
                 digests.append(bytes.fromhex(match.group(1)))
+            elif len(entry) < MIN_KEY_CHARS or any(c.isspace() for c in entry):
+                raise ConfigurationError(f"line {number} of the API keys file: a key needs {MIN_KEY_CHARS} characters "
+                                         "or more and no spaces; make one with: openssl rand -hex 32")
             else:
                 digests.append(digest(entry))
         return cls(digests)

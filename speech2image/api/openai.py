@@ -10,6 +10,7 @@ executor alone), `images/generations` (JSON; the diffusion executor alone), `spe
 
 import base64
 import dataclasses
+import re
 import time
 from typing import Any, Callable, Optional
 
@@ -32,6 +33,8 @@ STATUSES: list[tuple[type, int, str]] = [
     (errors.TooLarge, 413, "invalid_request_error"),
     (InvalidRequest, 400, "invalid_request_error"),
     (errors.Unauthenticated, 401, "invalid_request_error"),
+    (errors.Busy, 429, "rate_limit_error"),
+    (errors.DeadlineExceeded, 504, "server_error"),
     (errors.Unavailable, 503, "server_error"),
     (errors.GenerationError, 503, "server_error"),
     (errors.ModelLoadError, 503, "server_error"),
@@ -45,6 +48,12 @@ def error_answer(error: Exception) -> tuple[int, dict]:
             code = "model_not_found" if isinstance(error, UnknownModel) else {401: "invalid_api_key"}.get(status)
             return status, error_body(str(error), kind, code=code)
     return 500, error_body("internal error: the server could not answer; the cause is in its log", "server_error")
+
+
+def retry_after(error: Exception) -> int:
+    """The seconds a Busy refusal's one line says to wait ("retry in about N s"), at least 1."""
+    found = re.search(r"retry in about (\d+) s", str(error))
+    return max(1, int(found.group(1))) if found else 1
 
 
 def error_body(message: str, kind: str, param: Optional[str] = None, code: Optional[str] = None) -> dict:

@@ -13,6 +13,12 @@ import os
 
 LOOPBACK = "127.0.0.1"
 METRICS_HOST = "SPEECH2IMAGE_METRICS_HOST"
+# Jina's channels ping every 10 s, between calls too (grpc.keepalive_time_ms 9999, permit without
+# calls), and Jina sets its servers' allowance for that under names gRPC does not read
+# (grpc.http1.*): gRPC's default — one ping per 5 minutes without data, two strikes — then closes
+# an idle channel with GOAWAY too_many_pings, and a call sent on it fails over to another replica.
+# Every gRPC server of the Flow (executors and gateway) is given the allowance under its real name.
+GRPC_SERVER_OPTIONS = {"grpc.http2.min_ping_interval_without_data_ms": 5000}
 
 
 def is_loopback(address: str) -> bool:

@@ -1,0 +1,208 @@
+"""Admission under load, against `python app.py --offline` with two diffusion replicas that
+each run one request and queue one more (`--max-queued-requests 1`), and Jina's `timeout_send`
+at 8 s (the gateway caps every request's deadline at 80 % of it, 6.4 s).
+
+Real clients (curl, client.py, requests, Jina's client), the replicas' own counters read from
+their Prometheus endpoints; every wait is on a condition those counters show.
+"""
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+import yaml
+
+from client import make_documents, post_async, request_parameters
+from speech2image.errors import ClientError
+from speech2image.observability import metrics
+from tests.support.app import App, run_client
+from tests.support.metrics import by_replica, total, wait_until
+from tests.support.speech import ROOT
+
+IN_PROGRESS, QUEUE_LENGTH = metrics.IN_PROGRESS, metrics.QUEUE_LENGTH
+IMAGES, CANCELLED = f"{metrics.IMAGES}_total", f"{metrics.CANCELLED}_total"
+REFUSED, DROPPED = f"{metrics.REFUSED}_total", f"{metrics.DROPPED}_total"
+RUNS = f"{metrics.QUEUE_SECONDS}_count"  # one per request that got its turn: a model run
+LONG = {"prompt": "a long request", "n": 8, "size": "256x256", "steps": 30}  # far more than 6.4 s here
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    flow = yaml.safe_load((ROOT / "flow.yml").read_text())
+    flow["with"]["timeout_send"] = 8000
+    path = tmp_path_factory.mktemp("admission") / "flow.yml"
+    path.write_text(yaml.safe_dump(flow))
+    with App("--diffusion-replicas", "2", "--max-queued-requests", "1", "--flow", str(path)) as server:
+        wait_until(lambda: len(by_replica(server.metrics_urls, IN_PROGRESS, "diffusion")) == 2, 60,
+                   "both diffusion replicas serving metrics")
+        for seed in range(2):  # one per replica (round robin): their first request of a size is slow
+            warm = requests.post(url(server), json={**LONG, "n": 1, "steps": 2, "seed": seed}, timeout=120)
+            assert warm.status_code == 200, warm.text
+        yield server
+
+
+def url(app, route="/v1/images/generations") -> str:
+    return f"http://127.0.0.1:{app.port + 1}{route}"
+
+
+def count(app, name: str) -> float:
+    return total(app.metrics_urls, name, "diffusion")
+
+
+def idle(app) -> bool:
+    return count(app, IN_PROGRESS) == 0 and count(app, QUEUE_LENGTH) == 0
+
+
+def state(app) -> str:
+    return (f"running {by_replica(app.metrics_urls, IN_PROGRESS, 'diffusion')}, "
+            f"queued {by_replica(app.metrics_urls, QUEUE_LENGTH, 'diffusion')}")
+
+
+def curl(app, body: dict) -> subprocess.Popen:
+    """A request by curl, in the background; killing it closes its connection."""
+    return subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-H", "content-type: application/json",
+                             "-d", json.dumps(body), url(app)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_full_flow_refuses_at_once_and_a_closed_connection_stops_its_work(app):
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    cancelled = count(app, CANCELLED)
+    long = [curl(app, {**LONG, "seed": k}) for k in range(4)]  # 2 replicas x (1 running + 1 queued)
+    try:
+        wait_until(lambda: count(app, IN_PROGRESS) == 2 and count(app, QUEUE_LENGTH) == 2, 30,
+                   lambda: f"2 running, 2 queued ({state(app)})")
+        started = time.monotonic()
+        answer = requests.post(url(app), json={"prompt": "one more", "n": 1, "size": "64x64"}, timeout=30)
+        http_seconds = time.monotonic() - started
+        refused = run_client("--host", f"localhost:{app.port}", "--text", "one more", "--num-images", "1")
+        drawn = count(app, IMAGES)
+    finally:
+        for curled in long:
+            curled.kill()
+    assert answer.status_code == 429, answer.text
+    assert int(answer.headers["Retry-After"]) >= 1
+    message = answer.json()["error"]["message"]
+    assert message.startswith("busy: 1 request(s) wait for this replica (max_queued_requests=1); retry in about ")
+    assert http_seconds < 5  # refused at once, not after a wait (the benchmark measures it: bench/load.py)
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "busy: " in refused.stderr and "Traceback" not in refused.stderr
+    # the clients went away: the two queued requests leave the queue, the two running ones stop
+    wait_until(lambda: idle(app), 30, "the replicas idle after the clients left")
+    assert count(app, CANCELLED) - cancelled == 4
+    assert count(app, IMAGES) - drawn <= 2  # at most the image each running replica was drawing
+
+
+def test_a_full_replica_passes_the_request_to_one_with_room(app):
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    refused = count(app, REFUSED)
+    short = {"prompt": "a short request", "n": 1, "size": "64x64", "steps": 2}
+    first = curl(app, LONG)
+    try:
+        wait_until(lambda: count(app, IN_PROGRESS) == 1, 30, "one replica running")
+        assert requests.post(url(app), json=short, timeout=30).status_code == 200  # the other replica: round robin
+        second = curl(app, {**LONG, "seed": 7})  # round robin: queued behind the first; that replica is full
+        try:
+            wait_until(lambda: count(app, QUEUE_LENGTH) == 1, 30, "one request queued")
+            full = [name for name, length in by_replica(app.metrics_urls, QUEUE_LENGTH, "diffusion").items() if length]
+            # Jina sends requests round robin: of two in a row, one goes to the full replica first
+            answers = [requests.post(url(app), json={**short, "seed": k}, timeout=30) for k in range(2)]
+        finally:
+            second.kill()
+    finally:
+        first.kill()
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    by_name = by_replica(app.metrics_urls, REFUSED, "diffusion")
+    assert by_name[full[0]] >= 1 and count(app, REFUSED) - refused >= 1  # refused there, answered by the other
+
+
+def test_a_deadline_that_passes_in_the_queue_drops_the_request_unworked(app):
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    dropped, runs = count(app, DROPPED), count(app, RUNS)
+    long = [curl(app, {**LONG, "seed": k}) for k in range(2)]
+    try:
+        wait_until(lambda: count(app, IN_PROGRESS) == 2, 30, "both replicas running")
+        answer = requests.post(url(app, "/generate"), timeout=30, json={
+            "data": [{"prompt": "a request with one second"}], "parameters": {"timeout": 1, "num_images": 1}})
+    finally:
+        for curled in long:
+            curled.kill()
+    assert answer.status_code == 504, answer.text
+    # Jina's answer shape on its own route; the error in one line: in the queue, before any work
+    assert answer.json()["header"]["status"]["description"].startswith("DeadlineExceeded: deadline passed after 1.")
+    assert count(app, DROPPED) - dropped == 1
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    assert count(app, RUNS) - runs == 2  # the two long requests only
+
+
+def test_a_client_timeout_stops_the_work_it_no_longer_waits_for(app):
+    """The gateway takes the client's gRPC deadline as the request's (a little earlier, so that the
+    client usually hears why): the replica stops between two steps, and its one image is never drawn."""
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    images = count(app, IMAGES)
+    # 100 steps of one 256² image: a step takes 0.6 s (Xeon AMX) to about 1 s (EPYC AVX2), the whole
+    # request a minute or more, far beyond the 4 s timeout
+    gone = run_client("--host", f"localhost:{app.port}", "--text", "a request nobody waits for", "--num-images", "1",
+                      "--width", "256", "--height", "256", "--steps", "100", "--timeout", "4")
+    assert gone.returncode == 1 and len(gone.stderr.strip().splitlines()) == 1, gone.stderr
+    # the replica's answer ("deadline passed at step k") when its step ended inside the client's margin
+    # (0.4 s), else the client's own "no answer within --timeout": which comes first is the CPU's speed
+    assert "deadline passed at step" in gone.stderr or "within --timeout 4 s" in gone.stderr, gone.stderr
+    wait_until(lambda: idle(app), 10, "the replica idle")  # within a step or two of the deadline
+    assert count(app, IMAGES) == images
+
+
+def test_a_grpc_client_that_goes_away_has_its_work_cancelled(app):
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    cancelled = count(app, CANCELLED)
+
+    async def call_then_leave():
+        docs = make_documents([], "a request its client cancels")
+        call = asyncio.ensure_future(post_async(docs, f"localhost:{app.port}", request_parameters(
+            {"num_images": 8, "width": 256, "height": 256, "steps": 30})))
+        await asyncio.to_thread(wait_until, lambda: count(app, IN_PROGRESS) == 1, 30, "the request running")
+        call.cancel()  # as the page's Stop does
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(call_then_leave())
+    wait_until(lambda: count(app, CANCELLED) - cancelled == 1, 10, "the work cancelled")
+    wait_until(lambda: idle(app), 10, "the replica idle")
+
+
+def test_a_retried_call_is_never_run_twice(app):
+    """Jina retries a call that outlives `timeout_send` on the other replica while the first copy
+    runs; with the deadline at 80 % of it, the first copy stops first and answers."""
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    runs = count(app, RUNS)
+
+    async def long_over_grpc():
+        docs = make_documents([], "a request longer than timeout_send")
+        return await post_async(docs, f"localhost:{app.port}",
+                                request_parameters({"num_images": 8, "width": 256, "height": 256, "steps": 30}))
+
+    with pytest.raises(ClientError, match=r"deadline passed at step \d+ of 30 of image \d of 8"):
+        asyncio.run(long_over_grpc())
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    assert count(app, RUNS) - runs == 1
+
+
+def test_sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(app):
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    body = {"prompt": "a request in flight", "n": 1, "size": "256x256", "steps": 4}  # a few seconds
+    in_flight = subprocess.Popen(["curl", "-s", "-w", "\n%{http_code}", "-H", "content-type: application/json",
+                                  "-d", json.dumps(body), url(app)], stdout=subprocess.PIPE, text=True)
+    wait_until(lambda: count(app, IN_PROGRESS) == 1, 30, "the request running")
+    app.process.send_signal(signal.SIGTERM)
+    app.wait_for_line(lambda line: line.startswith("speech2image stopping"), 30)
+    wait_until(lambda: requests.get(url(app, "/dry_run"), timeout=5).status_code == 503, 10, "readiness off")
+    refused = requests.post(url(app), json={"prompt": "too late", "n": 1, "size": "64x64"}, timeout=10)
+    assert refused.status_code == 503 and refused.json()["error"]["message"].startswith("draining")
+    out, _ = in_flight.communicate(timeout=60)
+    assert out.rstrip().endswith("200") and '"b64_json"' in out
+    assert app.process.wait(timeout=60) == 0
+    # no channel of the Flow was closed for pinging "too often" (Jina's keepalive against gRPC's default)
+    assert "too_many_pings" not in app.stderr()
