@@ -4,14 +4,14 @@
 
 The page (gradio) talks to the Flow over gRPC through client.py's functions: it sends the
 audio to the Whisper executor alone (Jina's `target_executor`), shows the transcript at
-once, then asks the diffusion executor for each image in its own request, all at once
-(several replicas draw them side by side), and shows each image as it arrives. It
+once, then asks the diffusion executor for each image in its own request, one after the
+other (the page holds one place in a replica's queue; Stop cancels the request being drawn,
+server-side too), and shows each image as it arrives. It
 fetches nothing from the internet: no analytics, no share tunnel, no web fonts. It does
 not import torch.
 """
 
 import argparse
-import asyncio
 import io
 import sys
 import json
@@ -107,23 +107,17 @@ async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api
     count = options["num_images"]
     yield f"Drawing {count} image(s)…", transcript, []
     first_seed = None if options["seed"] is None else int(options["seed"])  # checked above
-    requests = []
+    # one request per image, one at a time: each shows as soon as it is drawn, a page takes one
+    # place in a replica's queue (not `count`: others are not refused as busy for it), and Stop
+    # cancels the request being drawn (the replica stops it at its next step)
     for k in range(count):  # image k: seed + k, as the executor numbers a request's images
         seed = None if first_seed is None else (first_seed + k) % (MAX_SEED + 1)
-        requests.append(asyncio.ensure_future(post_async(
-            make_documents([], text), host, request_parameters(dict(options, num_images=1, seed=seed)),
-            target_executor="diffusion", api_key=api_key)))
-    try:
-        for finished in asyncio.as_completed(requests):
-            [drawn] = await finished
-            for image in drawn.images:
-                images.append((image.seed, picture(image)))
-            done = len(images)
-            shown = [(drawn, f"seed {seed}") for seed, drawn in sorted(images, key=lambda pair: pair[0])]
-            yield (f"Drew {done} of {count}" if done < count else f"Done: {count} image(s)"), transcript, shown
-    finally:  # Stop, or an error: the requests still out are cancelled
-        for request in requests:
-            request.cancel()
+        [drawn] = await post_async(make_documents([], text), host,
+                                   request_parameters(dict(options, num_images=1, seed=seed)),
+                                   target_executor="diffusion", api_key=api_key)
+        images += [(image.seed, picture(image)) for image in drawn.images]
+        shown = [(image, f"seed {image_seed}") for image_seed, image in images]
+        yield (f"Drew {k + 1} of {count}" if k + 1 < count else f"Done: {count} image(s)"), transcript, shown
 
 
 class LocalOnly:
