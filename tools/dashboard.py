@@ -49,6 +49,12 @@ PANELS = (
                     f"sum(rate(jina_receiving_request_seconds_count[{WINDOW}]))"),)),
     Panel("Model work per stage (p50, p95)", "s", _quantiles(metrics.INFERENCE_SECONDS, "executor, stage")),
     Panel("Queue wait per executor (p50, p95)", "s", _quantiles(metrics.QUEUE_SECONDS, "executor")),
+    Panel("Requests waiting per executor replica (bounded by max_queued_requests)", "short", (
+        ("{{runtime_name}}", f"sum by (executor, runtime_name) ({metrics.QUEUE_LENGTH})"),)),
+    Panel("Refused (busy), dropped (deadline) and cancelled (client gone) per second", "reqps", tuple(
+        (f"{kind} {{{{executor}}}}", f"sum by (executor) (rate({name}_total[{WINDOW}]))")
+        for kind, name in (("refused", metrics.REFUSED), ("dropped", metrics.DROPPED),
+                           ("cancelled", metrics.CANCELLED)))),
     Panel("Requests in progress", "short", (
         ("{{runtime_name}}", f"sum by (executor, runtime_name) ({metrics.IN_PROGRESS})"),)),
     Panel("Images per second", "short", (
