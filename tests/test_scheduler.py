@@ -1,16 +1,19 @@
-"""The replica scheduler alone: its bounded queue, deadlines and cancellation, with no model.
+"""The replica scheduler alone: its bounded queue, deadlines and cancellation, with no model;
+and the replica's log of a refusal.
 
 Work is a function that waits on threading events the test sets, so nothing here sleeps to
 make something happen; the test waits on the conditions it checks.
 """
 
 import asyncio
+import logging
 import threading
 import time
 
 import pytest
 
-from speech2image.errors import Busy, Cancelled, DeadlineExceeded
+from speech2image.errors import Busy, DeadlineExceeded
+from speech2image.serving.logs import one_line_refusals
 from speech2image.serving.scheduler import Scheduler, Turn
 
 
@@ -189,31 +192,62 @@ def test_a_cancelled_queued_request_leaves_the_queue():
     assert not entered and events.count("cancelled") == 1
 
 
-def test_cancelling_running_work_stops_it_at_its_next_step_and_frees_the_replica():
+@pytest.mark.parametrize("cancellations", [1, 2])
+def test_cancelling_running_work_stops_it_at_its_next_step_and_frees_the_replica(cancellations):
+    """The next request gets the replica only once the work thread has returned, however many
+    times the call is cancelled (the model is never shared)."""
     async def scenario():
         events = Recorder()
         scheduler = Scheduler(max_queued_requests=4, events=events)
-        started, never = threading.Event(), threading.Event()
-        turns = []
+        started, never, returned = threading.Event(), threading.Event(), threading.Event()
+        work = blocking_work(started, never)
+
+        def watched(turn):
+            try:
+                return work(turn)
+            finally:
+                returned.set()
 
         async def request():
             async with scheduler.turn() as turn:
-                turns.append(turn)
-                return await scheduler.run(turn, blocking_work(started, never))
+                return await scheduler.run(turn, watched)
 
         running = asyncio.ensure_future(request())
         await until(started.is_set)
-        running.cancel()
+        for _ in range(cancellations):
+            running.cancel()
+            await asyncio.sleep(0)
         with pytest.raises(asyncio.CancelledError):
             await running
-        # the work thread saw the cancellation and returned: the next request runs alone
-        assert turns[0].cancelled.is_set()
-        with pytest.raises(Cancelled, match=r"^cancelled at step \d+: the client went away$"):
-            turns[0].check("step 1")
+        assert returned.is_set()  # stopped at its next step before the call ended
         async with scheduler.turn():
             return events
 
     assert asyncio.run(scenario()).count("cancelled") == 1
+
+
+def test_a_request_handed_the_turn_but_cancelled_before_it_wakes_passes_it_on():
+    async def scenario():
+        events = Recorder()
+        scheduler = Scheduler(max_queued_requests=4, events=events)
+        entered = []
+
+        async def request(name):
+            async with scheduler.turn():
+                entered.append(name)
+
+        async with scheduler.turn():
+            first, second = asyncio.ensure_future(request("first")), asyncio.ensure_future(request("second"))
+            await until(lambda: len(scheduler._waiting) == 2)
+        first.cancel()  # the turn was handed to it as the block ended; it has not woken yet
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await second
+        async with scheduler.turn():  # and the replica is free again
+            return entered, events
+
+    entered, events = asyncio.run(scenario())
+    assert entered == ["second"] and events.count("cancelled") == 1
 
 
 def test_running_work_stops_at_its_deadline_between_steps():
@@ -225,3 +259,18 @@ def test_running_work_stops_at_its_deadline_between_steps():
 
     with pytest.raises(DeadlineExceeded, match=r"^deadline passed at step \d+; ask again with a longer timeout"):
         asyncio.run(scenario())
+
+
+def test_a_refusal_by_design_is_one_log_line_and_a_bug_keeps_its_stack(caplog):
+    """Jina logs each executor exception with its stack: a client could flood the log with them."""
+    runtime = logging.getLogger("diffusion/rep-0")  # as Jina names a replica's server (its runtime: …/rep-0/…)
+    one_line_refusals("diffusion/rep-0")
+    for error in (Busy("busy: 4 request(s) wait for this replica"), ZeroDivisionError("a bug")):
+        try:
+            raise error
+        except Exception as e:
+            runtime.error(f"{e!r}\n add --quiet-error to suppress the exception details", exc_info=True)
+    refusal, bug = caplog.records[-2:]
+    assert (refusal.levelname, refusal.getMessage(), refusal.exc_info) == (
+        "WARNING", "refused: Busy: busy: 4 request(s) wait for this replica", None)
+    assert bug.levelname == "ERROR" and bug.exc_info[0] is ZeroDivisionError

@@ -11,6 +11,8 @@ from speech2image.options import configure, merge
 from speech2image.schema import GeneratedImage, SpeechImageDoc, refuse_filled
 from speech2image.serving.announce import announce_when_serving
 from speech2image.serving.deadline import monotonic_deadline
+from speech2image.serving.interrupts import leave_interrupts_to_the_flow
+from speech2image.serving.logs import one_line_refusals
 from speech2image.serving.scheduler import Scheduler
 
 
@@ -31,6 +33,8 @@ class StableDiffusionExecutor(Executor):
         self.engine = load_engine(config)
         self.metrics = ExecutorMetrics.of(self, "diffusion")
         self.scheduler = Scheduler(replica.max_queued_requests, self.metrics.scheduler_event)
+        one_line_refusals(self.metrics.labels["runtime_name"])  # bad input, busy, late: one log line, no stack
+        leave_interrupts_to_the_flow()  # a terminal's Ctrl-C: app.py drains, then stops this replica
         announce_when_serving(f"diffusion executor ({self.engine.model})")
 
     @requests(on="/generate")

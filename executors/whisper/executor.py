@@ -1,7 +1,5 @@
 """WhisperExecutor: speech → text for every document of a request."""
 
-import asyncio
-
 from docarray import DocList
 from jina import Executor, requests
 
@@ -15,6 +13,8 @@ from speech2image.options import configure, merge
 from speech2image.schema import SpeechImageDoc, refuse_filled
 from speech2image.serving.announce import announce_when_serving
 from speech2image.serving.deadline import monotonic_deadline
+from speech2image.serving.interrupts import leave_interrupts_to_the_flow
+from speech2image.serving.logs import one_line_refusals
 from speech2image.serving.scheduler import Scheduler
 
 
@@ -37,6 +37,8 @@ class WhisperExecutor(Executor):
         self.decoder = AudioDecoder(self.audio_limits)  # hostile files cost a worker process, not this one
         self.metrics = ExecutorMetrics.of(self, "whisper")
         self.scheduler = Scheduler(replica.max_queued_requests, self.metrics.scheduler_event)
+        one_line_refusals(self.metrics.labels["runtime_name"])  # bad input, busy, late: one log line, no stack
+        leave_interrupts_to_the_flow()  # a terminal's Ctrl-C: app.py drains, then stops this replica
         announce_when_serving(f"whisper executor ({self.engine.label})")
 
     @requests(on="/generate")
@@ -57,14 +59,20 @@ class WhisperExecutor(Executor):
                 return docs  # text only: nothing to queue for
             async with self.scheduler.turn(deadline) as turn:
                 with clock.stage(DECODE):  # a worker process decodes: the replica's turn, but not its model
-                    waveforms = await asyncio.to_thread(
-                        lambda: [load_audio(doc, self.sources, self.audio_limits, self.decoder.decode) for doc in docs])
+                    waveforms = await self.scheduler.run(turn, self._decode_all, docs)
                 self.request_limits.check_transcription(
                     audio_seconds=sum(w.size for w in waveforms if w is not None) / SAMPLE_RATE,
                     beam_size=options.beam_size)
                 with self.metrics.working():
                     await self.scheduler.run(turn, self._transcribe_all, docs, waveforms, options, clock)
         return docs
+
+    def _decode_all(self, docs, turn) -> list:
+        waveforms = []
+        for index, doc in enumerate(docs):
+            turn.check(f"decoding document {index}")  # a client gone or out of time: no more decoding
+            waveforms.append(load_audio(doc, self.sources, self.audio_limits, self.decoder.decode))
+        return waveforms
 
     def _transcribe_all(self, docs, waveforms, options, clock, turn) -> None:
         for doc, waveform in zip(docs, waveforms):

@@ -120,9 +120,13 @@ class AudioDecoder:
 
 
 def _cap_memory(limit: int) -> None:
+    """The decoding worker: at most `limit` bytes of address space, and deaf to a terminal's
+    Ctrl-C (its replica stops it)."""
     import resource
+    import signal
 
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def check_waveform(waveform, limits: AudioLimits = AudioLimits()) -> np.ndarray:

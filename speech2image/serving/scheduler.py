@@ -39,13 +39,17 @@ class Turn:
 
 class Scheduler:
     """Runs one request at a time; `events(kind, value)` is told what happens: "queued" (the queue
-    length), "waited" (seconds), "refused", "dropped", "cancelled" (one each)."""
+    length), "waited" (seconds), "refused", "dropped", "cancelled" (one each).
+
+    The turn passes by futures: a request that finishes hands it to the first one waiting, at
+    once and without awaiting anything, so no cancellation can fall between the two and leave
+    the replica held by nobody; a waiter handed the turn that is cancelled or out of time
+    before it wakes passes it on."""
 
     def __init__(self, max_queued_requests: int, events: Optional[Callable[[str, float], None]] = None):
         self.max_queued_requests = max_queued_requests
         self._events = events or (lambda kind, value: None)
-        self._condition: Optional[asyncio.Condition] = None  # made in the replica's event loop
-        self._waiting: collections.deque = collections.deque()
+        self._waiting: collections.deque = collections.deque()  # futures, set when handed the turn
         self._running = False
         self._service_seconds: collections.deque = collections.deque(maxlen=20)
 
@@ -59,63 +63,68 @@ class Scheduler:
         """Wait for this request's turn — Busy at once when the queue is full, DeadlineExceeded when
         its deadline passes first, CancelledError when its call is cancelled — then hold it for the
         `async with` block, which gets the request's Turn."""
-        self._condition = self._condition or asyncio.Condition()
-        if len(self._waiting) >= self.max_queued_requests and (self._running or self._waiting):
+        if len(self._waiting) >= self.max_queued_requests and self._running:
             self._events("refused", 1)
             ahead = len(self._waiting)
             raise Busy(f"busy: {ahead} request(s) wait for this replica (max_queued_requests="
                        f"{self.max_queued_requests}); retry in about {self.retry_after(ahead):.0f} s")
-        ticket, entered = object(), time.monotonic()
+        entered = time.monotonic()
         if deadline is not None and deadline <= entered:  # a retried copy of a request that ran out of time
             self._events("dropped", 1)
             raise DeadlineExceeded("deadline passed before the request reached the replica; ask again with a "
                                    "longer timeout")
-        self._waiting.append(ticket)
-        self._events("queued", len(self._waiting))
-        try:
-            async with self._condition:
-                try:
-                    while self._running or self._waiting[0] is not ticket:
-                        left = None if deadline is None else deadline - time.monotonic()
-                        if left is not None and left <= 0:
-                            self._events("dropped", 1)
-                            raise DeadlineExceeded(f"deadline passed after {time.monotonic() - entered:.1f} s in "
-                                                   "the queue, before any model work; ask again with a longer "
-                                                   "timeout, or when the service is less busy")
-                        try:
-                            await asyncio.wait_for(self._condition.wait(), left)
-                        except asyncio.TimeoutError:
-                            continue
-                    self._running = True
-                finally:  # out of the queue, to run or not: the next one may be first now
-                    self._waiting.remove(ticket)
-                    self._condition.notify_all()
-        except asyncio.CancelledError:
-            self._events("cancelled", 1)
-            raise
-        finally:
-            if ticket in self._waiting:  # cancelled before it got the condition's lock
-                self._waiting.remove(ticket)
-            self._events("queued", len(self._waiting))
+        if self._running:
+            await self._wait(asyncio.get_running_loop().create_future(), deadline, entered)
+        self._running = True
         self._events("waited", time.monotonic() - entered)
         started = time.monotonic()
         try:
             yield Turn(deadline)
         finally:
             self._service_seconds.append(time.monotonic() - started)
-            async with self._condition:
-                self._running = False
-                self._condition.notify_all()
+            self._pass_on()
+
+    async def _wait(self, handed, deadline: Optional[float], entered: float) -> None:
+        """Wait in the queue until `handed` is set (the turn is this request's now)."""
+        self._waiting.append(handed)
+        self._events("queued", len(self._waiting))
+        try:
+            async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()):
+                await asyncio.shield(handed)  # (not wait_for: in 3.11 it may swallow a cancellation)
+        except BaseException as e:
+            if handed.done() and not handed.cancelled():  # handed the turn, but leaving: pass it on
+                self._pass_on()
+            else:
+                handed.cancel()
+                self._waiting.remove(handed)
+                self._events("queued", len(self._waiting))
+            if isinstance(e, TimeoutError):
+                self._events("dropped", 1)
+                raise DeadlineExceeded(f"deadline passed after {time.monotonic() - entered:.1f} s in the queue, "
+                                       "before any model work; ask again with a longer timeout, or when the "
+                                       "service is less busy") from None
+            if isinstance(e, asyncio.CancelledError):
+                self._events("cancelled", 1)
+            raise
+
+    def _pass_on(self) -> None:
+        """The turn goes to the first request waiting, or the replica is free."""
+        self._running = bool(self._waiting)
+        if self._waiting:
+            self._waiting.popleft().set_result(None)
+            self._events("queued", len(self._waiting))
 
     async def run(self, turn: Turn, work: Callable, *args):
-        """`work(*args, turn)` in a thread; if the call is cancelled meanwhile, the work is told
-        (turn.cancelled) and awaited until it stops at its next step, so the turn is never shared."""
+        """`work(*args, turn)` in a thread; if the call is cancelled meanwhile (once or more), the
+        work is told (turn.cancelled) and awaited until it stops at its next step, so the turn is
+        never shared."""
         task = asyncio.ensure_future(asyncio.to_thread(work, *args, turn))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             turn.cancelled.set()
             self._events("cancelled", 1)
-            with contextlib.suppress(Exception):
-                await task
+            while not task.done():  # a second cancellation must not end the wait either
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.shield(task)
             raise
