@@ -125,6 +125,7 @@ def _request(client, docs, parameters, timeout, target_executor, api_key, failur
 def _answered(client, timeout: float):
     """Jina's client errors as one-line ClientErrors: unreachable, refused (a key, a size, busy),
     out of time, failed."""
+    import grpc
     from jina.excepts import BadServerFlow
 
     try:
@@ -142,6 +143,11 @@ def _answered(client, timeout: float):
         refused = {"UNAUTHENTICATED": "the server refused the API key", "RESOURCE_EXHAUSTED": "the server refused the "
                    "request"}.get(getattr(code, "name", ""), "the server failed")
         raise ClientError(f"{refused}: {details}") from e
+    except grpc.RpcError as e:  # what Jina's gRPC client lets through (a call that broke under way)
+        code = e.code().name if hasattr(e, "code") else "UNKNOWN"
+        details = e.details() if hasattr(e, "details") else str(e)
+        raise ClientError(f"the call to {_address(client)} failed ({code}): {one_line(Exception(details))}; "
+                          "try again") from e
 
 
 def _http_refusal(error: ValueError) -> Exception:
@@ -263,7 +269,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ca", metavar="FILE", help="trust this certificate authority for TLS (a private one)")
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="where the PNGs go (default ./outputs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per input")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for the answer; the server stops the work by then too (default 600)")
     for executor, title in (("whisper", "speech → text"), ("diffusion", "text → images")):
         add_options(parser.add_argument_group(title), OPTIONS[executor])
     args = parser.parse_args(argv)

@@ -6,8 +6,8 @@
   than 80 % of Jina's `timeout_send`, so the executors stop the work before Jina would give up
   on the call and retry it on another replica while the first copy still runs.
 - **Busy replicas.** A replica whose queue is full answers Busy at once, before any work; Jina
-  does not retry that, so the gateway sends the call on to the deployment's next replica, as
-  many times as the deployment has replicas, before it answers Busy itself.
+  does not retry that, so the gateway sends the call on to a replica of the deployment that has
+  not refused it yet, until one takes it or every one has refused (then it answers Busy).
 - **Cancellation.** The executor calls of a request whose client went away (a cancelled call, a
   closed connection, a client deadline) are cancelled: each replica's scheduler then drops the
   request from its queue, or stops its work at the next step.
@@ -15,7 +15,8 @@
   ready, lets the requests in flight finish for up to `grace_seconds`, then stops.
 
 Jina has no hook for the second and third: they wrap the call of its connection pool that
-sends one request to one deployment (`GrpcConnectionPool.send_requests_once`). Cancelling that
+sends one request to one deployment (`GrpcConnectionPool.send_requests_once`), and hand Jina's
+sending a view of the deployment's replicas that skips those that answered Busy. Cancelling that
 call's task does not cancel its RPC (Jina awaits the RPC's trailing metadata, which a cancelled
 wait leaves running), so a client interceptor on the executor channels (`ExecutorCalls`) keeps
 each RPC by request id, to cancel it too.
@@ -40,7 +41,7 @@ class Admission:
     def __init__(self, pool, rpcs: "ExecutorCalls", *, request_timeout_seconds: float, timeout_send_seconds: Optional[float],
                  grace_seconds: float, logger=None):
         self.longest = request_timeout_seconds
-        if timeout_send_seconds:
+        if timeout_send_seconds and timeout_send_seconds > 0:  # (-1: Jina waits forever)
             self.longest = min(self.longest, 0.8 * timeout_send_seconds)
         self.grace_seconds = grace_seconds
         self.draining = False
@@ -61,7 +62,9 @@ class Admission:
         asked = parameters.get(TIMEOUT)
         if isinstance(asked, (int, float)) and not isinstance(asked, bool) and asked > 0:
             client_seconds = min(asked, client_seconds) if client_seconds else asked
-        return {**parameters, DEADLINE: wall_deadline(self.longest, client_seconds)}
+        ours = {key: value for key, value in parameters.items()  # a client's own, for one executor too
+                if key != DEADLINE and not key.endswith(f"__{DEADLINE}")}
+        return {**ours, DEADLINE: wall_deadline(self.longest, client_seconds)}
 
     def cancel(self, request_id: str) -> None:
         """Cancel the executor calls of a request whose client went away."""
@@ -89,22 +92,30 @@ class Admission:
             left = f"{self.in_flight} request(s) cut short" if self.in_flight else "every request answered"
             self._logger.info(f"drained: {left}")
 
-    def _send_with_busy_retries(self, requests, deployment, *args, **kwargs):
-        first = self._send_once(requests, deployment, *args, **kwargs)
-        if first is None:  # no replica to send to: Jina answers it
-            return None
-        replicas = self._replicas(deployment, *args, **kwargs)
+    def _send_with_busy_retries(self, requests, deployment, metadata=None, head: bool = False, shard_id=None,
+                                endpoint=None, timeout=None, retries=-1):
+        replicas = self._pool._connections.get_replicas(deployment, head, shard_id)
+        if not replicas:  # none to send to: Jina answers it
+            return self._send_once(requests, deployment, metadata, head, shard_id, endpoint, timeout, retries)
+        untried = WithoutRefusals(replicas)
         request_id = requests[0].request_id
 
-        async def until_a_replica_has_room():
+        def send():
+            return self._pool._send_requests(requests, untried, endpoint=endpoint, metadata=metadata,
+                                             timeout=timeout, retries=retries)
+
+        async def until_a_replica_has_room(first):
             answer = await first
-            for _ in range(replicas - 1):
+            for _ in range(len(replicas.get_all_connections()) - 1):
                 if not _busy(answer):
                     break
-                answer = await self._send_once(requests, deployment, *args, **kwargs)
+                untried.refused.add(untried.last)
+                answer = await send()
             return answer
 
-        call = asyncio.ensure_future(until_a_replica_has_room())
+        first = send()
+        call = asyncio.ensure_future(until_a_replica_has_room(first))
+        call.add_done_callback(lambda done: first.cancel() if done.cancelled() else None)  # even before it ran
         self._calls[request_id].add(call)
         call.add_done_callback(lambda done: self._forget(request_id, done))
         return call
@@ -116,9 +127,27 @@ class Admission:
             if not calls:
                 del self._calls[request_id]
 
-    def _replicas(self, deployment: str, metadata=None, head: bool = False, shard_id=None, **kwargs) -> int:
-        replicas = self._pool._connections.get_replicas(deployment, head, shard_id)
-        return len(replicas.get_all_connections()) if replicas else 1
+
+class WithoutRefusals:
+    """A deployment's replicas (Jina's `_ReplicaList`) as one request's sending sees them: its
+    round robin skips the replicas that refused this request as busy."""
+
+    def __init__(self, replicas):
+        self._replicas = replicas
+        self.refused: set = set()
+        self.last: Optional[str] = None  # the address handed out last
+
+    async def get_next_connection(self, num_retries: int = 3):
+        connection = None
+        for _ in range(len(self._replicas.get_all_connections())):
+            connection = await self._replicas.get_next_connection(num_retries=num_retries)
+            if connection is None or connection.address not in self.refused:
+                break
+        self.last = connection.address if connection is not None else None
+        return connection
+
+    def __getattr__(self, name):
+        return getattr(self._replicas, name)
 
 
 class ExecutorCalls(grpc.aio.UnaryUnaryClientInterceptor):

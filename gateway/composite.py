@@ -54,7 +54,11 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
         return [*(super().aio_tracing_client_interceptors() or []), self.executor_calls]
 
     async def shutdown(self):
-        """Drain first: no new request, those in flight finish (up to grace_seconds); then stop."""
+        """Drain first: not ready (gRPC health NOT_SERVING, dry runs refused), no new request, those
+        in flight finish (up to grace_seconds); then stop."""
+        for server in self.servers:
+            if hasattr(server, "health_servicer"):
+                await server.health_servicer.enter_graceful_shutdown()
         await self.admission.drain()
         await super().shutdown()
 

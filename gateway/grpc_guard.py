@@ -9,7 +9,6 @@ error keeps its name and one-line message, a connection error inside the Flow be
 line naming the part that does not answer.
 """
 
-import asyncio
 import contextlib
 import re
 from typing import Optional
@@ -20,7 +19,8 @@ from gateway.admission import Admission, busy
 from speech2image.api.keys import ApiKeys
 from speech2image.api.openai import retry_after
 
-OPEN = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch", "/jina.JinaGatewayDryRunRPC/dry_run")
+DRY_RUN = "/jina.JinaGatewayDryRunRPC/dry_run"  # readiness
+OPEN = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch", DRY_RUN)
 DATA_CALLS = ("/jina.JinaRPC/Call", "/jina.JinaSingleDataRequestRPC/process_single_data",
               "/jina.JinaSingleDocumentRequestRPC/stream_doc")
 NOT_SERVED = ("/jina.JinaInfoRPC/_status",)
@@ -86,6 +86,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             if self.keys.check(metadata.get("authorization")) is None:
                 return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED,
                                  "missing or unknown API key: send metadata authorization: Bearer KEY")
+        if self.admission.draining and details.method == DRY_RUN:  # not ready: stopping
+            return _refusing(handler, grpc.StatusCode.UNAVAILABLE, "draining: this server is stopping")
         if details.method in DATA_CALLS:
             if self.admission.draining:
                 return _refusing(handler, grpc.StatusCode.UNAVAILABLE,
@@ -118,7 +120,7 @@ def _admitted(handler, admission: Admission):
         with admission.request():
             try:
                 yield
-            except asyncio.CancelledError:  # the client went away: so does the work
+            except BaseException:  # the client went away, or the call ended on an error: so does the work
                 for request_id in seen:
                     admission.cancel(request_id)
                 raise

@@ -8,15 +8,20 @@ their Prometheus endpoints; every wait is on a condition those counters show.
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import time
 
+import grpc
 import pytest
 import requests
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from jina import Client
 
 from client import make_documents, post_async, request_parameters
+from gateway.admission import Admission, ExecutorCalls
 from speech2image.errors import ClientError
 from speech2image.observability import metrics
 from tests.support.app import App, run_client
@@ -90,6 +95,8 @@ def test_a_full_flow_refuses_at_once_and_a_closed_connection_stops_its_work(app)
     assert http_seconds < 5  # refused at once, not after a wait (the benchmark measures it: bench/load.py)
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "busy: " in refused.stderr and "Traceback" not in refused.stderr
+    log = app.stderr() + "".join(app.output)  # the replica's: one line per refusal, not Jina's stack
+    assert "refused: Busy: busy: " in log and "raise Busy(" not in log
     # the clients went away: the two queued requests leave the queue, the two running ones stop
     wait_until(lambda: idle(app), 30, "the replicas idle after the clients left")
     assert count(app, CANCELLED) - cancelled == 4
@@ -192,7 +199,7 @@ def test_a_retried_call_is_never_run_twice(app):
 
 def test_sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(app):
     wait_until(lambda: idle(app), 30, "the replicas idle")
-    body = {"prompt": "a request in flight", "n": 1, "size": "256x256", "steps": 4}  # a few seconds
+    body = {"prompt": "a request in flight", "n": 1, "size": "256x256", "steps": 8}  # a few seconds
     in_flight = subprocess.Popen(["curl", "-s", "-w", "\n%{http_code}", "-H", "content-type: application/json",
                                   "-d", json.dumps(body), url(app)], stdout=subprocess.PIPE, text=True)
     wait_until(lambda: count(app, IN_PROGRESS) == 1, 30, "the request running")
@@ -201,8 +208,38 @@ def test_sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
     wait_until(lambda: requests.get(url(app, "/dry_run"), timeout=5).status_code == 503, 10, "readiness off")
     refused = requests.post(url(app), json={"prompt": "too late", "n": 1, "size": "64x64"}, timeout=10)
     assert refused.status_code == 503 and refused.json()["error"]["message"].startswith("draining")
+    with grpc.insecure_channel(f"localhost:{app.port}") as channel:  # readiness over gRPC: both say stopping
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert not Client(host="localhost", port=app.port).is_flow_ready(timeout=5)  # Jina's dry run
     out, _ = in_flight.communicate(timeout=60)
     assert out.rstrip().endswith("200") and '"b64_json"' in out
     assert app.process.wait(timeout=60) == 0
     # no channel of the Flow was closed for pinging "too often" (Jina's keepalive against gRPC's default)
     assert "too_many_pings" not in app.stderr()
+
+
+def test_ctrl_c_in_a_terminal_drains_too():
+    """A terminal's Ctrl-C reaches every process of its group, the executors too: they leave the
+    stopping to app.py, so the request in flight still finishes, and app.py exits 0."""
+    with App() as app:
+        body = {"prompt": "a request in flight", "n": 1, "size": "256x256", "steps": 8}
+        in_flight = subprocess.Popen(["curl", "-s", "-w", "\n%{http_code}", "-H", "content-type: application/json",
+                                      "-d", json.dumps(body), url(app)], stdout=subprocess.PIPE, text=True)
+        wait_until(lambda: count(app, IN_PROGRESS) == 1, 60, "the request running")
+        os.killpg(app.process.pid, signal.SIGINT)  # app.py leads its own session: the terminal's group
+        out, _ = in_flight.communicate(timeout=60)
+        assert out.rstrip().endswith("200") and '"b64_json"' in out, out[-300:]
+        assert app.process.wait(timeout=60) == 0, app.tail()
+
+def test_the_deadline_is_the_gateways_a_clients_own_for_any_executor_is_replaced():
+    """Jina hands `diffusion__deadline` to the diffusion executor as its `deadline`: a client must
+    not set its own, for the whole Flow or one executor."""
+    pool = type("Pool", (), {"send_requests_once": None})()  # Admission wraps its sending; unused here
+    admission = Admission(pool, ExecutorCalls(), request_timeout_seconds=300, timeout_send_seconds=-1,
+                          grace_seconds=30)
+    before = time.time()
+    parameters = admission.deadline({"deadline": 9e18, "diffusion__deadline": 9e18, "whisper__deadline": 9e18,
+                                     "diffusion__steps": 4, "timeout": 20}, client_seconds=None)
+    assert set(parameters) == {"deadline", "diffusion__steps", "timeout"}
+    assert before + 19 < parameters["deadline"] <= time.time() + 20  # the `timeout` asked; -1: no timeout_send cap
