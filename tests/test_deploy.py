@@ -173,7 +173,10 @@ def test_the_gateway_runs_its_own_image_with_keys_and_tls_from_secrets(tmp_path)
     secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     assert secrets == {"speech2image-api-keys", "speech2image-tls"}
     args = container["args"]
-    assert json.loads(args[args.index("--uses-with") + 1]) == {"api_keys": "/etc/speech2image/keys/keys.txt"}
+    # the gateway drains for as long as a request may run, and the pod waits for that and its close
+    assert json.loads(args[args.index("--uses-with") + 1]) == {"api_keys": "/etc/speech2image/keys/keys.txt",
+                                                               "grace_seconds": 300}
+    assert pod["terminationGracePeriodSeconds"] == 300 + 30
     assert args[args.index("--ssl-certfile") + 1] == "/etc/speech2image/tls/tls.crt"
     for probe, path in (("livenessProbe", "/"), ("readinessProbe", "/dry_run"), ("startupProbe", "/")):
         assert container[probe]["httpGet"] == {"path": path, "port": 8081, "scheme": "HTTPS"}  # works with TLS on

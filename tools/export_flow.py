@@ -75,11 +75,17 @@ WRITABLE = {"cache": "/home/speech2image/.cache", "tmp": "/tmp"}
 
 
 def grace_seconds() -> int:
-    """How long Kubernetes lets a stopping pod finish what it is doing: the longest a request may
-    run (request_timeout_seconds), plus half a minute to drain and close."""
+    """How long Kubernetes lets a stopping pod finish what it is doing: the gateway's drain (as
+    long as a request may run, request_timeout_seconds), plus half a minute to close."""
+    return drain_seconds() + 30
+
+
+def drain_seconds() -> int:
+    """How long the exported gateway lets the requests in flight finish on SIGTERM: the longest a
+    request may run, so that none is cut short by a rollout of the gateway."""
     from speech2image.limits import RequestLimits
 
-    return int(RequestLimits().request_timeout_seconds) + 30
+    return int(RequestLimits().request_timeout_seconds)
 
 
 def _finish_k8s(manifest: Path, secret_variables: list[str], tls: bool) -> None:
@@ -141,7 +147,13 @@ def _gateway(pod: dict, container: dict, tls: bool) -> None:
     HTTP port: GET / (alive) and GET /dry_run (every part answers), open without a key."""
     pod["volumes"].append({"name": "api-keys", "secret": {"secretName": KEYS_SECRET}})
     container["volumeMounts"].append({"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True})
-    container["args"] += ["--uses-with", json.dumps({"api_keys": f"{KEYS_DIR}/keys.txt"})]
+    args = container["args"]
+    ours = {"api_keys": f"{KEYS_DIR}/keys.txt", "grace_seconds": drain_seconds()}
+    if "--uses-with" in args:  # flow.yml's own gateway `uses_with`: kept, and its grace_seconds wins
+        at = args.index("--uses-with") + 1
+        args[at] = json.dumps({**ours, **json.loads(args[at]), "api_keys": ours["api_keys"]})
+    else:
+        args += ["--uses-with", json.dumps(ours)]
     if tls:
         pod["volumes"].append({"name": "tls", "secret": {"secretName": TLS_SECRET}})
         container["volumeMounts"].append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
