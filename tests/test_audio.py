@@ -319,3 +319,27 @@ def test_a_decode_over_its_time_is_stopped():
             slow.decode(long_file)
     finally:
         slow.close()
+
+
+def matroska_with_streams(count: int) -> bytes:
+    """A Matroska file of `count` short silent PCM streams."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="matroska") as container:
+        streams = [container.add_stream("pcm_s16le", rate=16000, layout="mono") for _ in range(count)]
+        for stream in streams:
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1600), dtype=np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 16000, 0
+            for packet in [*stream.encode(frame), *stream.encode(None)]:
+                container.mux(packet)
+    return buffer.getvalue()
+
+
+def test_a_file_declaring_more_than_8_streams_is_refused():
+    """Every stream a file declares costs FFmpeg memory and work: at most 8 (`max_streams`)."""
+    assert decode_audio(matroska_with_streams(8), AudioLimits()).shape == (1600,)
+    with pytest.raises(AudioError, match="^not audio"):
+        decode_audio(matroska_with_streams(9), AudioLimits())

@@ -298,3 +298,18 @@ def test_a_failed_dry_run_names_the_part_not_its_address():
     scrubbed = scrub(status)
     assert scrubbed.description == "the whisper executor does not answer (it may be restarting); try again"
     assert list(scrubbed.exception.stacks) == []
+
+
+def test_websocket_is_not_served_even_with_a_key(server, tls):
+    """Jina's gateways can speak WebSocket; this one does not: the upgrade is refused (1008)."""
+    import ssl
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+    for path in ("/", "/generate"):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"wss://localhost:{server.port + 1}{path}", ssl=context, open_timeout=10,
+                    additional_headers={"Authorization": f"Bearer {KEY}"})
+        assert refused.value.response.status_code == 403  # uvicorn's answer to a close before accept

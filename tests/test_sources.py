@@ -148,6 +148,19 @@ def test_urls_are_matched_by_scheme_host_port_and_path_not_by_prefix(uri):
         read_source(uri, sources("https://media.example.com/audio/"))
 
 
+
+@pytest.mark.parametrize("allowed", [(), ("https://media.example.com/audio/",)])
+def test_messages_never_repeat_a_urls_secrets(web, allowed):
+    """A signed URL's query (and any user info) is a secret: refused, or failed while fetched, the
+    message shows the URL without them."""
+    url, _ = web
+    for uri, open_to in (("https://user:pa55word@media.example.com/private/a.wav?X-Signature=s3cr3t#t", allowed),
+                         (f"{url}/redirect/a.wav?X-Signature=s3cr3t", (f"{url}/",))):  # fetched, then refused (302)
+        with pytest.raises(InvalidRequest) as refused:
+            read_source(uri, sources(*open_to, networks=["127.0.0.0/8"]))
+        message = str(refused.value)
+        assert "s3cr3t" not in message and "pa55word" not in message and "/a.wav" in message, message
+
 def test_a_host_on_a_private_address_is_refused_unless_its_network_is_listed(web):
     url, _ = web
     with pytest.raises(ForbiddenSource, match="127.0.0.1 resolves to 127.0.0.1, a loopback address"):
