@@ -73,7 +73,9 @@ class GrpcServer(GRPCGateway):
                    "grpc.max_receive_message_length": max_request_bytes,
                    # no compressed message: a small one could unpack into max_request_bytes of memory
                    "grpc.compression_enabled_algorithms_bitset": 1,  # identity only
-                   "grpc.max_concurrent_streams": 64}  # calls at once on one connection
+                   # calls at once on one connection: the gRPC clients of one process share one, and
+                   # 64 refused streams under load (bench/admission.py at 4x)
+                   "grpc.max_concurrent_streams": 1024}
         super().__init__(grpc_server_options=options, **kwargs)
         self.grpc_tracing_server_interceptors = [*(self.grpc_tracing_server_interceptors or []),
                                                  GatewayInterceptor(keys, admission)]
