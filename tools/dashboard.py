@@ -111,8 +111,11 @@ CONSOLE_HEAD = """<!doctype html>
 
 
 def console_page() -> str:
-    """A Prometheus console page: Prometheus serves it and its own graph script draws it."""
+    """A Prometheus console page: Prometheus serves it and its own graph script draws it; its
+    graphs span 15 minutes, or `?seconds=N`."""
     parts = [CONSOLE_HEAD, "<h1>speech2image</h1>",
+             # the graphs' span: 15 minutes, or ?seconds=N in the page's address
+             '<script>var SECONDS = Number(new URLSearchParams(location.search).get("seconds")) || 900;</script>',
              "<p>Busy fraction ≈ 1 names the bottleneck: add replicas of that executor.</p>"]
     for k, panel in enumerate(PANELS):
         exprs = ", ".join(json.dumps(expr) for _, expr in panel.queries)
@@ -121,7 +124,7 @@ def console_page() -> str:
 <div id="panel{k}"></div>
 <script>
 new PromConsole.Graph({{node: document.querySelector("#panel{k}"), expr: [{exprs}],
-  name: [{names}], duration: 900, height: 160, width: 900}});
+  name: [{names}], duration: SECONDS, height: 160, width: 900}});
 </script>""")
     parts.append("</body>\n</html>\n")
     return "\n".join(parts)
