@@ -117,15 +117,8 @@ class Admission:
         call = asyncio.ensure_future(until_a_replica_has_room(first))
         call.add_done_callback(lambda done: first.cancel() if done.cancelled() else None)  # even before it ran
         self._calls[request_id].add(call)
-        call.add_done_callback(lambda done: self._forget(request_id, done))
+        call.add_done_callback(lambda done: _forget(self._calls, request_id, done))
         return call
-
-    def _forget(self, request_id: str, call) -> None:
-        calls = self._calls.get(request_id)
-        if calls is not None:
-            calls.discard(call)
-            if not calls:
-                del self._calls[request_id]
 
 
 class WithoutRefusals:
@@ -161,18 +154,20 @@ class ExecutorCalls(grpc.aio.UnaryUnaryClientInterceptor):
         request_id = getattr(request, "request_id", None)
         if request_id:
             self._by_request[request_id].add(rpc)
-            rpc.add_done_callback(lambda done: self._forget(request_id, done))
+            rpc.add_done_callback(lambda done: _forget(self._by_request, request_id, done))
         return rpc
 
     def pop(self, request_id: str, default=()):
         return self._by_request.pop(request_id, default)
 
-    def _forget(self, request_id: str, rpc) -> None:
-        rpcs = self._by_request.get(request_id)
-        if rpcs is not None:
-            rpcs.discard(rpc)
-            if not rpcs:
-                del self._by_request[request_id]
+
+def _forget(by_request: dict, request_id: str, done) -> None:
+    """A call or RPC that ended leaves its request's set, and a request with none left its map."""
+    pending = by_request.get(request_id)
+    if pending is not None:
+        pending.discard(done)
+        if not pending:
+            del by_request[request_id]
 
 
 def busy(response) -> bool:

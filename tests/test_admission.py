@@ -41,7 +41,9 @@ def app(tmp_path_factory):
     flow["with"]["timeout_send"] = 8000
     path = tmp_path_factory.mktemp("admission") / "flow.yml"
     path.write_text(yaml.safe_dump(flow))
-    with App("--diffusion-replicas", "2", "--max-queued-requests", "1", "--flow", str(path)) as server:
+    # on the CPU even where there is a GPU: the long requests must outlast the test's steps
+    with App("--diffusion-replicas", "2", "--max-queued-requests", "1", "--flow", str(path),
+             "--device", "cpu") as server:
         wait_until(lambda: len(by_replica(server.metrics_urls, IN_PROGRESS, "diffusion")) == 2, 60,
                    "both diffusion replicas serving metrics")
         for seed in range(2):  # one per replica (round robin): their first request of a size is slow
@@ -222,7 +224,7 @@ def test_sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
 def test_ctrl_c_in_a_terminal_drains_too():
     """A terminal's Ctrl-C reaches every process of its group, the executors too: they leave the
     stopping to app.py, so the request in flight still finishes, and app.py exits 0."""
-    with App() as app:
+    with App("--device", "cpu") as app:
         body = {"prompt": "a request in flight", "n": 1, "size": "256x256", "steps": 8}
         in_flight = subprocess.Popen(["curl", "-s", "-w", "\n%{http_code}", "-H", "content-type: application/json",
                                       "-d", json.dumps(body), url(app)], stdout=subprocess.PIPE, text=True)
