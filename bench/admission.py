@@ -29,6 +29,7 @@ from typing import Optional
 from client import make_documents, post_async, request_parameters
 from speech2image.errors import ClientError
 from speech2image.observability import metrics
+from tests.support.load import percentile
 from tests.support.metrics import total, wait_until
 
 IMAGE = {"num_images": 1, "width": 128, "height": 128, "steps": 4}
@@ -66,15 +67,12 @@ class Row:
             "offered /s": self.rate * self.capacity, "sent": len(self.outcomes),
             "goodput": len(answered) / span / self.capacity,
             "p50 s": statistics.median(answered) if answered else float("nan"),
-            "p95 s": _p95(answered), "refused": len(refused), "refusal p95 ms": _p95(refused) * 1000,
+            "p95 s": percentile(answered, 0.95), "refused": len(refused),
+            "refusal p95 ms": percentile(refused, 0.95) * 1000,
             "deadline": self.count("deadline"), "client timeout": self.count("timeout"),
             "runs/request": self.runs / ran if ran else float("nan"),
             "lost": self.count("lost"), "mismatched": self.count("mismatched"), "failed": self.count("failed"),
         }
-
-
-def _p95(values: list) -> float:
-    return values[round(0.95 * (len(values) - 1))] if values else float("nan")
 
 
 async def one(address: str, index: int, seed: int, started: float) -> Outcome:

@@ -35,14 +35,10 @@ from speech2image.imaging.diffusion import encode_png  # noqa: E402
 from speech2image.limits import AudioLimits  # noqa: E402
 from speech2image.schema import from_blob  # noqa: E402
 from speech2image.hardware import describe_cpu  # noqa: E402
+from tests.support.load import percentile  # noqa: E402
 from tests.support.speech import SPEECH  # noqa: E402
 
 JFK = SPEECH / "jfk.flac"
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def start(port: int, replicas: int, threads: int, monitoring: bool = True):

@@ -37,6 +37,7 @@ import app  # noqa: E402
 from client import connect, make_documents, post, request_parameters  # noqa: E402
 from speech2image.hardware import describe_cpu  # noqa: E402
 from speech2image.observability import metrics  # noqa: E402
+from tests.support.load import percentile  # noqa: E402
 from tests.support.metrics import samples, scrape  # noqa: E402
 from tests.support.speech import SPEECH  # noqa: E402
 
@@ -141,9 +142,8 @@ def main():
             counted[name]()  # the relayed connection's set-up
             relay.reset()
             counted[name]()
-            overheads.sort()
             print(f"{name} | {relay.up} | {relay.down} | {statistics.median(overheads) * 1000:.1f} | "
-                  f"{overheads[round(0.95 * (len(overheads) - 1))] * 1000:.1f} | "
+                  f"{percentile(overheads, 0.95) * 1000:.1f} | "
                   f"{statistics.median(totals) * 1000:.0f}", flush=True)
 
 

@@ -27,6 +27,7 @@ from speech2image.limits import max_body_bytes
 from speech2image.schema import SpeechImageDoc, to_blob
 
 from gateway.admission import Admission
+from gateway.grpc_guard import one_line_details
 
 OPEN = ("/", "/dry_run")  # health (Jina installs GET /) and readiness: never behind a key
 AUDIO_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/speech-to-image")
@@ -61,7 +62,7 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
                     streamed.cancel()
             return streamed.result()
         except InternalNetworkError as e:
-            raise Unavailable(_grpc_one_line(e.details())) from e
+            raise Unavailable(one_line_details(e.details())) from e
         finally:
             streamed.cancel()
 
@@ -230,12 +231,6 @@ def image_url(store: ImageStore, request: Request):
     """Where a stored image is served: an absolute URL on the address the request came to."""
     base = str(request.base_url).rstrip("/")
     return lambda png: f"{base}{KEPT_IMAGES}{store.put(png)}"
-
-
-def _grpc_one_line(details: Optional[str]) -> str:
-    from gateway.grpc_guard import one_line_details
-
-    return one_line_details(details)
 
 
 def _error(request: Request, error: Exception) -> JSONResponse:

@@ -51,10 +51,16 @@ class Report:
         total = sum(self.outcomes.values())
         return [
             f"{total} requests in {self.seconds:.1f} s: {total / self.seconds:.1f} requests/s; latency "
-            f"p50 {statistics.median(ordered) * 1000:.0f} ms, p95 {ordered[round(0.95 * (len(ordered) - 1))] * 1000:.0f} ms",
+            f"p50 {statistics.median(ordered) * 1000:.0f} ms, p95 {percentile(ordered, 0.95) * 1000:.0f} ms",
             "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())),
             *(f"  request {i} ({kind}) failed: {line}" for i, kind, line in self.failures[:10]),
         ] + ([f"diffusion replica pid {self.killed} was killed with SIGKILL"] if self.killed else [])
+
+
+def percentile(values, q: float) -> float:
+    """The q-quantile of `values`, one of them (nearest rank); NaN when there is none."""
+    ordered = sorted(values)
+    return ordered[round(q * (len(ordered) - 1))] if ordered else float("nan")
 
 
 def cases(n: int) -> list[Case]:
