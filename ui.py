@@ -195,29 +195,6 @@ def build(host: str, api_key: Optional[str] = None):
     return page
 
 
-def users(path: str):
-    """gradio's login check for a file of `user:password` (or `user:sha256:HEX`) lines, compared in
-    constant time; passwords are never kept in the clear."""
-    import hashlib
-    import hmac
-
-    known = {}
-    for line in Path(path).read_text().splitlines():
-        entry = line.split("#", 1)[0].strip()
-        if entry:
-            user, _, secret = entry.partition(":")
-            known[user] = bytes.fromhex(secret[7:]) if secret.startswith("sha256:") else \
-                hashlib.sha256(secret.encode()).digest()
-    if not known:
-        raise SystemExit(f"ui.py: {path} holds no user; write user:password lines")
-
-    def check(user: str, password: str) -> bool:
-        expected = known.get(user, b"\0" * 32)
-        return hmac.compare_digest(hashlib.sha256(password.encode()).digest(), expected) and user in known
-
-    return check
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     from speech2image.serving.network import is_loopback
@@ -226,6 +203,16 @@ def main(argv=None) -> int:
         print(f"ui.py: --listen {args.listen} would let anyone who reaches this machine use the page: add --users "
               "FILE (user:password lines), or pass --allow-unauthenticated on purpose", file=sys.stderr)
         return 2
+    login = None
+    if args.users:
+        from speech2image.api.keys import Users
+        from speech2image.errors import ConfigurationError
+
+        try:
+            login = Users.load(args.users)
+        except ConfigurationError as e:
+            print(f"ui.py: {e}", file=sys.stderr)
+            return 2
     if args.ca:
         from client import trust
 
@@ -238,7 +225,7 @@ def main(argv=None) -> int:
 
     page.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size).launch(
         server_name=args.listen, server_port=args.port, share=False, inbrowser=False, theme=theme, footer_links=[],
-        ssr_mode=False, max_file_size=args.max_upload_bytes, auth=users(args.users) if args.users else None,
+        ssr_mode=False, max_file_size=args.max_upload_bytes, auth=login.check if login else None,
         app_kwargs={"middleware": [Middleware(LocalOnly)]})
     return 0
 

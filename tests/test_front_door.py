@@ -286,6 +286,30 @@ def test_a_keys_file_keeps_a_hash_inside_a_key_and_refuses_short_keys(tmp_path):
         ApiKeys.load(str(keys))
 
 
+
+def test_the_pages_users_file_keeps_a_hash_inside_a_password_and_refuses_a_user_without_one(tmp_path):
+    """A `#` cut a password short (its prefix logged in) and a line without a password let that
+    user in with an empty one."""
+    import hashlib
+    import sys
+
+    from speech2image.api.keys import Users
+    from speech2image.errors import ConfigurationError
+    from tests.support.speech import ROOT
+
+    users = tmp_path / "users.txt"
+    users.write_text(f"# who may open the page\nalice:pa#ss  # the team's\n"
+                     f"bob:sha256:{hashlib.sha256(b'b0b').hexdigest()}\n")
+    login = Users.load(str(users))
+    assert login.check("alice", "pa#ss") and login.check("bob", "b0b")
+    assert not login.check("alice", "pa") and not login.check("bob", "") and not login.check("eve", "")
+    users.write_text("alice:pa55\nbob\n")
+    with pytest.raises(ConfigurationError, match="^line 2 of the users file: write user:password"):
+        Users.load(str(users))
+    done = subprocess.run([sys.executable, "ui.py", "--listen", "0.0.0.0", "--users", str(users)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+
 def test_a_failed_dry_run_names_the_part_not_its_address():
     from jina.proto import jina_pb2
 

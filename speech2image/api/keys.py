@@ -70,3 +70,44 @@ class ApiKeys:
         for candidate in self._digests:  # every one, so the time taken tells nothing
             known |= hmac.compare_digest(presented, candidate)
         return key_id(presented) if known else None
+
+
+class Users:
+    """Who may open the page (ui.py --users): `user:password` or `user:sha256:HEX` lines, comments
+    as in the keys file (a `#` inside a password is part of it); passwords compared as SHA-256
+    digests in constant time, never kept in the clear."""
+
+    def __init__(self, digests: dict[str, bytes]):
+        if not digests:
+            raise ConfigurationError("the users file holds no user; write user:password lines")
+        self._digests = digests
+
+    @classmethod
+    def load(cls, path: str) -> "Users":
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as e:
+            raise ConfigurationError(f"cannot read the users file {path}: {e.strerror}") from e
+        digests = {}
+        for number, line in enumerate(lines, 1):
+            entry = COMMENT.sub("", line).strip()
+            if not entry:
+                continue
+            user, _, secret = entry.partition(":")
+            if not user or not secret:
+                raise ConfigurationError(f"line {number} of the users file: write user:password (or "
+                                         "user:sha256:HEX); a user without a password is refused")
+            if secret.startswith("sha256:"):
+                match = HEX_DIGEST.fullmatch(secret.lower())
+                if not match:
+                    raise ConfigurationError(f"line {number} of the users file: sha256: needs 64 hex digits")
+                digests[user] = bytes.fromhex(match.group(1))
+            else:
+                digests[user] = digest(secret)
+        return cls(digests)
+
+    def check(self, user: str, password: str) -> bool:
+        """gradio's login check: a known user with its password."""
+        expected = self._digests.get(user, b"\0" * 32)
+        return hmac.compare_digest(digest(password), expected) and user in self._digests
+
