@@ -23,7 +23,7 @@ from speech2image.asr.audio import decode_audio  # noqa: E402
 from speech2image.asr.embedded import EMBEDDED_MODELS  # noqa: E402
 from speech2image.asr.options import BACKENDS, TranscribeOptions, WhisperConfig  # noqa: E402
 from speech2image.asr.transcription import load_engine, transcribe  # noqa: E402
-from tests.support.speech import FOREIGN_SPEECH, SPEECH, wer  # noqa: E402
+from tests.support.speech import SPEECH, wer  # noqa: E402
 from speech2image.hardware import describe_cpu  # noqa: E402
 
 DEFAULT_AUDIO = SPEECH / "jfk.flac"
@@ -55,12 +55,12 @@ def speed(args) -> None:
 
 
 def multilingual(args) -> None:
-    clips = json.loads((FOREIGN_SPEECH / "manifest.json").read_text())["clips"]
+    clips = json.loads((SPEECH / "manifest.json").read_text())["clips"]
     print("embedded-base on the espeak-ng clips of tests/data; beam_size 5")
     for backend in BACKENDS:
         engine = load_engine(WhisperConfig(backend=backend, model="embedded-base", device=args.device))
         for clip in clips:
-            audio = decode_audio((FOREIGN_SPEECH / clip["file"]).read_bytes())
+            audio = decode_audio((SPEECH / clip["file"]).read_bytes())
             auto = transcribe(engine, audio)
             hinted = transcribe(engine, audio, TranscribeOptions(language=clip["language"], task="transcribe"))
             print(f"{backend:15s} {clip['file']:15s} detected {auto.language} {auto.language_probability:.2f} "

@@ -9,7 +9,7 @@ os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")
 
 import pytest
 
-from tests.support.speech import FOREIGN_SPEECH, SPEECH, manifest, texts
+from tests.support.speech import SPEECH, manifest, texts
 
 
 def pytest_addoption(parser):
@@ -29,8 +29,8 @@ def screenshots(request):
 
 @pytest.fixture(scope="session")
 def clips() -> dict[str, str]:
-    """file name → spoken text, from the shared manifest."""
-    return texts(SPEECH)
+    """file name → spoken text, of the English clips."""
+    return texts()
 
 
 @pytest.fixture(scope="session")
@@ -45,5 +45,18 @@ def jfk_text(clips) -> str:
 
 @pytest.fixture(scope="session")
 def foreign_clips() -> dict[str, dict]:
-    """file name → its manifest entry (language, text), for tests/data."""
-    return manifest(FOREIGN_SPEECH)
+    """file name → its manifest entry (language, text)."""
+    return manifest()
+
+
+OPT_IN = ("slow", "container", "gpu")  # run only when -m names them
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out the tests marked slow, container or gpu unless the -m expression names that mark,
+    so that `-m "not flow"` (the fast lane) still leaves them out."""
+    named = config.getoption("markexpr") or ""
+    left_out = [item for item in items if any(item.get_closest_marker(mark) and mark not in named for mark in OPT_IN)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if item not in left_out]

@@ -9,7 +9,7 @@ import pytest
 from tests.support.app import App
 from tests.support.app import run_client as client
 from tests.support.ports import free_port
-from tests.support.speech import FOREIGN_SPEECH, ROOT, SPEECH, wer
+from tests.support.speech import SPEECH, ROOT, SPEECH, wer
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_unavailable_model_stops_start_up_with_one_line():
 
 def test_german_speech_becomes_english_text_and_images_with_embedded_base(tmp_path):
     with App("--whisper-model", "embedded-base", "--no-monitoring") as app:
-        done = client(FOREIGN_SPEECH / "de-bicycle.flac", SPEECH / "jfk.flac", "--host", f"localhost:{app.port}",
+        done = client(SPEECH / "de-bicycle.flac", SPEECH / "jfk.flac", "--host", f"localhost:{app.port}",
                       "--width", 32, "--steps", 1, "--out", tmp_path, "--json")
     assert done.returncode == 0, done.stderr
     german, english = [json.loads(line) for line in done.stdout.splitlines()]

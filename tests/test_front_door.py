@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from tests.support.app import App, run_client
-from tests.support.speech import FOREIGN_SPEECH, SPEECH, wer
+from tests.support.speech import SPEECH, wer
 
 KEY = "sk-front-door-test-key-0123456789"
 OTHER_KEY = "a-second-key"
@@ -85,7 +85,7 @@ def test_the_openai_sdk_transcribes_jfk(openai_client, jfk_bytes, jfk_text):
 
 def test_the_openai_sdk_translates_german_with_embedded_base(openai_client):
     translated = openai_client().audio.translations.create(
-        model="embedded-base", file=("de.flac", (FOREIGN_SPEECH / "de-bicycle.flac").read_bytes()))
+        model="embedded-base", file=("de.flac", (SPEECH / "de-bicycle.flac").read_bytes()))
     words = set(translated.text.lower().replace(".", " ").replace(",", " ").split())
     assert translated.text.isascii() and len(words & {"morning", "bike", "city", "bread", "cheese"}) >= 2
 

@@ -16,7 +16,7 @@ from speech2image.errors import ModelLoadError
 from speech2image.asr.options import BACKENDS, TranscribeOptions, WhisperConfig
 from speech2image.asr.transcription import load_engine, transcribe
 from speech2image.asr.embedded import BASE_MODEL_BIN_SIZE, EMBEDDED_BASE, embedded_ctranslate2_path
-from tests.support.speech import FOREIGN_SPEECH, SPEECH, wer
+from tests.support.speech import SPEECH, wer
 
 # beam 1: the same languages and tasks as beam 5 on these clips, in a fraction of the time
 FAST = dict(beam_size=1)
@@ -37,7 +37,7 @@ def repeatable_sampling():
 
 
 def clip(name: str):
-    return decode_audio(((SPEECH if name in ("jfk.flac", "prompt4.wav") else FOREIGN_SPEECH) / name).read_bytes())
+    return decode_audio((SPEECH / name).read_bytes())
 
 
 def source_words(text: str) -> set[str]:

@@ -2,25 +2,24 @@
 
 import functools
 import json
-import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-# jfk.flac and espeak-ng English prompts, with their texts in manifest.json
-SPEECH = Path(os.environ.get("SPEECH2IMAGE_SPEECH_DATA", ROOT.parent / "shared" / "data" / "speech"))
-FOREIGN_SPEECH = ROOT / "tests" / "data"  # espeak-ng clips in German, Spanish, French, Italian
+# jfk.flac, espeak-ng English prompts and espeak-ng clips in German, Spanish, French, Italian,
+# with their texts and languages in manifest.json
+SPEECH = ROOT / "tests" / "data"
 
 
-@functools.lru_cache(maxsize=2)
-def manifest(directory: Path = SPEECH) -> dict[str, dict]:
-    """file name → its manifest entry (text; language for tests/data), for the clips that exist."""
-    clips = json.loads((directory / "manifest.json").read_text())["clips"]
-    return {clip["file"]: clip for clip in clips if (directory / clip["file"]).exists()}
+@functools.lru_cache(maxsize=1)
+def manifest() -> dict[str, dict]:
+    """file name → its manifest entry (text, language, how it was made)."""
+    clips = json.loads((SPEECH / "manifest.json").read_text())["clips"]
+    return {clip["file"]: clip for clip in clips}
 
 
-def texts(directory: Path = SPEECH) -> dict[str, str]:
-    """file name → spoken text."""
-    return {name: clip["text"] for name, clip in manifest(directory).items()}
+def texts(language: str = "en") -> dict[str, str]:
+    """file name → spoken text, of the clips in `language`."""
+    return {name: clip["text"] for name, clip in manifest().items() if clip["language"] == language}
 
 
 @functools.lru_cache(maxsize=2)
