@@ -27,15 +27,16 @@ RUN apt-get update \
 
 FROM base AS dependencies
 ARG EXECUTOR=whisper
+ARG BAKE_OFFLINE_MODELS=false
 COPY build-config /build-config
-COPY requirements-jina.txt /opt/speech2image/requirements-jina.txt
-COPY executors/whisper/requirements.txt /opt/speech2image/executors/whisper/requirements.txt
-COPY executors/diffusion/requirements.txt /opt/speech2image/executors/diffusion/requirements.txt
-COPY gateway/requirements.txt /opt/speech2image/gateway/requirements.txt
+COPY pyproject.toml constraints.txt README.md /src/
+# the part's extra at the versions of constraints.txt; the offline models only for a baked image;
+# the package itself is uninstalled again: the image carries only its part's code (below)
 RUN if [ -f /build-config/pip.conf ]; then export PIP_CONFIG_FILE=/build-config/pip.conf; fi \
-    && part=$([ "$EXECUTOR" = gateway ] && echo gateway || echo "executors/$EXECUTOR") \
+    && extras="$EXECUTOR$([ "$BAKE_OFFLINE_MODELS" = true ] && [ "$EXECUTOR" = whisper ] && echo ,offline)" \
     && python3.11 -m venv /opt/venv \
-    && pip install -r "/opt/speech2image/$part/requirements.txt"
+    && pip install -c /src/constraints.txt "/src[$extras]" \
+    && pip uninstall -y speech2image
 
 FROM base AS code
 # only what the part runs: no other executor, no other domain's models
@@ -51,7 +52,6 @@ RUN case "$EXECUTOR" in \
                        ! -name options.py ! -name __init__.py -delete ;; \
       *) echo "EXECUTOR must be whisper, diffusion or gateway" >&2; exit 1 ;; \
     esac \
-    && find /code -name requirements.txt -delete \
     && ln -s "$([ "$EXECUTOR" = gateway ] && echo gateway || echo "executors/$EXECUTOR")" /code/part
 
 FROM base

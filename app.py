@@ -360,6 +360,11 @@ def start_prometheus(args: argparse.Namespace, urls: dict[str, list[str]]):
         yield
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `speech2image-app` command."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

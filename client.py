@@ -5,257 +5,23 @@
 
 The client sends each file's bytes (never a path for the server to open), prints each
 transcript, writes the PNGs and one contact sheet into --out, and prints where they
-are. Importing this module does not import torch or any model library.
+are. The calls themselves live in `speech2image.client`. Importing this module does not
+import torch or any model library.
 """
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
-from speech2image.asr.options import TASKS, TranscribeOptions
-from speech2image.errors import ClientError, Speech2ImageError, one_line
-from speech2image.imaging.options import SCHEDULERS, GenerateOptions
-from speech2image.options import merge
-
-# each executor's request options, as their dataclasses name them
-OPTIONS = {"whisper": TranscribeOptions, "diffusion": GenerateOptions}
-
-
-@dataclass
-class Result:
-    """One input's outcome, as `--json` prints it."""
-
-    input: str
-    text: Optional[str]
-    language: Optional[str]
-    language_probability: Optional[float] = None
-    task: Optional[str] = None
-    images: list[str] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    models: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-    no_speech: bool = False
-    no_images_reason: Optional[str] = None
-    warnings: list[str] = field(default_factory=list)
-
-
-def request_parameters(options: dict) -> dict:
-    """Request options → Jina parameters addressed to each executor (`whisper__language`…).
-
-    They are validated here first, with the executors' own rules, so a bad value fails
-    before any upload (InvalidRequest, one line).
-    """
-    parameters = {}
-    for executor, option_class in OPTIONS.items():
-        chosen = {f.name: options[f.name] for f in dataclasses.fields(option_class) if options.get(f.name) is not None}
-        merge(option_class(), chosen)
-        parameters.update({f"{executor}__{name}": value for name, value in chosen.items()})
-    return parameters
-
-
-def make_documents(audio_files: list[Path], text: Optional[str] = None):
-    """One document per audio file (its bytes), or one text-only document."""
-    from speech2image.schema import SpeechImageDoc, to_blob
-
-    if text is not None:
-        return _doc_list()([SpeechImageDoc(prompt=text)])
-    docs = []
-    for path in audio_files:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise ClientError(f"cannot read {path}: {e.strerror}") from e
-        if not data:
-            raise ClientError(f"{path} is empty: record some speech into it first")
-        docs.append(SpeechImageDoc(audio=to_blob(data)))
-    return _doc_list()(docs)
-
-
-def post(docs, host: str = "localhost:54322", parameters: Optional[dict] = None, *, timeout: float = 600.0,
-         target_executor: Optional[str] = None, api_key: Optional[str] = None):
-    """Send the documents through the Flow's /generate endpoint and return them filled.
-
-    `host` is "HOST:PORT" (gRPC), "http://HOST:PORT", "grpcs://…" or "https://…" (TLS), or a
-    client from :func:`connect` (which keeps its connection: use one for many requests).
-    `target_executor` ("whisper", "diffusion") sends the request to that executor alone;
-    `api_key` is sent as `Authorization: Bearer KEY`. Jina's gRPC client serves one thread at a
-    time (jina-ai/serve#5192): for concurrent requests from one process use :func:`post_async`
-    in one event loop, or processes.
-    """
-    client, failures = connect(host), []
-    with _answered(client, timeout):
-        results = client.post("/generate", **_request(client, docs, parameters, timeout, target_executor, api_key,
-                                                      failures))
-    _raise_failure(failures)
-    return results
-
-
-async def post_async(docs, host: str = "localhost:54322", parameters: Optional[dict] = None, *,
-                     timeout: float = 600.0, target_executor: Optional[str] = None, api_key: Optional[str] = None):
-    """:func:`post` for asyncio: many of these may run at once in one event loop."""
-    client, failures, results = connect(host, asyncio=True), [], _doc_list()()
-    with _answered(client, timeout):
-        async for answered in client.post("/generate", **_request(client, docs, parameters, timeout, target_executor,
-                                                                  api_key, failures)):
-            results.extend(answered)
-    _raise_failure(failures)
-    return results
-
-
-def _request(client, docs, parameters, timeout, target_executor, api_key, failures) -> dict:
-    """Jina's post arguments: the key as gRPC metadata or an HTTP header."""
-    key = {}
-    if api_key:
-        bearer = f"Bearer {api_key}"
-        key = {"headers": {"Authorization": bearer}} if str(client.args.protocol).lower() == "http" else \
-            {"metadata": (("authorization", bearer),)}
-    return dict(inputs=docs, parameters=parameters or {}, target_executor=target_executor, return_type=_doc_list(),
-                timeout=timeout, on_error=failures.append, **key)
-
-
-@contextlib.contextmanager
-def _answered(client, timeout: float):
-    """Jina's client errors as one-line ClientErrors: unreachable, refused (a key, a size, busy),
-    out of time, failed."""
-    import grpc
-    from jina.excepts import BadServerFlow
-
-    try:
-        yield
-    except OSError as e:  # Jina's ConnectionError (refused, unavailable), timeouts
-        if "DEADLINE_EXCEEDED" in str(e) or isinstance(e, TimeoutError):
-            raise ClientError(f"no answer from the speech2image server at {_address(client)} within --timeout "
-                              f"{timeout:g} s (the server stopped the work); ask for less, or raise --timeout") from e
-        raise ClientError(f"cannot reach the speech2image server at {_address(client)}: {one_line(e)}") from e
-    except ValueError as e:  # Jina's HTTP client: a refusal, with the status the gateway answered
-        raise _http_refusal(e) from e
-    except BadServerFlow as e:  # Jina's gRPC client: an error status other than "unavailable"
-        code = e.__cause__.code() if hasattr(e.__cause__, "code") else None
-        details = one_line(Exception(e.__cause__.details())) if code else one_line(e)
-        refused = {"UNAUTHENTICATED": "the server refused the API key", "RESOURCE_EXHAUSTED": "the server refused the "
-                   "request"}.get(getattr(code, "name", ""), "the server failed")
-        raise ClientError(f"{refused}: {details}") from e
-    except grpc.RpcError as e:  # what Jina's gRPC client lets through (a call that broke under way)
-        code = e.code().name if hasattr(e, "code") else "UNKNOWN"
-        details = e.details() if hasattr(e, "details") else str(e)
-        raise ClientError(f"the call to {_address(client)} failed ({code}): {one_line(Exception(details))}; "
-                          "try again") from e
-
-
-def _http_refusal(error: ValueError) -> Exception:
-    """The gateway's refusal over HTTP as a ClientError; any other ValueError is a bug, raised as is."""
-    answer = error.args[0] if error.args else None
-    status = answer.get("header", {}).get("status", {}) if isinstance(answer, dict) else {}
-    if "description" not in status:
-        return error
-    refused = "the API key" if status.get("exception", {}).get("name") == "Unauthenticated" else "the request"
-    return ClientError(f"the server refused {refused}: {' '.join(status['description'].split())}")
-
-
-def connect(host: str, asyncio: bool = False):
-    """A Jina client of the Flow at "HOST:PORT", "http://", "grpcs://" or "https://HOST:PORT" (a
-    client is returned as is)."""
-    from speech2image.quiet import quiet_jina
-
-    quiet_jina()  # no telemetry; no import noise: one error line stays one line
-    from jina import Client
-
-    if not isinstance(host, str):
-        return host
-    scheme, address = host.split("://", 1) if "://" in host else ("grpc", host)
-    protocol, tls = {"grpc": ("grpc", False), "grpcs": ("grpc", True), "http": ("http", False),
-                     "https": ("http", True)}.get(scheme, (None, False))
-    hostname, _, port = address.rpartition(":")
-    if not protocol or not hostname or not port.isdigit():
-        raise ClientError(f"invalid --host {host!r}: use HOST:PORT, e.g. localhost:54322, or grpcs://, http:// or "
-                          "https://HOST:PORT")
-    return Client(host=hostname, port=int(port), protocol=protocol, tls=tls, asyncio=asyncio)
-
-
-def trust(ca_file: str) -> None:
-    """Trust a private certificate authority for TLS, besides the system's: Jina's Client(tls=True)
-    reads only the system roots (jina-ai/serve#4948), but gRPC reads its roots from
-    GRPC_DEFAULT_SSL_ROOTS_FILE_PATH and aiohttp's TLS from SSL_CERT_FILE."""
-    path = str(Path(ca_file).resolve())
-    if not Path(path).is_file():
-        raise ClientError(f"cannot read --ca {ca_file}: no such file")
-    os.environ["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = path
-    os.environ["SSL_CERT_FILE"] = path
-
-
-def _address(client) -> str:
-    return f"{client.args.host}:{client.args.port}"
-
-
-def _doc_list():
-    from docarray import DocList
-
-    from speech2image.schema import SpeechImageDoc
-
-    return DocList[SpeechImageDoc]
-
-
-def _raise_failure(failures: list) -> None:
-    if failures:
-        raise ClientError(f"the server refused the request: {_server_error(failures[0])}")
-
-
-def save(docs, inputs: list[str], out_dir: Path, elapsed: float) -> list[Result]:
-    """Write each document's PNGs and one contact sheet of all of them; describe each input."""
-    from speech2image.schema import from_blob
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results, sheet = [], []
-    for index, (doc, name) in enumerate(zip(docs, inputs)):
-        stem = Path(name).stem if name != "text" else "text"
-        result = Result(input=name, text=doc.text if doc.text is not None else doc.prompt, language=doc.language,
-                        language_probability=doc.language_probability, task=doc.task, no_speech=doc.no_speech,
-                        no_images_reason=doc.no_images_reason, warnings=list(doc.warnings))
-        for image in doc.images:
-            path = out_dir / f"{index:02d}-{stem}-seed{image.seed}.png"
-            path.write_bytes(from_blob(image.png))
-            result.images.append(str(path))
-            result.seeds.append(image.seed)
-            sheet.append(path)
-        result.models = {"whisper": doc.asr_model, "diffusion": doc.images[0].model if doc.images else None}
-        result.timings = {
-            "transcribe_s": doc.asr_seconds,
-            "generate_s_per_image": doc.images[0].seconds if doc.images else None,
-            "request_s": round(elapsed, 3),
-        }
-        results.append(result)
-    if sheet:
-        contact_sheet(sheet).save(out_dir / "contact_sheet.png")
-    return results
-
-
-def contact_sheet(paths: list[Path]):
-    """All images on one page, in rows of up to four."""
-    from PIL import Image
-
-    images = [Image.open(p).convert("RGB") for p in paths]
-    width, height = max(i.width for i in images), max(i.height for i in images)
-    columns = min(4, len(images))
-    rows = -(-len(images) // columns)
-    sheet = Image.new("RGB", (columns * width, rows * height), "white")
-    for k, image in enumerate(images):
-        sheet.paste(image, ((k % columns) * width, (k // columns) * height))
-    return sheet
-
-
-def _server_error(response) -> str:
-    exception = response.header.status.exception
-    # the executor's own message, without the Name("message") wrapper Jina adds to the description
-    message = exception.args[0] if exception.args else response.header.status.description
-    return f"{exception.name or 'error'}: {' '.join(message.split())}"
+from speech2image.asr.options import TASKS
+from speech2image.client import OPTIONS, make_documents, post, request_parameters, save, trust
+from speech2image.errors import Speech2ImageError
+from speech2image.imaging.options import SCHEDULERS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -325,5 +91,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `speech2image-client` command."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

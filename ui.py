@@ -2,7 +2,7 @@
 
     python ui.py [--host localhost:54322] [--port 7860]
 
-The page (gradio) talks to the Flow over gRPC through client.py's functions: it sends the
+The page (gradio) talks to the Flow over gRPC through `speech2image.client`: it sends the
 audio to the Whisper executor alone (Jina's `target_executor`), shows the transcript at
 once, then asks the diffusion executor for each image in its own request, one after the
 other (the page holds one place in a replica's queue; Stop cancels the request being drawn,
@@ -23,7 +23,7 @@ from typing import Optional
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from client import make_documents, post_async, request_parameters  # noqa: E402
+from speech2image.client import make_documents, post_async, request_parameters  # noqa: E402
 from speech2image.asr.options import LANGUAGES, TASKS  # noqa: E402
 from speech2image.errors import Speech2ImageError  # noqa: E402
 from speech2image.limits import MAX_IMAGES, MAX_SEED, AudioLimits  # noqa: E402
@@ -57,8 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def options_from(language: str, task: str, num_images, seed: str, steps: str, guidance: str, width: str,
                  height: str, negative_prompt: str) -> dict:
-    """The page's fields as client.py's request options (empty fields: the server's defaults);
-    client.py checks them, with the executors' own rules."""
+    """The page's fields as the client's request options (empty fields: the server's defaults);
+    `speech2image.client` checks them, with the executors' own rules."""
     def optional(text):
         return (text or "").strip() or None
 
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
             print(f"ui.py: {e}", file=sys.stderr)
             return 2
     if args.ca:
-        from client import trust
+        from speech2image.client import trust
 
         trust(args.ca)
     import gradio as gr
@@ -230,5 +230,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `speech2image-ui` command."""
     raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -26,7 +26,7 @@ import statistics
 import time
 from typing import Optional
 
-from client import make_documents, post_async, request_parameters
+from speech2image.client import make_documents, post_async, request_parameters
 from speech2image.errors import ClientError
 from speech2image.observability import metrics
 from tests.support.load import percentile

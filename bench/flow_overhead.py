@@ -28,7 +28,7 @@ os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
 os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
 
 import app  # noqa: E402
-from client import connect, make_documents, post, post_async, request_parameters  # noqa: E402
+from speech2image.client import connect, make_documents, post, post_async, request_parameters  # noqa: E402
 from speech2image.asr.audio import load_audio  # noqa: E402
 from speech2image.asr.options import AudioSources  # noqa: E402
 from speech2image.imaging.diffusion import encode_png  # noqa: E402

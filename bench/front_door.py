@@ -5,7 +5,7 @@
 jfk.flac (11 s, 1.15 MB of FLAC) → its transcript → 1 image (the offline models, SIZE², 2 steps),
 through app.py's offline Flow, in one run:
 
-1. gRPC: client.py's `post` (Jina's protocol: the audio and the PNG as raw bytes);
+1. gRPC: `speech2image.client.post` (Jina's protocol: the audio and the PNG as raw bytes);
 2. Jina's JSON route, `POST /generate` (every byte a decimal number in a JSON array);
 3. the multipart route, `POST /v1/speech-to-image` (the file as is; the PNG back as base64).
 
@@ -34,7 +34,7 @@ os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
 import requests  # noqa: E402
 
 import app  # noqa: E402
-from client import connect, make_documents, post, request_parameters  # noqa: E402
+from speech2image.client import connect, make_documents, post, request_parameters  # noqa: E402
 from speech2image.hardware import describe_cpu  # noqa: E402
 from speech2image.observability import metrics  # noqa: E402
 from tests.support.load import percentile  # noqa: E402

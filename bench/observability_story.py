@@ -29,7 +29,7 @@ os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
 os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
 
 import app  # noqa: E402
-from client import make_documents, post_async, request_parameters  # noqa: E402
+from speech2image.client import make_documents, post_async, request_parameters  # noqa: E402
 from tools import dashboard  # noqa: E402
 from tools.prometheus import Prometheus  # noqa: E402
 from speech2image.hardware import describe_cpu  # noqa: E402

@@ -9,7 +9,7 @@ from docarray import DocList
 from jina import Client
 
 import app
-from client import make_documents, post, post_async, request_parameters
+from speech2image.client import make_documents, post, post_async, request_parameters
 from speech2image.asr.audio import decode_audio
 from speech2image.schema import SpeechImageDoc, from_blob, to_blob
 from tests.support.audio_files import encode

@@ -8,8 +8,10 @@ from pathlib import Path
 from tests.support.speech import ROOT
 
 HEAVY = ("torch", "jina", "faster_whisper", "ctranslate2", "diffusers", "transformers", "whisper", "docarray")
-CLIENT_SAFE = ("client", "ui", "speech2image", "speech2image.errors", "speech2image.limits", "speech2image.options",
-               "speech2image.asr", "speech2image.asr.options", "speech2image.imaging", "speech2image.imaging.options")
+CLIENT_SAFE = ("client", "ui", "speech2image", "speech2image.client", "speech2image.errors", "speech2image.limits",
+               "speech2image.options", "speech2image.asr", "speech2image.asr.options", "speech2image.imaging",
+               "speech2image.imaging.options")
+JINA_CLIENT = "speech2image/client.py"  # Jina's client behind the project's calls: it imports jina when it calls
 
 
 def imported(path: Path) -> set[str]:
@@ -25,7 +27,7 @@ def imported(path: Path) -> set[str]:
 
 def test_the_library_never_imports_jina():
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "speech2image").rglob("*.py") if "jina" in imported(p)]
-    assert offenders == []  # only the gateway, the executors and the entry points do
+    assert offenders == [JINA_CLIENT]  # and the gateway, the executors and the entry points
 
 
 def test_what_the_client_and_the_page_import_needs_no_model_library_and_no_jina():

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional
 
-from client import make_documents, post_async
+from speech2image.client import make_documents, post_async
 from speech2image.errors import ClientError
 
 from .speech import SPEECH, closest, texts
