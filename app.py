@@ -193,18 +193,22 @@ def fetch_models(specs: list[dict]) -> None:
 
 
 def gateway_arguments(args: argparse.Namespace, specs: list[dict]) -> dict:
-    """The gateway's own arguments: its keys, the largest request (from the Whisper executor's
-    limits), the longest a request may take (the executors' longest) and the grace period."""
+    """The gateway's own arguments: flow.yml's gateway `uses_with` (e.g. its connection limits),
+    then its keys, the largest request (from the Whisper executor's limits), the most documents and
+    the longest time a request may take (what every executor accepts) and the grace period."""
+    import yaml
+
     from speech2image.limits import RequestLimits, max_request_bytes
 
     built = executor_arguments(specs)
     _, audio, request, *_ = built["whisper"]
-    longest = max(part.request_timeout_seconds for parts in built.values() for part in parts
-                  if isinstance(part, RequestLimits))
-    return {"api_keys": str(Path(args.api_keys).resolve()) if args.api_keys else None,
+    limits = [part for parts in built.values() for part in parts if isinstance(part, RequestLimits)]
+    configured = (yaml.safe_load(args.flow.read_text()).get("gateway") or {}).get("uses_with") or {}
+    return {**configured, "api_keys": str(Path(args.api_keys).resolve()) if args.api_keys else None,
             "max_request_bytes": args.max_request_bytes or max_request_bytes(audio, request),
-            "max_audio_bytes": audio.max_audio_bytes,
-            "request_timeout_seconds": longest, "grace_seconds": args.grace_seconds}
+            "max_audio_bytes": audio.max_audio_bytes, "max_documents": min(part.max_documents for part in limits),
+            "request_timeout_seconds": max(part.request_timeout_seconds for part in limits),
+            "grace_seconds": args.grace_seconds}
 
 
 def check_exposure(args: argparse.Namespace) -> None:

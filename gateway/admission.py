@@ -62,9 +62,7 @@ class Admission:
         asked = parameters.get(TIMEOUT)
         if isinstance(asked, (int, float)) and not isinstance(asked, bool) and asked > 0:
             client_seconds = min(asked, client_seconds) if client_seconds else asked
-        ours = {key: value for key, value in parameters.items()  # a client's own, for one executor too
-                if key != DEADLINE and not key.endswith(f"__{DEADLINE}")}
-        return {**ours, DEADLINE: wall_deadline(self.longest, client_seconds)}
+        return {**without_deadlines(parameters), DEADLINE: wall_deadline(self.longest, client_seconds)}
 
     def cancel(self, request_id: str) -> None:
         """Cancel the executor calls of a request whose client went away."""
@@ -119,6 +117,14 @@ class Admission:
         self._calls[request_id].add(call)
         call.add_done_callback(lambda done: _forget(self._calls, request_id, done))
         return call
+
+
+def without_deadlines(parameters: dict) -> dict:
+    """`parameters` without a client's own deadline, in each form Jina hands an executor: for the
+    whole Flow (`deadline`), for one executor (`diffusion__deadline`) and inside one executor's
+    own parameters (`{"diffusion": {"deadline": …}}`, which Jina merges into that executor's)."""
+    return {key: ({k: v for k, v in value.items() if k != DEADLINE} if isinstance(value, dict) else value)
+            for key, value in parameters.items() if key != DEADLINE and not key.endswith(f"__{DEADLINE}")}
 
 
 class WithoutRefusals:

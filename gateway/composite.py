@@ -25,7 +25,9 @@ from gateway.grpc_guard import GatewayInterceptor
 from gateway.http_app import create_app
 from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
-from speech2image.limits import AudioLimits, RequestLimits, max_request_bytes as derived_max_request_bytes
+from gateway.connections import uvicorn_settings
+from speech2image.limits import (AudioLimits, ConnectionLimits, RequestLimits,
+                                 max_request_bytes as derived_max_request_bytes)
 from speech2image.serving.network import GRPC_SERVER_OPTIONS
 
 
@@ -35,7 +37,9 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
     def __init__(self, api_keys: Optional[str] = None, max_request_bytes: Optional[int] = None,
                  max_audio_bytes: int = AudioLimits().max_audio_bytes,
                  request_timeout_seconds: float = RequestLimits().request_timeout_seconds, grace_seconds: float = 30.0,
-                 **kwargs):
+                 max_documents: int = RequestLimits().max_documents,
+                 header_timeout_seconds: float = ConnectionLimits().header_timeout_seconds,
+                 max_connections: int = ConnectionLimits().max_connections, **kwargs):
         self.executor_calls = ExecutorCalls()  # before super().__init__, which builds the channels
         super().__init__(**kwargs)
         keys = ApiKeys.load(api_keys) if api_keys else None
@@ -44,10 +48,14 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
                                    request_timeout_seconds=request_timeout_seconds,
                                    timeout_send_seconds=getattr(self.runtime_args, "timeout_send", None),
                                    grace_seconds=grace_seconds, logger=self.logger)
-        servers = {"grpc": GrpcServer, "http": HttpServer}
-        self.servers = [servers[str(server["runtime_args"]["protocol"]).lower()](
-            keys=keys, max_request_bytes=limit, max_audio_bytes=max_audio_bytes, admission=self.admission, **server)
-            for server in self._server_kwargs]
+        connections = ConnectionLimits(header_timeout_seconds, max_connections)
+        self.servers = []
+        for server in self._server_kwargs:
+            common = dict(keys=keys, max_request_bytes=limit, max_audio_bytes=max_audio_bytes, admission=self.admission)
+            if str(server["runtime_args"]["protocol"]).lower() == "grpc":
+                self.servers.append(GrpcServer(**common, max_documents=max_documents, **server))
+            else:
+                self.servers.append(HttpServer(**common, connections=connections, **server))
 
     def aio_tracing_client_interceptors(self):
         """Jina's tracing interceptors (when tracing), and the one that lets Admission cancel RPCs."""
@@ -68,7 +76,7 @@ class GrpcServer(GRPCGateway):
     compressed ones."""
 
     def __init__(self, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int, admission: Admission,
-                 grpc_server_options: Optional[dict] = None, **kwargs):
+                 max_documents: int, grpc_server_options: Optional[dict] = None, **kwargs):
         options = {**(grpc_server_options or {}), **GRPC_SERVER_OPTIONS,
                    "grpc.max_receive_message_length": max_request_bytes,
                    # no compressed message: a small one could unpack into max_request_bytes of memory
@@ -78,15 +86,16 @@ class GrpcServer(GRPCGateway):
                    "grpc.max_concurrent_streams": 1024}
         super().__init__(grpc_server_options=options, **kwargs)
         self.grpc_tracing_server_interceptors = [*(self.grpc_tracing_server_interceptors or []),
-                                                 GatewayInterceptor(keys, admission)]
+                                                 GatewayInterceptor(keys, admission, max_documents)]
 
 
 class HttpServer(FastAPIBaseGateway):
-    """The HTTP app of `gateway.http_app`, served by Jina's uvicorn server."""
+    """The HTTP app of `gateway.http_app`, served by Jina's uvicorn server with bounded connections
+    (`gateway.connections`)."""
 
     def __init__(self, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int, admission: Admission,
-                 **kwargs):
-        super().__init__(**kwargs)
+                 connections: ConnectionLimits, uvicorn_kwargs: Optional[dict] = None, **kwargs):
+        super().__init__(uvicorn_kwargs={**(uvicorn_kwargs or {}), **uvicorn_settings(connections)}, **kwargs)
         self.keys, self.admission = keys, admission
         self.max_request_bytes, self.max_audio_bytes = max_request_bytes, max_audio_bytes
         self.images = ImageStore()

@@ -4,13 +4,18 @@ The interceptor asks for an API key (`authorization: Bearer KEY` metadata) on ev
 the health check and Jina's dry run; never serves Jina's info call (library versions, the
 kernel, every executor's address); admits data calls (`gateway.admission`: their deadline,
 cancellation when the client goes away, RESOURCE_EXHAUSTED when every replica is busy, none
-while draining); and sends clients no Python stack and no internal address: an executor's
-error keeps its name and one-line message, a connection error inside the Flow becomes one
-line naming the part that does not answer.
+while draining); refuses a request of more than `max_documents` documents before it is
+forwarded; and sends clients no Python stack and no internal address: an executor's error
+keeps its name and one-line message, a connection error inside the Flow becomes one line
+naming the part that does not answer.
+
+A data call's requests travel inside the Flow under an id the gateway makes, and go back to the
+client under its own: a client's id names nothing another client's calls can be cancelled by.
 """
 
 import contextlib
 import re
+import uuid
 from typing import Optional
 
 import grpc
@@ -20,7 +25,8 @@ from speech2image.api.keys import ApiKeys
 from speech2image.api.openai import retry_after
 
 DRY_RUN = "/jina.JinaGatewayDryRunRPC/dry_run"  # readiness
-OPEN = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch", DRY_RUN)
+HEALTH = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")  # gRPC's own: nothing to scrub
+OPEN = (*HEALTH, DRY_RUN)
 DATA_CALLS = ("/jina.JinaRPC/Call", "/jina.JinaSingleDataRequestRPC/process_single_data",
               "/jina.JinaSingleDocumentRequestRPC/stream_doc")
 NOT_SERVED = ("/jina.JinaInfoRPC/_status",)
@@ -72,13 +78,13 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
     """Keys, the calls not served, admission (deadlines, Busy, cancellation, draining) and answers
     without what only the server should see."""
 
-    def __init__(self, keys: Optional[ApiKeys], admission: Admission):
-        self.keys, self.admission = keys, admission
+    def __init__(self, keys: Optional[ApiKeys], admission: Admission, max_documents: int):
+        self.keys, self.admission, self.max_documents = keys, admission, max_documents
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None:
-            return None
+        if handler is None or details.method in HEALTH:
+            return handler
         if details.method in NOT_SERVED:
             return _refusing(handler, grpc.StatusCode.UNIMPLEMENTED, "not served by this gateway")
         if self.keys and details.method not in OPEN:
@@ -93,22 +99,37 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 return _refusing(handler, grpc.StatusCode.UNAVAILABLE,
                                  "draining: this server is stopping; retry in a moment (elsewhere, behind a load "
                                  "balancer)")
-            return _admitted(handler, self.admission)
+            return _admitted(handler, self.admission, self.max_documents)
         return _scrubbing(handler)
 
 
-def _admitted(handler, admission: Admission):
-    """A data call with its deadline set on every request, counted in flight, its executor calls
-    cancelled if the client goes away, and a Busy answer turned into RESOURCE_EXHAUSTED."""
+def _admitted(handler, admission: Admission, max_documents: int):
+    """A data call with its deadline set on every request, each request counted and renamed, the
+    call counted in flight, its executor calls cancelled if the client goes away, and a Busy
+    answer turned into RESOURCE_EXHAUSTED."""
     kind = _kind(handler)
     behaviour = getattr(handler, kind)
+    if kind == "unary_stream":  # the single-document call: one document by construction
+        max_documents = None
+    clients: dict[str, str] = {}  # the gateway's request id → the client's
 
-    def with_deadline(request, context, seen: list):
+    async def with_deadline(request, context, seen: list):
+        if max_documents is not None:
+            count = _document_count(request)
+            if count > max_documents:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"too many documents: {count} > max_documents={max_documents}; split the request")
         request.parameters = admission.deadline(request.parameters, context.time_remaining())
-        seen.append(request.request_id)
+        ours = uuid.uuid4().hex
+        clients[ours] = request.proto_wo_data.header.request_id
+        request.proto_wo_data.header.request_id = ours
+        seen.append(ours)
         return request
 
     async def answered(message, context):
+        header = getattr(message, "header", None)
+        if header is not None and header.request_id in clients:
+            header.request_id = clients.pop(header.request_id)
         if busy(message):
             status = message.header.status
             context.set_trailing_metadata((("retry-after", str(retry_after(status.exception.args[0]))),))
@@ -124,6 +145,9 @@ def _admitted(handler, admission: Admission):
                 for request_id in seen:
                     admission.cancel(request_id)
                 raise
+            finally:
+                for request_id in seen:
+                    clients.pop(request_id, None)
 
     if kind == "stream_stream":
         async def streamed(requests, context):
@@ -131,7 +155,7 @@ def _admitted(handler, admission: Admission):
 
             async def deadlined():
                 async for request in requests:
-                    yield with_deadline(request, context, seen)
+                    yield await with_deadline(request, context, seen)
 
             async with call(seen):
                 async for message in behaviour(deadlined(), _Context(context)):
@@ -142,7 +166,7 @@ def _admitted(handler, admission: Admission):
         async def unary_streamed(request, context):
             seen = []
             async with call(seen):
-                async for message in behaviour(with_deadline(request, context, seen), _Context(context)):
+                async for message in behaviour(await with_deadline(request, context, seen), _Context(context)):
                     yield await answered(message, context)
 
         return handler._replace(unary_stream=unary_streamed)
@@ -150,9 +174,23 @@ def _admitted(handler, admission: Admission):
     async def single(request, context):
         seen = []
         async with call(seen):
-            return await answered(await behaviour(with_deadline(request, context, seen), _Context(context)), context)
+            return await answered(await behaviour(await with_deadline(request, context, seen), _Context(context)),
+                                  context)
 
     return handler._replace(**{kind: single})
+
+
+def _document_count(request) -> int:
+    """How many documents a Jina data request carries, counted in its protobuf message: no
+    document is built."""
+    data = request.proto_with_data.data
+    if data.WhichOneof("documents") == "docs_bytes":
+        from docarray.proto import DocListProto
+
+        listed = DocListProto()
+        listed.ParseFromString(data.docs_bytes)
+        return len(listed.docs)
+    return len(data.docs.docs)
 
 
 def _refusing(handler, code: grpc.StatusCode, message: str):

@@ -145,3 +145,17 @@ def max_body_bytes(route: str, max_request_bytes: int, max_audio_bytes: int) -> 
     worth — more files go over gRPC); "fields", a JSON or form request without audio."""
     sizes = {"audio": max_audio_bytes + MEGA, "documents": 4 * max_audio_bytes + MEGA, "fields": MEGA}
     return min(sizes[route], max_request_bytes * (4 if route == "documents" else 1))
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Bounds on the gateway's HTTP connections (its `uses_with`): a connection that has not sent a
+    whole request head within `header_timeout_seconds` (idle, or sending it slowly) is closed, and
+    past `max_connections` open at once a new one is closed at once."""
+
+    header_timeout_seconds: float = 10.0
+    max_connections: int = 1000
+
+    def __post_init__(self):
+        check_range("header_timeout_seconds", self.header_timeout_seconds, 0.1, 3600)
+        check_range("max_connections", self.max_connections, 1, 1_000_000)

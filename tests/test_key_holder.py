@@ -1,0 +1,188 @@
+"""What one caller holding a key must not be able to do to the service or to the other callers.
+
+One `app.py --offline` with two keys, TLS on both ports and one diffusion replica that queues two
+requests; attacks made with real clients (gRPC stubs of Jina's own protocol, raw TLS sockets,
+openssl, requests), every wait on a condition the replicas' counters show.
+"""
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import time
+
+import grpc
+import pytest
+import requests
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.admission import Admission, ExecutorCalls
+from speech2image.observability import metrics
+from tests.support.app import App
+from tests.support.metrics import total, wait_until
+from tests.support.speech import ROOT
+from tests.support.tls import make_certificates
+
+pytestmark = pytest.mark.flow
+
+KEY_A = "sk-key-holder-a-0123456789"
+KEY_B = "sk-key-holder-b-0123456789"
+HEADER_TIMEOUT = 2.0  # seconds: short here, so that the test need not wait the default's
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def app(tls, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("key-holder")
+    keys = directory / "keys.txt"
+    keys.write_text(f"{KEY_A}\n{KEY_B}\n")
+    flow = yaml.safe_load((ROOT / "flow.yml").read_text())
+    flow["gateway"]["uses_with"] = {"header_timeout_seconds": HEADER_TIMEOUT}
+    (directory / "flow.yml").write_text(yaml.safe_dump(flow))
+    with App("--api-keys", str(keys), "--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key"),
+             "--max-queued-requests", "2", "--flow", str(directory / "flow.yml"), "--device", "cpu") as server:
+        yield server
+
+
+def channel(app, tls) -> grpc.Channel:
+    credentials = grpc.ssl_channel_credentials((tls / "ca.pem").read_bytes())
+    return grpc.secure_channel(f"localhost:{app.port}", credentials)
+
+
+def https(app, path: str) -> str:
+    return f"https://localhost:{app.port + 1}{path}"
+
+
+def count(app, name: str, executor: str = "diffusion") -> float:
+    return total(app.metrics_urls, name, executor)
+
+
+def data_request(docs: int, parameters: dict, request_id: str):
+    """A Jina data request of `docs` documents as the Flow's schema has them (a prompt each)."""
+    from docarray import DocList
+    from jina.types.request.data import DataRequest
+
+    from speech2image.schema import SpeechImageDoc
+
+    request = DataRequest()
+    request.header.exec_endpoint = "/generate"
+    request.header.request_id = request_id
+    request.data.docs = DocList[SpeechImageDoc]([SpeechImageDoc(prompt="a red apple") for _ in range(docs)])
+    request.parameters = parameters
+    return request
+
+
+def call(app, tls, request, key: str = KEY_A, timeout: float = 120):
+    """One Jina data call (`process_single_data`), answered or raising grpc.RpcError."""
+    from jina.proto import jina_pb2_grpc
+
+    with channel(app, tls) as chan:
+        stub = jina_pb2_grpc.JinaSingleDataRequestRPCStub(chan)
+        return stub.process_single_data(request, metadata=(("authorization", f"Bearer {key}"),), timeout=timeout)
+
+
+def test_health_watch_answers_serving_without_a_python_message(app, tls):
+    with channel(app, tls) as chan:
+        watched = health_pb2_grpc.HealthStub(chan).Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        first = next(iter(watched))
+        watched.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_grpc_message_of_too_many_documents_is_refused_at_the_gateway(app, tls):
+    """Counted before it is forwarded: the Whisper replica never decodes it."""
+    received = count(app, f"{metrics.REQUESTS}_total", "whisper")
+    with pytest.raises(grpc.RpcError) as refused:
+        call(app, tls, data_request(2000, {}, "many-documents"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith("too many documents: 2000 > max_documents=16")
+    assert count(app, f"{metrics.REQUESTS}_total", "whisper") == received
+
+
+def test_another_keys_call_with_my_request_id_cancels_nothing_of_mine(app, tls):
+    """Cancellation is keyed by an id the gateway makes: B reusing A's id and going away cancels
+    B's call only."""
+    wait_until(lambda: count(app, metrics.IN_PROGRESS) == 0 and count(app, metrics.QUEUE_LENGTH) == 0, 60,
+               "the replica idle")
+    cancelled = count(app, f"{metrics.CANCELLED}_total")
+
+    async def scenario():
+        from jina.proto import jina_pb2_grpc
+
+        credentials = grpc.ssl_channel_credentials((tls / "ca.pem").read_bytes())
+        async with grpc.aio.secure_channel(f"localhost:{app.port}", credentials) as chan:
+            stub = jina_pb2_grpc.JinaSingleDataRequestRPCStub(chan)
+
+            def send(key, request_id, parameters):
+                return stub.process_single_data(data_request(1, parameters, request_id),
+                                                metadata=(("authorization", f"Bearer {key}"),), timeout=300)
+
+            blocker = send(KEY_A, "blocker", {"diffusion__num_images": 8, "diffusion__steps": 50,
+                                              "diffusion__width": 256, "diffusion__height": 256})
+            await asyncio.to_thread(wait_until, lambda: count(app, metrics.IN_PROGRESS) == 1, 120, "the blocker running")
+            mine = send(KEY_A, "shared-id", {"diffusion__num_images": 1, "diffusion__steps": 1,
+                                             "diffusion__width": 64, "diffusion__height": 64})
+            await asyncio.to_thread(wait_until, lambda: count(app, metrics.QUEUE_LENGTH) == 1, 60, "mine queued")
+            theirs = send(KEY_B, "shared-id", {"diffusion__num_images": 1, "diffusion__steps": 1,
+                                               "diffusion__width": 64, "diffusion__height": 64})
+            await asyncio.to_thread(wait_until, lambda: count(app, metrics.QUEUE_LENGTH) == 2, 60, "theirs queued")
+            theirs.cancel()
+            await asyncio.to_thread(wait_until, lambda: count(app, metrics.QUEUE_LENGTH) == 1, 60, "theirs dropped")
+            blocker.cancel()
+            answer = await mine
+            return answer
+
+    answer = asyncio.run(scenario())
+    assert answer.header.status.code == 0, answer.header.status.description
+    assert answer.header.request_id == "shared-id"  # the client's id comes back to it
+    wait_until(lambda: count(app, f"{metrics.CANCELLED}_total") - cancelled == 2, 30, "theirs and the blocker cancelled")
+
+
+def test_a_connection_that_sends_no_complete_request_is_closed(app, tls):
+    context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+    idle = context.wrap_socket(socket.create_connection(("localhost", app.port + 1)), server_hostname="localhost")
+    slow = context.wrap_socket(socket.create_connection(("localhost", app.port + 1)), server_hostname="localhost")
+    slow.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: localhost\r\n")  # and never the rest
+    for sock in (idle, slow):
+        sock.settimeout(60 * HEADER_TIMEOUT)  # a bound on a hang only: the server closes it long before
+        try:
+            assert sock.recv(1024) == b""
+        except (ConnectionResetError, ssl.SSLError):
+            pass  # closed, too
+        sock.close()
+
+
+def test_the_http_port_offers_only_forward_secret_aead_ciphers(app, tls):
+    def handshake(*options) -> bool:
+        done = subprocess.run(["openssl", "s_client", "-connect", f"localhost:{app.port + 1}", "-CAfile",
+                               str(tls / "ca.pem"), *options], input="", capture_output=True, text=True, timeout=60)
+        return "Cipher is (NONE)" not in done.stdout and done.returncode == 0
+
+    assert handshake("-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert handshake("-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305")
+    assert not handshake("-tls1_2", "-cipher", "AES128-SHA")  # no forward secrecy, CBC, SHA-1
+    assert not handshake("-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA")  # CBC, SHA-1
+
+
+def test_answers_do_not_name_the_server_software(app, tls):
+    answer = requests.get(https(app, "/v1/models"), headers={"Authorization": f"Bearer {KEY_A}"},
+                          verify=str(tls / "ca.pem"), timeout=30)
+    assert answer.status_code == 200
+    assert "server" not in {name.lower() for name in answer.headers}
+
+
+def test_nested_executor_parameters_cannot_move_the_deadline():
+    """Jina merges `{"diffusion": {...}}` into the diffusion executor's parameters: a deadline inside
+    is dropped like `diffusion__deadline`."""
+    pool = type("Pool", (), {"send_requests_once": None})()  # Admission wraps its sending; unused here
+    admission = Admission(pool, ExecutorCalls(), request_timeout_seconds=300, timeout_send_seconds=-1,
+                          grace_seconds=30)
+    parameters = admission.deadline({"diffusion": {"deadline": time.time() + 3600, "steps": 4},
+                                     "whisper": {"deadline": 9e18}, "timeout": 2})
+    assert parameters["diffusion"] == {"steps": 4} and parameters["whisper"] == {}
+    assert parameters["deadline"] <= time.time() + 2
