@@ -33,6 +33,11 @@ OFFLINE_MODELS = {"whisper": asr_options.OFFLINE_MODEL, "diffusion": imaging_opt
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """app.py's options (docs/configuration.md lists them from here)."""
     parser = argparse.ArgumentParser(description="Serve the speech2image Flow locally.")
     parser.add_argument("--offline", action="store_true",
                         help=f"use the models that need no network (whisper {OFFLINE_MODELS['whisper']}: tiny.en, "
@@ -84,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also start a Prometheus on loopback (default port 9090) that scrapes the Flow "
                              "and serves the dashboard")
     parser.add_argument("--flow", type=Path, default=ROOT / "flow.yml", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return parser
 
 
 def quiet_start_up() -> None:
