@@ -153,8 +153,8 @@ class ConnectionLimits:
     whole request head within `header_timeout_seconds` (idle, or sending it slowly) is closed, and
     past `max_connections` open at once a new one is closed at once."""
 
-    header_timeout_seconds: float = 10.0
-    max_connections: int = 1000
+    header_timeout_seconds: float = 10.0  # the longest a connection may take to send a whole request head
+    max_connections: int = 1000  # HTTP connections open at once; a new one past it is closed at once
 
     def __post_init__(self):
         check_range("header_timeout_seconds", self.header_timeout_seconds, 0.1, 3600)
