@@ -43,7 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--listen", default="127.0.0.1",
                         help="address to serve the page on (default 127.0.0.1; 0.0.0.0: all, which needs --users)")
     parser.add_argument("--users", metavar="FILE",
-                        help="who may open the page: user:password per line (or user:sha256:HEX); gradio's login")
+                        help="who may open the page (gradio's login): user:password per line, passwords of 12 "
+                             "characters or more; or user:sha256:HEX, the SHA-256 of a password whose length "
+                             "cannot be checked here")
     parser.add_argument("--allow-unauthenticated", action="store_true",
                         help="let --listen expose the page without --users, on purpose")
     parser.add_argument("--concurrency", type=int, default=4,

@@ -287,12 +287,12 @@ def test_the_pages_users_file_keeps_a_hash_inside_a_password_and_refuses_a_user_
     from tests.support.speech import ROOT
 
     users = tmp_path / "users.txt"
-    users.write_text(f"# who may open the page\nalice:pa#ss  # the team's\n"
+    users.write_text(f"# who may open the page\nalice:pass#word-of-alice  # the team's\n"
                      f"bob:sha256:{hashlib.sha256(b'b0b').hexdigest()}\n")
     login = Users.load(str(users))
-    assert login.check("alice", "pa#ss") and login.check("bob", "b0b")
-    assert not login.check("alice", "pa") and not login.check("bob", "") and not login.check("eve", "")
-    users.write_text("alice:pa55\nbob\n")
+    assert login.check("alice", "pass#word-of-alice") and login.check("bob", "b0b")
+    assert not login.check("alice", "pass") and not login.check("bob", "") and not login.check("eve", "")
+    users.write_text("alice:password-of-alice\nbob\n")
     with pytest.raises(ConfigurationError, match="^line 2 of the users file: write user:password"):
         Users.load(str(users))
     done = subprocess.run([sys.executable, "ui.py", "--listen", "0.0.0.0", "--users", str(users)], cwd=ROOT,
