@@ -15,8 +15,12 @@ import argparse
 import io
 import sys
 import json
+import math
 import os
 import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -46,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="who may open the page (gradio's login): user:password per line, passwords of 12 "
                              "characters or more; or user:sha256:HEX, the SHA-256 of a password whose length "
                              "cannot be checked here")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve the page over HTTPS with this certificate (PEM); "
+                                                           "its session cookies are then Secure")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     parser.add_argument("--allow-unauthenticated", action="store_true",
                         help="let --listen expose the page without --users, on purpose")
     parser.add_argument("--concurrency", type=int, default=4,
@@ -151,6 +158,98 @@ class LocalOnly:
         await self.app(scope, receive, rewrite)
 
 
+async def answer(send, status: int, line: str, headers: tuple = ()) -> None:
+    """A one-line plain-text answer, from a middleware, in gradio's place."""
+    body = f"{line}\n".encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class FailedLogins:
+    """Failed logins by client address: after `free` failures an address waits before its next
+    attempt, `first_delay` seconds, twice as long after each further failure (at most
+    `longest_delay`); and one attempt at a time per address, so guesses sent together wait too."""
+
+    def __init__(self, free: int = 5, first_delay: float = 60, longest_delay: float = 3600,
+                 clock: Callable[[], float] = time.monotonic, remembered: int = 10_000):
+        self.free, self.first_delay, self.longest_delay = free, first_delay, longest_delay
+        self.clock, self.remembered = clock, remembered
+        self._addresses: OrderedDict[str, tuple] = OrderedDict()  # address → (failures, wait until, checking)
+
+    def begin(self, address: str) -> float:
+        """0: the address's attempt may be checked now (end() says how it went); else the seconds
+        it must wait first."""
+        now = self.clock()
+        failures, until, checking = self._addresses.get(address, (0, now, False))
+        if checking:
+            return 1.0
+        if now < until:
+            return until - now
+        self._addresses[address] = (failures, until, True)
+        self._addresses.move_to_end(address)
+        if len(self._addresses) > self.remembered:
+            self._addresses.popitem(last=False)
+        return 0.0
+
+    def end(self, address: str, succeeded: bool) -> None:
+        failures, _, _ = self._addresses.pop(address, (0, 0.0, True))
+        if succeeded:
+            return
+        failures += 1
+        until = self.clock()
+        if failures >= self.free:
+            until += min(self.first_delay * 2 ** min(failures - self.free, 32), self.longest_delay)
+        self._addresses[address] = (failures, until, False)
+
+
+class Login:
+    """ASGI middleware around gradio's login: failed logins are throttled per client address
+    (FailedLogins: a refused attempt is answered 429 and never checked), and over TLS every cookie
+    the page sets is Secure (gradio sets its fallback session cookie without)."""
+
+    PATHS = ("/login", "/login/")  # where gradio's login form posts
+
+    def __init__(self, app, secure: bool, failed: FailedLogins | None = None):
+        self.app, self.secure, self.failed = app, secure, failed or FailedLogins()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.secure:
+            send = self.secure_cookies(send)
+        if scope["method"] != "POST" or scope["path"] not in self.PATHS:
+            return await self.app(scope, receive, send)
+        address = (scope.get("client") or ("",))[0]
+        wait = math.ceil(self.failed.begin(address))
+        if wait:
+            return await answer(send, 429, f"too many failed logins from {address}: try again in {wait} s",
+                                ((b"retry-after", str(wait).encode()),))
+        statuses = []
+
+        async def watched(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            self.failed.end(address, succeeded=statuses == [200])
+
+    @staticmethod
+    def secure_cookies(send):
+        async def secured(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [
+                    (name, value + b"; Secure") if name.lower() == b"set-cookie" and b"secure" not in
+                    [attribute.strip().lower() for attribute in value.split(b";")[1:]] else (name, value)
+                    for name, value in message.get("headers", [])]}
+            await send(message)
+
+        return secured
+
+
 def build(host: str, api_key: Optional[str] = None):
     """The gradio page; the Flow's `api_key` is used here, on the server, and never sent to browsers."""
     import gradio as gr
@@ -205,6 +304,19 @@ def main(argv=None) -> int:
         print(f"ui.py: --listen {args.listen} would let anyone who reaches this machine use the page: add --users "
               "FILE (user:password lines), or pass --allow-unauthenticated on purpose", file=sys.stderr)
         return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("ui.py: --tls-cert and --tls-key go together: the certificate (PEM) and its private key",
+              file=sys.stderr)
+        return 2
+    if args.tls_cert:
+        import ssl
+
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            print(f"ui.py: cannot serve TLS with --tls-cert {args.tls_cert} --tls-key {args.tls_key}: {e}",
+                  file=sys.stderr)
+            return 2
     login = None
     if args.users:
         from speech2image.api.keys import Users
@@ -228,7 +340,9 @@ def main(argv=None) -> int:
     page.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size).launch(
         server_name=args.listen, server_port=args.port, share=False, inbrowser=False, theme=theme, footer_links=[],
         ssr_mode=False, max_file_size=args.max_upload_bytes, auth=login.check if login else None,
-        app_kwargs={"middleware": [Middleware(LocalOnly)]})
+        ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+        ssl_verify=False,  # gradio's start-up check calls its own loopback URL, a name the certificate need not hold
+        app_kwargs={"middleware": [Middleware(LocalOnly), Middleware(Login, secure=bool(args.tls_cert))]})
     return 0
 
 

@@ -3,6 +3,7 @@ the routes it does not serve, where it keeps files, where it reads the Flow's ke
 process with no Flow behind it (none of this needs one), called with requests and httpx."""
 
 import hashlib
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,66 @@ def test_a_short_password_in_the_users_file_stops_the_page_with_one_line(tmp_pat
     users.write_text(f"alice:{PASSWORD}\ncarol:sha256:{hashlib.sha256(b'x').hexdigest()}\n")  # a digest is taken
     login = Users.load(str(users))
     assert login.check("alice", PASSWORD) and login.check("carol", "x")
+
+
+def test_tls_takes_a_certificate_and_its_key(tls):
+    done = ui_py("--tls-cert", str(tls / "server.pem"))
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        "ui.py: --tls-cert and --tls-key go together: the certificate (PEM) and its private key"], done.stderr
+
+
+def test_the_login_is_served_over_tls_and_its_cookies_are_secure(login_page, tls):
+    ca = ssl.create_default_context(cafile=tls / "ca.pem")
+    assert httpx.get(f"{login_page.url}/config", verify=ca).status_code == 401
+    answer = log_in(login_page.url, PASSWORD, httpx.Client(verify=ca))
+    assert answer.status_code == 200
+    cookies = answer.headers.get_list("set-cookie")
+    assert len(cookies) == 2, cookies  # gradio's session cookie and its fallback
+    for cookie in cookies:
+        assert "secure" in [attribute.strip().lower() for attribute in cookie.split(";")], cookie
+    assert httpx.get(f"{login_page.url}/config", headers=cookie_header(answer), verify=ca).status_code == 200
+    with pytest.raises(httpx.TransportError):  # plain HTTP is not answered
+        httpx.get(login_page.url.replace("https://", "http://"), timeout=30)
+
+
+def test_after_five_failed_logins_an_address_is_refused_without_being_checked(login_page, tls):
+    def client(address: str) -> httpx.Client:
+        return httpx.Client(transport=httpx.HTTPTransport(verify=ssl.create_default_context(cafile=tls / "ca.pem"),
+                                                       local_address=address))
+
+    guesser = client("127.0.0.2")
+    answers = [log_in(login_page.url, f"guess-number-{k:04d}", guesser).status_code for k in range(20)]
+    assert answers == [400] * 5 + [429] * 15  # 5 checked and refused, then refused unchecked
+    right = log_in(login_page.url, PASSWORD, guesser)  # the right password is not even checked now
+    assert right.status_code == 429 and int(right.headers["retry-after"]) > 0
+    assert right.text.startswith("too many failed logins from 127.0.0.2: try again in ")
+    assert log_in(login_page.url, PASSWORD, client("127.0.0.3")).status_code == 200  # another address is not
+
+
+def test_failed_logins_wait_longer_each_time_one_attempt_at_a_time():
+    import ui
+
+    now = [0.0]
+    failed = ui.FailedLogins(free=5, first_delay=60, longest_delay=3600, clock=lambda: now[0])
+    for _ in range(5):
+        assert failed.begin("10.0.0.1") == 0
+        failed.end("10.0.0.1", succeeded=False)
+    assert failed.begin("10.0.0.1") == 60
+    now[0] += 60
+    assert failed.begin("10.0.0.1") == 0
+    assert failed.begin("10.0.0.1") > 0  # one attempt at a time: a second while the first is checked waits
+    failed.end("10.0.0.1", succeeded=False)
+    assert failed.begin("10.0.0.1") == 120  # twice as long after the next failure
+    for _ in range(20):
+        now[0] += 3600
+        assert failed.begin("10.0.0.1") == 0
+        failed.end("10.0.0.1", succeeded=False)
+    assert failed.begin("10.0.0.1") == 3600  # never longer than the longest delay
+    assert failed.begin("10.0.0.2") == 0  # per address
+    failed.end("10.0.0.2", succeeded=True)
+    now[0] += 3600
+    assert failed.begin("10.0.0.1") == 0
+    failed.end("10.0.0.1", succeeded=True)  # a success forgets the failures
+    for _ in range(5):
+        assert failed.begin("10.0.0.1") == 0
+        failed.end("10.0.0.1", succeeded=False)
