@@ -12,15 +12,17 @@ not import torch.
 """
 
 import argparse
+import contextlib
 import io
 import sys
 import json
 import math
 import os
 import re
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Optional
 
@@ -53,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tls-cert", metavar="FILE", help="serve the page over HTTPS with this certificate (PEM); "
                                                            "its session cookies are then Secure")
     parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    parser.add_argument("--session-hours", type=float, default=12,
+                        help="a login lasts this long, then the page asks again (default 12)")
     parser.add_argument("--allow-unauthenticated", action="store_true",
                         help="let --listen expose the page without --users, on purpose")
     parser.add_argument("--concurrency", type=int, default=4,
@@ -250,6 +254,53 @@ class Login:
         return secured
 
 
+class SessionTokens(MutableMapping):
+    """gradio's login sessions (its `app.tokens`: token → user), each forgotten `seconds` after it
+    began: a session cookie left in a browser or taken from one stops working (gradio keeps them
+    until the page stops)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.seconds, self.clock = seconds, clock
+        self._sessions: dict = {}  # token → (user, when it began)
+        self._lock = threading.Lock()  # gradio reads them from its worker threads
+
+    def _live(self) -> dict:
+        now = self.clock()
+        for token in [token for token, (_, began) in self._sessions.items() if now - began >= self.seconds]:
+            del self._sessions[token]
+        return self._sessions
+
+    def __getitem__(self, token):
+        with self._lock:
+            return self._live()[token][0]
+
+    def __setitem__(self, token, user):
+        with self._lock:
+            self._live()[token] = (user, self.clock())
+
+    def __delitem__(self, token):
+        with self._lock:
+            del self._live()[token]
+
+    def __iter__(self):
+        with self._lock:
+            return iter(list(self._live()))
+
+    def __len__(self):
+        with self._lock:
+            return len(self._live())
+
+
+def expiring_sessions(seconds: float):
+    """A lifespan for gradio's app that, as it starts, keeps its login sessions in SessionTokens."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        app.tokens = SessionTokens(seconds)
+        yield
+
+    return lifespan
+
+
 def build(host: str, api_key: Optional[str] = None):
     """The gradio page; the Flow's `api_key` is used here, on the server, and never sent to browsers."""
     import gradio as gr
@@ -304,6 +355,9 @@ def main(argv=None) -> int:
         print(f"ui.py: --listen {args.listen} would let anyone who reaches this machine use the page: add --users "
               "FILE (user:password lines), or pass --allow-unauthenticated on purpose", file=sys.stderr)
         return 2
+    if not args.session_hours > 0:
+        print("ui.py: --session-hours needs a number of hours over 0 (a login lasts that long)", file=sys.stderr)
+        return 2
     if bool(args.tls_cert) != bool(args.tls_key):
         print("ui.py: --tls-cert and --tls-key go together: the certificate (PEM) and its private key",
               file=sys.stderr)
@@ -342,7 +396,8 @@ def main(argv=None) -> int:
         ssr_mode=False, max_file_size=args.max_upload_bytes, auth=login.check if login else None,
         ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
         ssl_verify=False,  # gradio's start-up check calls its own loopback URL, a name the certificate need not hold
-        app_kwargs={"middleware": [Middleware(LocalOnly), Middleware(Login, secure=bool(args.tls_cert))]})
+        app_kwargs={"middleware": [Middleware(LocalOnly), Middleware(Login, secure=bool(args.tls_cert))],
+                    "lifespan": expiring_sessions(args.session_hours * 3600)})
     return 0
 
 

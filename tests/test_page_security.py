@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.support.app import Page
+from tests.support.metrics import wait_until
 from tests.support.ports import free_port
 from tests.support.speech import ROOT
 from tests.support.tls import private_ca
@@ -158,3 +159,28 @@ def test_failed_logins_wait_longer_each_time_one_attempt_at_a_time():
     for _ in range(5):
         assert failed.begin("10.0.0.1") == 0
         failed.end("10.0.0.1", succeeded=False)
+
+
+def test_session_tokens_are_forgotten_when_their_time_is_up():
+    import ui
+
+    now = [0.0]
+    tokens = ui.SessionTokens(3600, clock=lambda: now[0])
+    tokens["first"] = "alice"
+    now[0] = 1800
+    tokens["second"] = "bob"
+    assert tokens.get("first") == "alice" and "second" in tokens
+    now[0] = 3600
+    assert tokens.get("first") is None and "first" not in tokens and list(tokens) == ["second"]
+    assert tokens.get(None) is None  # gradio asks for the token of a request without a cookie
+    del tokens["second"]
+    assert len(tokens) == 0
+
+
+def test_a_session_ends_after_session_hours(users):
+    with Page(NOWHERE, "--users", str(users), "--session-hours", "0.0005") as page:  # 1.8 s
+        answer = log_in(page.url, PASSWORD)
+        assert answer.status_code == 200
+        wait_until(lambda: httpx.get(f"{page.url}/config", headers=cookie_header(answer)).status_code == 401, 60,
+                   "the session's end")
+        assert log_in(page.url, PASSWORD).status_code == 200  # and a new one begins
