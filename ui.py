@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +37,8 @@ from speech2image.limits import MAX_IMAGES, MAX_SEED, AudioLimits  # noqa: E402
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font from a CDN
 CACHE_CLEANING = (600, 3600)  # gradio's delete_cache: (every, older than) in seconds
+FORM_BYTES = 65_536  # an upload's form around its file: boundaries, part headers
+SPOOL_IN_MEMORY = 1 << 20  # a request body up to this size is held in memory, a larger one in an unnamed file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--queue-size", type=int, default=16,
                         help="people who may wait for their turn; one more is told the page is busy (default 16)")
     parser.add_argument("--max-upload-bytes", type=int, default=AudioLimits().max_audio_bytes,
-                        help="largest audio file accepted, default the server's max_audio_bytes")
+                        help="largest audio file accepted, default the server's max_audio_bytes; an upload holds "
+                             "one file, and a request this many bytes and 64 KiB at most")
     return parser.parse_args(argv)
 
 
@@ -168,6 +172,115 @@ async def answer(send, status: int, line: str, headers: tuple = ()) -> None:
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+def header(scope, name: bytes) -> bytes:
+    """A request header's value (b"" when there is none)."""
+    return next((value for key, value in scope["headers"] if key.lower() == name), b"")
+
+
+class FormFiles:
+    """Counts the files of a multipart/form-data body as its bytes arrive, with python-multipart's
+    parser (gradio's): a part whose Content-Disposition has a filename is a file."""
+
+    def __init__(self, boundary: bytes):
+        from python_multipart.multipart import MultipartParser
+
+        self.files = 0
+        self._field, self._value, self._disposition = b"", b"", b""
+        self._parser = MultipartParser(boundary, {
+            "on_part_begin": self._part_begins, "on_header_field": self._field_bytes,
+            "on_header_value": self._value_bytes, "on_header_end": self._header_ends,
+            "on_headers_finished": self._headers_end})
+
+    @classmethod
+    def of(cls, content_type: bytes) -> "FormFiles | None":
+        """A counter for a body of `content_type`; None when it is not a form with a boundary."""
+        from python_multipart.multipart import parse_options_header
+
+        kind, options = parse_options_header(content_type)
+        return cls(options[b"boundary"]) if kind == b"multipart/form-data" and options.get(b"boundary") else None
+
+    def count(self, chunk: bytes) -> int:
+        """The files begun so far, `chunk` read too; ValueError when the form is malformed."""
+        self._parser.write(chunk)
+        return self.files
+
+    def _part_begins(self):
+        self._disposition = b""
+
+    def _field_bytes(self, data, start, end):
+        self._field += data[start:end]
+
+    def _value_bytes(self, data, start, end):
+        self._value += data[start:end]
+
+    def _header_ends(self):
+        if self._field.lower() == b"content-disposition":
+            self._disposition = self._value
+        self._field, self._value = b"", b""
+
+    def _headers_end(self):
+        from python_multipart.multipart import parse_options_header
+
+        self.files += b"filename" in parse_options_header(self._disposition)[1]
+
+
+class BodyLimit:
+    """ASGI middleware: a request's body is read here first, counted as it arrives (Content-Length
+    may be missing), into a spool of its own (memory, then an unnamed file); gradio reads it only
+    once it is whole and within bounds: at most `max_bytes`, and a form of at most `max_files`
+    files (gradio takes 1000 files a request, its size limit is per file). Else one line, 413,
+    and nothing of it is stored. A body abandoned half-way leaves nothing either (gradio leaves
+    the part of a file it had received in the temporary folder)."""
+
+    CHUNK = 65_536
+
+    def __init__(self, app, max_bytes: int, max_files: int, refusal: str):
+        self.app, self.max_bytes, self.max_files, self.refusal = app, max_bytes, max_files, refusal
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await answer(send, 413, self.refusal)
+        form = FormFiles.of(header(scope, b"content-type"))
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+            size, more = 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client went away before its body was whole: gradio never saw it
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                try:
+                    too_many_files = form is not None and form.count(chunk) > self.max_files
+                except ValueError:
+                    return await answer(send, 400, "the upload is not a well-formed multipart/form-data form")
+                if size > self.max_bytes or too_many_files:
+                    return await answer(send, 413, self.refusal)
+                spool.write(chunk)
+                more = message.get("more_body", False)
+            spool.seek(0)
+            await self.app(scope, self.replay(spool, size, receive), send)
+
+    def replay(self, spool, size: int, receive):
+        """The spooled body as `receive` messages, then the client's own (its disconnect)."""
+        left = size
+
+        async def replayed():
+            nonlocal left
+            if left < 0:
+                return await receive()
+            chunk = spool.read(self.CHUNK)
+            left -= len(chunk)
+            more = left > 0
+            if not more:
+                left = -1
+            return {"type": "http.request", "body": chunk, "more_body": more}
+
+        return replayed
 
 
 class FailedLogins:
@@ -396,7 +509,11 @@ def main(argv=None) -> int:
         ssr_mode=False, max_file_size=args.max_upload_bytes, auth=login.check if login else None,
         ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
         ssl_verify=False,  # gradio's start-up check calls its own loopback URL, a name the certificate need not hold
-        app_kwargs={"middleware": [Middleware(LocalOnly), Middleware(Login, secure=bool(args.tls_cert))],
+        app_kwargs={"middleware": [
+            Middleware(LocalOnly), Middleware(Login, secure=bool(args.tls_cert)),
+            Middleware(BodyLimit, max_bytes=args.max_upload_bytes + FORM_BYTES, max_files=1,
+                       refusal=f"an upload holds one file of at most {args.max_upload_bytes} bytes "
+                               "(ui.py --max-upload-bytes)")],
                     "lifespan": expiring_sessions(args.session_hours * 3600)})
     return 0
 

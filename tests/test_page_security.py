@@ -42,10 +42,9 @@ def users(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def open_page(tmp_path_factory):
-    """ui.py as it starts by default (loopback, no login), also served as page.example; its
-    temporary files in `open_page.temp`."""
+    """ui.py as it starts by default (loopback, no login); its temporary files in `open_page.temp`."""
     temp = tmp_path_factory.mktemp("tmp")
-    with Page(NOWHERE, "--allowed-hosts", "page.example", "--max-upload-bytes", str(UPLOAD_BYTES),
+    with Page(NOWHERE, "--max-upload-bytes", str(UPLOAD_BYTES),
               env={"TMPDIR": str(temp)}) as page:
         page.temp = temp
         yield page
@@ -184,3 +183,32 @@ def test_a_session_ends_after_session_hours(users):
         wait_until(lambda: httpx.get(f"{page.url}/config", headers=cookie_header(answer)).status_code == 401, 60,
                    "the session's end")
         assert log_in(page.url, PASSWORD).status_code == 200  # and a new one begins
+
+
+# 6. uploads
+
+
+def test_an_upload_of_more_than_one_file_is_refused_and_nothing_of_it_kept(open_page):
+    assert upload(open_page.url, [("one.wav", b"1" * 100)]).status_code == 200
+    answer = upload(open_page.url, [("first.wav", b"2" * 100), ("second.wav", b"3" * 100)])
+    assert answer.status_code == 413 and answer.text == (
+        f"an upload holds one file of at most {UPLOAD_BYTES} bytes (ui.py --max-upload-bytes)\n")
+    assert not stored(open_page.temp, b"2" * 100) and not stored(open_page.temp, b"3" * 100)
+
+
+def test_an_upload_is_counted_as_it_arrives_not_by_its_content_length(open_page):
+    """A form whose bytes are in a field, not a file (gradio limits files only), sent in chunks
+    with no Content-Length."""
+    boundary = "speech2image-test"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"small.wav\"\r\n\r\n"
+            f"{'4' * 100}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"padding\"\r\n\r\n"
+            f"{'5' * 200_000}\r\n--{boundary}--\r\n").encode()
+
+    def chunks():
+        for start in range(0, len(body), 8192):
+            yield body[start:start + 8192]
+
+    answer = requests.post(f"{open_page.url}/gradio_api/upload", data=chunks(), timeout=30,
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert answer.status_code == 413, answer.text
+    assert not stored(open_page.temp, b"4" * 100)
