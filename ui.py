@@ -139,14 +139,18 @@ async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api
 
 class LocalOnly:
     """ASGI middleware: drops what gradio's page would fetch from outside hosts (a CDN script,
-    font preconnects), so the page works with no internet and tells no one it was opened."""
+    font preconnects), so the page works with no internet and tells no one it was opened; and
+    serves none of gradio's monitoring (its summary of every call was open to anyone: 404)."""
 
     OUTSIDE = re.compile(rb"<(?:script|link)\b[^>]*?https?://[^>]*>(?:\s*</script>)?", re.S)
+    NOT_SERVED = "/monitoring"
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and (scope["path"] + "/").startswith(self.NOT_SERVED + "/"):
+            return await answer(send, 404, "not found")
         if scope["type"] != "http" or scope["path"] != "/":
             return await self.app(scope, receive, send)
         start, body = {}, []

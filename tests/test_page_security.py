@@ -212,3 +212,11 @@ def test_an_upload_is_counted_as_it_arrives_not_by_its_content_length(open_page)
                            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert answer.status_code == 413, answer.text
     assert not stored(open_page.temp, b"4" * 100)
+
+
+# 14. routes, files and the Flow's key
+
+
+def test_gradios_monitoring_is_not_served(open_page):
+    for path in ("/monitoring", "/monitoring/summary", "/monitoring/anything"):
+        assert requests.get(f"{open_page.url}{path}", timeout=30).status_code == 404, path
