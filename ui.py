@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from speech2image.client import make_documents, post_async, request_parameters  # noqa: E402
 from speech2image.asr.options import LANGUAGES, TASKS  # noqa: E402
-from speech2image.errors import Speech2ImageError  # noqa: E402
+from speech2image.errors import ConfigurationError, Speech2ImageError  # noqa: E402
 from speech2image.limits import MAX_IMAGES, MAX_SEED, AudioLimits  # noqa: E402
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font from a CDN
@@ -44,9 +44,11 @@ SPOOL_IN_MEMORY = 1 << 20  # a request body up to this size is held in memory, a
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve the speech2image web page.")
     parser.add_argument("--host", default="localhost:54322", help="the Flow: HOST:PORT (gRPC), or grpcs://HOST:PORT")
-    parser.add_argument("--api-key", default=os.environ.get("SPEECH2IMAGE_API_KEY"),
-                        help="the Flow's API key (default $SPEECH2IMAGE_API_KEY); it stays on this server, never "
-                             "in the page")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument("--api-key", help="the Flow's API key; every local user sees a command line (ps): prefer "
+                                       "$SPEECH2IMAGE_API_KEY or --api-key-file. It stays on this server, never in "
+                                       "the page")
+    key.add_argument("--api-key-file", metavar="FILE", help="read the Flow's API key from FILE")
     parser.add_argument("--ca", metavar="FILE", help="trust this certificate authority for the Flow's TLS")
     parser.add_argument("--port", type=int, default=7860, help="the page's port")
     parser.add_argument("--listen", default="127.0.0.1",
@@ -70,6 +72,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="largest audio file accepted, default the server's max_audio_bytes; an upload holds "
                              "one file, and a request this many bytes and 64 KiB at most")
     return parser.parse_args(argv)
+
+
+def flow_api_key(args: argparse.Namespace) -> str | None:
+    """The Flow's key: --api-key (warned about on stderr: ps shows it), --api-key-file, else
+    $SPEECH2IMAGE_API_KEY; ConfigurationError when the file cannot be read or is empty."""
+    if args.api_key:
+        print("ui.py: --api-key shows the Flow's key to every local user (ps); use $SPEECH2IMAGE_API_KEY or "
+              "--api-key-file FILE", file=sys.stderr)
+        return args.api_key
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text().strip()
+        except OSError as e:
+            raise ConfigurationError(f"cannot read the Flow's key file {args.api_key_file}: {e.strerror}") from e
+        if not key:
+            raise ConfigurationError(f"the Flow's key file {args.api_key_file} is empty: write the key in it")
+        return key
+    return os.environ.get("SPEECH2IMAGE_API_KEY") or None
 
 
 def options_from(language: str, task: str, num_images, seed: str, steps: str, guidance: str, width: str,
@@ -489,22 +509,22 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     login = None
-    if args.users:
-        from speech2image.api.keys import Users
-        from speech2image.errors import ConfigurationError
+    try:
+        if args.users:
+            from speech2image.api.keys import Users
 
-        try:
             login = Users.load(args.users)
-        except ConfigurationError as e:
-            print(f"ui.py: {e}", file=sys.stderr)
-            return 2
+        api_key = flow_api_key(args)
+    except ConfigurationError as e:
+        print(f"ui.py: {e}", file=sys.stderr)
+        return 2
     if args.ca:
         from speech2image.client import trust
 
         trust(args.ca)
     import gradio as gr
 
-    page = build(args.host, args.api_key)
+    page = build(args.host, api_key)
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
     from starlette.middleware import Middleware
 

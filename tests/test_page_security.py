@@ -220,3 +220,25 @@ def test_an_upload_is_counted_as_it_arrives_not_by_its_content_length(open_page)
 def test_gradios_monitoring_is_not_served(open_page):
     for path in ("/monitoring", "/monitoring/summary", "/monitoring/anything"):
         assert requests.get(f"{open_page.url}{path}", timeout=30).status_code == 404, path
+
+
+def test_the_flows_key_is_read_from_the_environment_or_a_file_and_on_the_command_line_it_is_warned_about(
+        tmp_path, monkeypatch, capsys):
+    import ui
+    from speech2image.errors import ConfigurationError
+
+    monkeypatch.setenv("SPEECH2IMAGE_API_KEY", "key-from-the-environment")
+    assert ui.flow_api_key(ui.parse_args([])) == "key-from-the-environment"
+    key_file = tmp_path / "flow.key"
+    key_file.write_text("key-from-a-file\n")
+    assert ui.flow_api_key(ui.parse_args(["--api-key-file", str(key_file)])) == "key-from-a-file"
+    assert capsys.readouterr().err == ""
+    assert ui.flow_api_key(ui.parse_args(["--api-key", "key-in-ps"])) == "key-in-ps"
+    assert capsys.readouterr().err.splitlines() == [
+        "ui.py: --api-key shows the Flow's key to every local user (ps); use $SPEECH2IMAGE_API_KEY or "
+        "--api-key-file FILE"]
+    with pytest.raises(ConfigurationError, match="^cannot read the Flow's key file .*nothing.key"):
+        ui.flow_api_key(ui.parse_args(["--api-key-file", str(tmp_path / "nothing.key")]))
+    key_file.write_text("\n")
+    with pytest.raises(ConfigurationError, match="^the Flow's key file .*flow.key is empty"):
+        ui.flow_api_key(ui.parse_args(["--api-key-file", str(key_file)]))
