@@ -12,6 +12,7 @@ not import torch.
 """
 
 import argparse
+import atexit
 import contextlib
 import io
 import sys
@@ -19,6 +20,8 @@ import json
 import math
 import os
 import re
+import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -438,6 +441,19 @@ def expiring_sessions(seconds: float):
     return lifespan
 
 
+def keep_files_private() -> None:
+    """gradio keeps uploads and drawn images under $GRADIO_TEMP_DIR, by default /tmp/gradio: a
+    folder every local user may list and read (0755, its files 0644), or one another user made
+    first. Unless the operator names one, the page's go in a folder of its own (mkdtemp: 0700),
+    removed when ui.py stops (Ctrl-C or SIGTERM); and what it creates is its user's alone (umask)."""
+    os.umask(0o077)
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        folder = tempfile.mkdtemp(prefix="speech2image-ui-")
+        os.environ["GRADIO_TEMP_DIR"] = folder  # read by gradio as it is imported
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C: gradio closes, atexit runs
+
+
 def build(host: str, api_key: Optional[str] = None):
     """The gradio page; the Flow's `api_key` is used here, on the server, and never sent to browsers."""
     import gradio as gr
@@ -522,23 +538,27 @@ def main(argv=None) -> int:
         from speech2image.client import trust
 
         trust(args.ca)
+    keep_files_private()
     import gradio as gr
 
     page = build(args.host, api_key)
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
     from starlette.middleware import Middleware
 
-    page.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size).launch(
-        server_name=args.listen, server_port=args.port, share=False, inbrowser=False, theme=theme, footer_links=[],
-        ssr_mode=False, max_file_size=args.max_upload_bytes, auth=login.check if login else None,
-        ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
-        ssl_verify=False,  # gradio's start-up check calls its own loopback URL, a name the certificate need not hold
-        app_kwargs={"middleware": [
-            Middleware(LocalOnly), Middleware(Login, secure=bool(args.tls_cert)),
-            Middleware(BodyLimit, max_bytes=args.max_upload_bytes + FORM_BYTES, max_files=1,
-                       refusal=f"an upload holds one file of at most {args.max_upload_bytes} bytes "
-                               "(ui.py --max-upload-bytes)")],
-                    "lifespan": expiring_sessions(args.session_hours * 3600)})
+    middleware = [
+        Middleware(LocalOnly), Middleware(Login, secure=bool(args.tls_cert)),
+        Middleware(BodyLimit, max_bytes=args.max_upload_bytes + FORM_BYTES, max_files=1,
+                   refusal=f"an upload holds one file of at most {args.max_upload_bytes} bytes "
+                           "(ui.py --max-upload-bytes)")]
+    try:  # serves until Ctrl-C or SIGTERM
+        page.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size).launch(
+            server_name=args.listen, server_port=args.port, share=False, inbrowser=False, theme=theme,
+            footer_links=[], ssr_mode=False, max_file_size=args.max_upload_bytes,
+            auth=login.check if login else None, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+            ssl_verify=False,  # its start-up check calls its own loopback URL, a name the certificate need not hold
+            app_kwargs={"middleware": middleware, "lifespan": expiring_sessions(args.session_hours * 3600)})
+    except KeyboardInterrupt:  # stopped while gradio was still starting (once started, gradio's wait takes it)
+        page.close()
     return 0
 
 

@@ -4,6 +4,7 @@ process with no Flow behind it (none of this needs one), called with requests an
 
 import hashlib
 import ssl
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -220,6 +221,24 @@ def test_an_upload_is_counted_as_it_arrives_not_by_its_content_length(open_page)
 def test_gradios_monitoring_is_not_served(open_page):
     for path in ("/monitoring", "/monitoring/summary", "/monitoring/anything"):
         assert requests.get(f"{open_page.url}{path}", timeout=30).status_code == 404, path
+
+
+def test_uploads_are_kept_where_only_this_user_may_look(open_page):
+    [kept] = upload(open_page.url, [("private.wav", b"6" * 100)]).json()
+    kept = Path(kept)
+    assert kept.read_bytes() == b"6" * 100
+    for path in (kept, kept.parent, kept.parent.parent):  # the file, its folder, gradio's folder
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path}: {stat.filemode(path.stat().st_mode)}"
+
+
+def test_the_pages_folder_goes_when_it_stops(tmp_path):
+    with Page(NOWHERE, env={"TMPDIR": str(tmp_path)}) as page:
+        [kept] = upload(page.url, [("gone.wav", b"9" * 100)]).json()
+        [folder] = tmp_path.glob("speech2image-ui-*")
+        assert Path(kept).is_relative_to(folder)
+        assert page.terminate() == 0  # SIGTERM, as a service manager stops it
+    assert not folder.exists()
+
 
 
 def test_the_flows_key_is_read_from_the_environment_or_a_file_and_on_the_command_line_it_is_warned_about(
