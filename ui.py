@@ -56,6 +56,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860, help="the page's port")
     parser.add_argument("--listen", default="127.0.0.1",
                         help="address to serve the page on (default 127.0.0.1; 0.0.0.0: all, which needs --users)")
+    parser.add_argument("--allowed-hosts", metavar="NAME[,NAME...]", default="",
+                        help="host names the page is served under, besides localhost and IP addresses (and "
+                             "--listen's name): a request for another is refused (421), so that no site whose "
+                             "name comes to point at this machine (DNS rebinding) can use the page; behind a "
+                             "proxy, pass the browser's Host on")
     parser.add_argument("--users", metavar="FILE",
                         help="who may open the page (gradio's login): user:password per line, passwords of 12 "
                              "characters or more; or user:sha256:HEX, the SHA-256 of a password whose length "
@@ -161,19 +166,54 @@ async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api
 
 
 class LocalOnly:
-    """ASGI middleware: drops what gradio's page would fetch from outside hosts (a CDN script,
-    font preconnects), so the page works with no internet and tells no one it was opened; and
-    serves none of gradio's monitoring (its summary of every call was open to anyone: 404)."""
+    """ASGI middleware: the page for this machine's browser and the host names the operator
+    allows. A request for any other host name is refused (421): a site whose name comes to
+    resolve to this machine (DNS rebinding) cannot use the page as its own. A request that changes
+    something (not GET, HEAD or OPTIONS), or a WebSocket, sent by another site's page (an Origin
+    that is not the page's own) is refused (403). It serves none of gradio's monitoring (its
+    summary of every call was open to anyone: 404). And it drops what gradio's page would fetch
+    from outside hosts (a CDN script, font preconnects), so the page works with no internet and
+    tells no one it was opened."""
 
     OUTSIDE = re.compile(rb"<(?:script|link)\b[^>]*?https?://[^>]*>(?:\s*</script>)?", re.S)
     NOT_SERVED = "/monitoring"
+    READING = ("GET", "HEAD", "OPTIONS")
 
-    def __init__(self, app):
+    def __init__(self, app, hosts: tuple = ()):
         self.app = app
+        self.hosts = {"localhost", *(name.strip().lower().rstrip(".") for name in hosts)} - {""}
+
+    def serves(self, host: str) -> bool:
+        """Whether `host` (a Host header: a name or an address, and a port) is one the page answers
+        to: its names, or any IP address (a page at an address is that address's own)."""
+        import ipaddress
+        from urllib.parse import urlsplit
+
+        name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in self.hosts
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and (scope["path"] + "/").startswith(self.NOT_SERVED + "/"):
-            return await answer(send, 404, "not found")
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = header(scope, b"host").decode("latin-1")
+        origin = header(scope, b"origin").decode("latin-1")
+        if not self.serves(host):
+            refusal = (421, "this page is not served under that host name (ui.py --allowed-hosts NAME)")
+        elif origin and (scope["type"] == "websocket" or scope["method"] not in self.READING) and \
+                origin.partition("://")[2].lower() != host.lower():
+            refusal = (403, "requests from another site's page are refused")
+        elif scope["type"] == "http" and (scope["path"] + "/").startswith(self.NOT_SERVED + "/"):
+            refusal = (404, "not found")
+        else:
+            refusal = None
+        if refusal and scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        if refusal:
+            return await answer(send, *refusal)
         if scope["type"] != "http" or scope["path"] != "/":
             return await self.app(scope, receive, send)
         start, body = {}, []
@@ -546,7 +586,8 @@ def main(argv=None) -> int:
     from starlette.middleware import Middleware
 
     middleware = [
-        Middleware(LocalOnly), Middleware(Login, secure=bool(args.tls_cert)),
+        Middleware(LocalOnly, hosts=(*args.allowed_hosts.split(","), args.listen)),
+        Middleware(Login, secure=bool(args.tls_cert)),
         Middleware(BodyLimit, max_bytes=args.max_upload_bytes + FORM_BYTES, max_files=1,
                    refusal=f"an upload holds one file of at most {args.max_upload_bytes} bytes "
                            "(ui.py --max-upload-bytes)")]

@@ -43,9 +43,10 @@ def users(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def open_page(tmp_path_factory):
-    """ui.py as it starts by default (loopback, no login); its temporary files in `open_page.temp`."""
+    """ui.py as it starts by default (loopback, no login), also served as page.example; its
+    temporary files in `open_page.temp`."""
     temp = tmp_path_factory.mktemp("tmp")
-    with Page(NOWHERE, "--max-upload-bytes", str(UPLOAD_BYTES),
+    with Page(NOWHERE, "--allowed-hosts", "page.example", "--max-upload-bytes", str(UPLOAD_BYTES),
               env={"TMPDIR": str(temp)}) as page:
         page.temp = temp
         yield page
@@ -261,3 +262,26 @@ def test_the_flows_key_is_read_from_the_environment_or_a_file_and_on_the_command
     key_file.write_text("\n")
     with pytest.raises(ConfigurationError, match="^the Flow's key file .*flow.key is empty"):
         ui.flow_api_key(ui.parse_args(["--api-key-file", str(key_file)]))
+
+
+# 12. other sites' pages in the user's browser
+
+
+def test_a_host_name_the_page_is_not_served_under_is_refused(open_page):
+    """DNS rebinding: a site whose name comes to resolve to 127.0.0.1 reads the page as its own."""
+    port = open_page.url.rsplit(":", 1)[1]
+    for host in ("rebind.evil.example", f"rebind.evil.example:{port}", f"localhost.evil.example:{port}", ""):
+        answer = requests.get(f"{open_page.url}/config", headers={"Host": host}, timeout=30)
+        assert answer.status_code == 421, (host, answer.status_code)
+        assert answer.text == "this page is not served under that host name (ui.py --allowed-hosts NAME)\n"
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "page.example", f"PAGE.example.:{port}"):
+        assert requests.get(f"{open_page.url}/config", headers={"Host": host}, timeout=30).status_code == 200, host
+
+
+def test_another_sites_page_may_not_post(open_page):
+    for origin in ("http://evil.example", "null", f"http://localhost:{free_port()}"):
+        answer = upload(open_page.url, [("from-elsewhere.wav", b"7" * 100)], headers={"Origin": origin})
+        assert answer.status_code == 403 and answer.text == "requests from another site's page are refused\n", origin
+    assert not stored(open_page.temp, b"7" * 100)
+    assert upload(open_page.url, [("from-here.wav", b"8" * 100)], headers={"Origin": open_page.url}).status_code == 200
+    assert requests.get(f"{open_page.url}/config", headers={"Origin": "http://evil.example"}, timeout=30).ok
