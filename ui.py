@@ -165,6 +165,19 @@ async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api
         yield (f"Drew {k + 1} of {count}" if k + 1 < count else f"Done: {count} image(s)"), transcript, shown
 
 
+async def answer(send, status: int, line: str, headers: tuple = ()) -> None:
+    """A one-line plain-text answer, from a middleware, in gradio's place."""
+    body = f"{line}\n".encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header(scope, name: bytes) -> bytes:
+    """A request header's value (b"" when there is none)."""
+    return next((value for key, value in scope["headers"] if key.lower() == name), b"")
+
+
 class LocalOnly:
     """ASGI middleware: the page for this machine's browser and the host names the operator
     allows. A request for any other host name is refused (421): a site whose name comes to
@@ -231,19 +244,6 @@ class LocalOnly:
             await send({"type": "http.response.body", "body": html})
 
         await self.app(scope, receive, rewrite)
-
-
-async def answer(send, status: int, line: str, headers: tuple = ()) -> None:
-    """A one-line plain-text answer, from a middleware, in gradio's place."""
-    body = f"{line}\n".encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), *headers]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def header(scope, name: bytes) -> bytes:
-    """A request header's value (b"" when there is none)."""
-    return next((value for key, value in scope["headers"] if key.lower() == name), b"")
 
 
 class FormFiles:
@@ -579,6 +579,10 @@ def main(argv=None) -> int:
 
         trust(args.ca)
     keep_files_private()
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: any local process could
+    # name any client address, and so pass the login throttling. Behind a proxy on this machine the
+    # operator sets FORWARDED_ALLOW_IPS to it.
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
     import gradio as gr
 
     page = build(args.host, api_key)

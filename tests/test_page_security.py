@@ -133,6 +133,15 @@ def test_after_five_failed_logins_an_address_is_refused_without_being_checked(lo
     assert log_in(login_page.url, PASSWORD, client("127.0.0.3")).status_code == 200  # another address is not
 
 
+def test_a_local_client_cannot_pose_as_other_addresses_to_the_throttle(users):
+    """uvicorn takes X-Forwarded-For from 127.0.0.1 unless told otherwise: a guesser there named a
+    new address each time and was never throttled."""
+    with Page(NOWHERE, "--users", str(users)) as page:
+        answers = [httpx.post(f"{page.url}/login", data={"username": "alice", "password": f"guess-number-{k:04d}"},
+                              headers={"X-Forwarded-For": f"10.0.{k}.1"}, timeout=30).status_code for k in range(8)]
+    assert answers == [400] * 5 + [429] * 3
+
+
 def test_failed_logins_wait_longer_each_time_one_attempt_at_a_time():
     import ui
 
