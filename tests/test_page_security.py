@@ -42,13 +42,9 @@ def users(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def open_page(tmp_path_factory):
-    """ui.py as it starts by default (loopback, no login), also served as page.example; its
-    temporary files in `open_page.temp`."""
-    temp = tmp_path_factory.mktemp("tmp")
-    with Page(NOWHERE, "--allowed-hosts", "page.example", "--max-upload-bytes", str(UPLOAD_BYTES),
-              env={"TMPDIR": str(temp)}) as page:
-        page.temp = temp
+def open_page():
+    """ui.py as it starts by default (loopback, no login), also served as page.example."""
+    with Page(NOWHERE, "--allowed-hosts", "page.example", "--max-upload-bytes", str(UPLOAD_BYTES)) as page:
         yield page
 
 
@@ -241,13 +237,13 @@ def test_uploads_are_kept_where_only_this_user_may_look(open_page):
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path}: {stat.filemode(path.stat().st_mode)}"
 
 
-def test_the_pages_folder_goes_when_it_stops(tmp_path):
-    with Page(NOWHERE, env={"TMPDIR": str(tmp_path)}) as page:
+def test_the_pages_folder_goes_when_it_stops():
+    with Page(NOWHERE) as page:
         [kept] = upload(page.url, [("gone.wav", b"9" * 100)]).json()
-        [folder] = tmp_path.glob("speech2image-ui-*")
+        [folder] = page.temp.glob("speech2image-ui-*")
         assert Path(kept).is_relative_to(folder)
         assert page.terminate() == 0  # SIGTERM, as a service manager stops it
-    assert not folder.exists()
+        assert not folder.exists()
 
 
 
