@@ -75,7 +75,7 @@ def stored(directory: Path, payload: bytes) -> bool:
     return any(path.is_file() and path.read_bytes() == payload for path in directory.rglob("*"))
 
 
-# 5. the login
+# the login
 
 
 def test_a_short_password_in_the_users_file_stops_the_page_with_one_line(tmp_path):
@@ -192,7 +192,7 @@ def test_a_session_ends_after_session_hours(users):
         assert log_in(page.url, PASSWORD).status_code == 200  # and a new one begins
 
 
-# 6. uploads
+# uploads
 
 
 def test_an_upload_of_more_than_one_file_is_refused_and_nothing_of_it_kept(open_page):
@@ -221,7 +221,7 @@ def test_an_upload_is_counted_as_it_arrives_not_by_its_content_length(open_page)
     assert not stored(open_page.temp, b"4" * 100)
 
 
-# 14. routes, files and the Flow's key
+# routes, files and the Flow's key
 
 
 def test_gradios_monitoring_is_not_served(open_page):
@@ -269,7 +269,7 @@ def test_the_flows_key_is_read_from_the_environment_or_a_file_and_on_the_command
         ui.flow_api_key(ui.parse_args(["--api-key-file", str(key_file)]))
 
 
-# 12. other sites' pages in the user's browser
+# other sites' pages in the user's browser
 
 
 def test_a_host_name_the_page_is_not_served_under_is_refused(open_page):
