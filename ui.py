@@ -12,11 +12,21 @@ not import torch.
 """
 
 import argparse
+import atexit
+import contextlib
 import io
 import sys
 import json
+import math
 import os
 import re
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Optional
 
@@ -25,25 +35,41 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from speech2image.client import make_documents, post_async, request_parameters  # noqa: E402
 from speech2image.asr.options import LANGUAGES, TASKS  # noqa: E402
-from speech2image.errors import Speech2ImageError  # noqa: E402
+from speech2image.errors import ConfigurationError, Speech2ImageError  # noqa: E402
 from speech2image.limits import MAX_IMAGES, MAX_SEED, AudioLimits  # noqa: E402
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font from a CDN
 CACHE_CLEANING = (600, 3600)  # gradio's delete_cache: (every, older than) in seconds
+FORM_BYTES = 65_536  # an upload's form around its file: boundaries, part headers
+SPOOL_IN_MEMORY = 1 << 20  # a request body up to this size is held in memory, a larger one in an unnamed file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve the speech2image web page.")
     parser.add_argument("--host", default="localhost:54322", help="the Flow: HOST:PORT (gRPC), or grpcs://HOST:PORT")
-    parser.add_argument("--api-key", default=os.environ.get("SPEECH2IMAGE_API_KEY"),
-                        help="the Flow's API key (default $SPEECH2IMAGE_API_KEY); it stays on this server, never "
-                             "in the page")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument("--api-key", help="the Flow's API key; every local user sees a command line (ps): prefer "
+                                       "$SPEECH2IMAGE_API_KEY or --api-key-file. It stays on this server, never in "
+                                       "the page")
+    key.add_argument("--api-key-file", metavar="FILE", help="read the Flow's API key from FILE")
     parser.add_argument("--ca", metavar="FILE", help="trust this certificate authority for the Flow's TLS")
     parser.add_argument("--port", type=int, default=7860, help="the page's port")
     parser.add_argument("--listen", default="127.0.0.1",
                         help="address to serve the page on (default 127.0.0.1; 0.0.0.0: all, which needs --users)")
+    parser.add_argument("--allowed-hosts", metavar="NAME[,NAME...]", default="",
+                        help="host names the page is served under, besides localhost and IP addresses (and "
+                             "--listen's name): a request for another is refused (421), so that no site whose "
+                             "name comes to point at this machine (DNS rebinding) can use the page; behind a "
+                             "proxy, pass the browser's Host on")
     parser.add_argument("--users", metavar="FILE",
-                        help="who may open the page: user:password per line (or user:sha256:HEX); gradio's login")
+                        help="who may open the page (gradio's login): user:password per line, passwords of 12 "
+                             "characters or more; or user:sha256:HEX, the SHA-256 of a password whose length "
+                             "cannot be checked here")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve the page over HTTPS with this certificate (PEM); "
+                                                           "its session cookies are then Secure")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    parser.add_argument("--session-hours", type=float, default=12,
+                        help="a login lasts this long, then the page asks again (default 12)")
     parser.add_argument("--allow-unauthenticated", action="store_true",
                         help="let --listen expose the page without --users, on purpose")
     parser.add_argument("--concurrency", type=int, default=4,
@@ -51,8 +77,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--queue-size", type=int, default=16,
                         help="people who may wait for their turn; one more is told the page is busy (default 16)")
     parser.add_argument("--max-upload-bytes", type=int, default=AudioLimits().max_audio_bytes,
-                        help="largest audio file accepted, default the server's max_audio_bytes")
+                        help="largest audio file accepted, default the server's max_audio_bytes; an upload holds "
+                             "one file, and a request this many bytes and 64 KiB at most")
     return parser.parse_args(argv)
+
+
+def flow_api_key(args: argparse.Namespace) -> str | None:
+    """The Flow's key: --api-key (warned about on stderr: ps shows it), --api-key-file, else
+    $SPEECH2IMAGE_API_KEY; ConfigurationError when the file cannot be read or is empty."""
+    if args.api_key:
+        print("ui.py: --api-key shows the Flow's key to every local user (ps); use $SPEECH2IMAGE_API_KEY or "
+              "--api-key-file FILE", file=sys.stderr)
+        return args.api_key
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text().strip()
+        except OSError as e:
+            raise ConfigurationError(f"cannot read the Flow's key file {args.api_key_file}: {e.strerror}") from e
+        if not key:
+            raise ConfigurationError(f"the Flow's key file {args.api_key_file} is empty: write the key in it")
+        return key
+    return os.environ.get("SPEECH2IMAGE_API_KEY") or None
 
 
 def options_from(language: str, task: str, num_images, seed: str, steps: str, guidance: str, width: str,
@@ -120,16 +165,68 @@ async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api
         yield (f"Drew {k + 1} of {count}" if k + 1 < count else f"Done: {count} image(s)"), transcript, shown
 
 
+async def answer(send, status: int, line: str, headers: tuple = ()) -> None:
+    """A one-line plain-text answer, from a middleware, in gradio's place."""
+    body = f"{line}\n".encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header(scope, name: bytes) -> bytes:
+    """A request header's value (b"" when there is none)."""
+    return next((value for key, value in scope["headers"] if key.lower() == name), b"")
+
+
 class LocalOnly:
-    """ASGI middleware: drops what gradio's page would fetch from outside hosts (a CDN script,
-    font preconnects), so the page works with no internet and tells no one it was opened."""
+    """ASGI middleware: the page for this machine's browser and the host names the operator
+    allows. A request for any other host name is refused (421): a site whose name comes to
+    resolve to this machine (DNS rebinding) cannot use the page as its own. A request that changes
+    something (not GET, HEAD or OPTIONS), or a WebSocket, sent by another site's page (an Origin
+    that is not the page's own) is refused (403). It serves none of gradio's monitoring (its
+    summary of every call was open to anyone: 404). And it drops what gradio's page would fetch
+    from outside hosts (a CDN script, font preconnects), so the page works with no internet and
+    tells no one it was opened."""
 
     OUTSIDE = re.compile(rb"<(?:script|link)\b[^>]*?https?://[^>]*>(?:\s*</script>)?", re.S)
+    NOT_SERVED = "/monitoring"
+    READING = ("GET", "HEAD", "OPTIONS")
 
-    def __init__(self, app):
+    def __init__(self, app, hosts: tuple = ()):
         self.app = app
+        self.hosts = {"localhost", *(name.strip().lower().rstrip(".") for name in hosts)} - {""}
+
+    def serves(self, host: str) -> bool:
+        """Whether `host` (a Host header: a name or an address, and a port) is one the page answers
+        to: its names, or any IP address (a page at an address is that address's own)."""
+        import ipaddress
+        from urllib.parse import urlsplit
+
+        name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in self.hosts
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = header(scope, b"host").decode("latin-1")
+        origin = header(scope, b"origin").decode("latin-1")
+        if not self.serves(host):
+            refusal = (421, "this page is not served under that host name (ui.py --allowed-hosts NAME)")
+        elif origin and (scope["type"] == "websocket" or scope["method"] not in self.READING) and \
+                origin.partition("://")[2].lower() != host.lower():
+            refusal = (403, "requests from another site's page are refused")
+        elif scope["type"] == "http" and (scope["path"] + "/").startswith(self.NOT_SERVED + "/"):
+            refusal = (404, "not found")
+        else:
+            refusal = None
+        if refusal and scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        if refusal:
+            return await answer(send, *refusal)
         if scope["type"] != "http" or scope["path"] != "/":
             return await self.app(scope, receive, send)
         start, body = {}, []
@@ -147,6 +244,254 @@ class LocalOnly:
             await send({"type": "http.response.body", "body": html})
 
         await self.app(scope, receive, rewrite)
+
+
+class FormFiles:
+    """Counts the files of a multipart/form-data body as its bytes arrive, with python-multipart's
+    parser (gradio's): a part whose Content-Disposition has a filename is a file."""
+
+    def __init__(self, boundary: bytes):
+        from python_multipart.multipart import MultipartParser
+
+        self.files = 0
+        self._field, self._value, self._disposition = b"", b"", b""
+        self._parser = MultipartParser(boundary, {
+            "on_part_begin": self._part_begins, "on_header_field": self._field_bytes,
+            "on_header_value": self._value_bytes, "on_header_end": self._header_ends,
+            "on_headers_finished": self._headers_end})
+
+    @classmethod
+    def of(cls, content_type: bytes) -> "FormFiles | None":
+        """A counter for a body of `content_type`; None when it is not a form with a boundary."""
+        from python_multipart.multipart import parse_options_header
+
+        kind, options = parse_options_header(content_type)
+        return cls(options[b"boundary"]) if kind == b"multipart/form-data" and options.get(b"boundary") else None
+
+    def count(self, chunk: bytes) -> int:
+        """The files begun so far, `chunk` read too; ValueError when the form is malformed."""
+        self._parser.write(chunk)
+        return self.files
+
+    def _part_begins(self):
+        self._disposition = b""
+
+    def _field_bytes(self, data, start, end):
+        self._field += data[start:end]
+
+    def _value_bytes(self, data, start, end):
+        self._value += data[start:end]
+
+    def _header_ends(self):
+        if self._field.lower() == b"content-disposition":
+            self._disposition = self._value
+        self._field, self._value = b"", b""
+
+    def _headers_end(self):
+        from python_multipart.multipart import parse_options_header
+
+        self.files += b"filename" in parse_options_header(self._disposition)[1]
+
+
+class BodyLimit:
+    """ASGI middleware: a request's body is read here first, counted as it arrives (Content-Length
+    may be missing), into a spool of its own (memory, then an unnamed file); gradio reads it only
+    once it is whole and within bounds: at most `max_bytes`, and a form of at most `max_files`
+    files (gradio takes 1000 files a request, its size limit is per file). Else one line, 413,
+    and nothing of it is stored. A body abandoned half-way leaves nothing either (gradio leaves
+    the part of a file it had received in the temporary folder)."""
+
+    CHUNK = 65_536
+
+    def __init__(self, app, max_bytes: int, max_files: int, refusal: str):
+        self.app, self.max_bytes, self.max_files, self.refusal = app, max_bytes, max_files, refusal
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await answer(send, 413, self.refusal)
+        form = FormFiles.of(header(scope, b"content-type"))
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+            size, more = 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client went away before its body was whole: gradio never saw it
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                try:
+                    too_many_files = form is not None and form.count(chunk) > self.max_files
+                except ValueError:
+                    return await answer(send, 400, "the upload is not a well-formed multipart/form-data form")
+                if size > self.max_bytes or too_many_files:
+                    return await answer(send, 413, self.refusal)
+                spool.write(chunk)
+                more = message.get("more_body", False)
+            spool.seek(0)
+            await self.app(scope, self.replay(spool, size, receive), send)
+
+    def replay(self, spool, size: int, receive):
+        """The spooled body as `receive` messages, then the client's own (its disconnect)."""
+        left = size
+
+        async def replayed():
+            nonlocal left
+            if left < 0:
+                return await receive()
+            chunk = spool.read(self.CHUNK)
+            left -= len(chunk)
+            more = left > 0
+            if not more:
+                left = -1
+            return {"type": "http.request", "body": chunk, "more_body": more}
+
+        return replayed
+
+
+class FailedLogins:
+    """Failed logins by client address: after `free` failures an address waits before its next
+    attempt, `first_delay` seconds, twice as long after each further failure (at most
+    `longest_delay`); and one attempt at a time per address, so guesses sent together wait too."""
+
+    def __init__(self, free: int = 5, first_delay: float = 60, longest_delay: float = 3600,
+                 clock: Callable[[], float] = time.monotonic, remembered: int = 10_000):
+        self.free, self.first_delay, self.longest_delay = free, first_delay, longest_delay
+        self.clock, self.remembered = clock, remembered
+        self._addresses: OrderedDict[str, tuple] = OrderedDict()  # address → (failures, wait until, checking)
+
+    def begin(self, address: str) -> float:
+        """0: the address's attempt may be checked now (end() says how it went); else the seconds
+        it must wait first."""
+        now = self.clock()
+        failures, until, checking = self._addresses.get(address, (0, now, False))
+        if checking:
+            return 1.0
+        if now < until:
+            return until - now
+        self._addresses[address] = (failures, until, True)
+        self._addresses.move_to_end(address)
+        if len(self._addresses) > self.remembered:
+            self._addresses.popitem(last=False)
+        return 0.0
+
+    def end(self, address: str, succeeded: bool) -> None:
+        failures, _, _ = self._addresses.pop(address, (0, 0.0, True))
+        if succeeded:
+            return
+        failures += 1
+        until = self.clock()
+        if failures >= self.free:
+            until += min(self.first_delay * 2 ** min(failures - self.free, 32), self.longest_delay)
+        self._addresses[address] = (failures, until, False)
+
+
+class Login:
+    """ASGI middleware around gradio's login: failed logins are throttled per client address
+    (FailedLogins: a refused attempt is answered 429 and never checked), and over TLS every cookie
+    the page sets is Secure (gradio sets its fallback session cookie without)."""
+
+    PATHS = ("/login", "/login/")  # where gradio's login form posts
+
+    def __init__(self, app, secure: bool, failed: FailedLogins | None = None):
+        self.app, self.secure, self.failed = app, secure, failed or FailedLogins()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.secure:
+            send = self.secure_cookies(send)
+        if scope["method"] != "POST" or scope["path"] not in self.PATHS:
+            return await self.app(scope, receive, send)
+        address = (scope.get("client") or ("",))[0]
+        wait = math.ceil(self.failed.begin(address))
+        if wait:
+            return await answer(send, 429, f"too many failed logins from {address}: try again in {wait} s",
+                                ((b"retry-after", str(wait).encode()),))
+        statuses = []
+
+        async def watched(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            self.failed.end(address, succeeded=statuses == [200])
+
+    @staticmethod
+    def secure_cookies(send):
+        async def secured(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [
+                    (name, value + b"; Secure") if name.lower() == b"set-cookie" and b"secure" not in
+                    [attribute.strip().lower() for attribute in value.split(b";")[1:]] else (name, value)
+                    for name, value in message.get("headers", [])]}
+            await send(message)
+
+        return secured
+
+
+class SessionTokens(MutableMapping):
+    """gradio's login sessions (its `app.tokens`: token → user), each forgotten `seconds` after it
+    began: a session cookie left in a browser or taken from one stops working (gradio keeps them
+    until the page stops)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.seconds, self.clock = seconds, clock
+        self._sessions: dict = {}  # token → (user, when it began)
+        self._lock = threading.Lock()  # gradio reads them from its worker threads
+
+    def _live(self) -> dict:
+        now = self.clock()
+        for token in [token for token, (_, began) in self._sessions.items() if now - began >= self.seconds]:
+            del self._sessions[token]
+        return self._sessions
+
+    def __getitem__(self, token):
+        with self._lock:
+            return self._live()[token][0]
+
+    def __setitem__(self, token, user):
+        with self._lock:
+            self._live()[token] = (user, self.clock())
+
+    def __delitem__(self, token):
+        with self._lock:
+            del self._live()[token]
+
+    def __iter__(self):
+        with self._lock:
+            return iter(list(self._live()))
+
+    def __len__(self):
+        with self._lock:
+            return len(self._live())
+
+
+def expiring_sessions(seconds: float):
+    """A lifespan for gradio's app that, as it starts, keeps its login sessions in SessionTokens."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        app.tokens = SessionTokens(seconds)
+        yield
+
+    return lifespan
+
+
+def keep_files_private() -> None:
+    """gradio keeps uploads and drawn images under $GRADIO_TEMP_DIR, by default /tmp/gradio: a
+    folder every local user may list and read (0755, its files 0644), or one another user made
+    first. Unless the operator names one, the page's go in a folder of its own (mkdtemp: 0700),
+    removed when ui.py stops (Ctrl-C or SIGTERM); and what it creates is its user's alone (umask)."""
+    os.umask(0o077)
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        folder = tempfile.mkdtemp(prefix="speech2image-ui-")
+        os.environ["GRADIO_TEMP_DIR"] = folder  # read by gradio as it is imported
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C: gradio closes, atexit runs
 
 
 def build(host: str, api_key: Optional[str] = None):
@@ -203,30 +548,62 @@ def main(argv=None) -> int:
         print(f"ui.py: --listen {args.listen} would let anyone who reaches this machine use the page: add --users "
               "FILE (user:password lines), or pass --allow-unauthenticated on purpose", file=sys.stderr)
         return 2
-    login = None
-    if args.users:
-        from speech2image.api.keys import Users
-        from speech2image.errors import ConfigurationError
+    if not args.session_hours > 0:
+        print("ui.py: --session-hours needs a number of hours over 0 (a login lasts that long)", file=sys.stderr)
+        return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("ui.py: --tls-cert and --tls-key go together: the certificate (PEM) and its private key",
+              file=sys.stderr)
+        return 2
+    if args.tls_cert:
+        import ssl
 
         try:
-            login = Users.load(args.users)
-        except ConfigurationError as e:
-            print(f"ui.py: {e}", file=sys.stderr)
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            print(f"ui.py: cannot serve TLS with --tls-cert {args.tls_cert} --tls-key {args.tls_key}: {e}",
+                  file=sys.stderr)
             return 2
+    login = None
+    try:
+        if args.users:
+            from speech2image.api.keys import Users
+
+            login = Users.load(args.users)
+        api_key = flow_api_key(args)
+    except ConfigurationError as e:
+        print(f"ui.py: {e}", file=sys.stderr)
+        return 2
     if args.ca:
         from speech2image.client import trust
 
         trust(args.ca)
+    keep_files_private()
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: any local process could
+    # name any client address, and so pass the login throttling. Behind a proxy on this machine the
+    # operator sets FORWARDED_ALLOW_IPS to it.
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
     import gradio as gr
 
-    page = build(args.host, args.api_key)
+    page = build(args.host, api_key)
     theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
     from starlette.middleware import Middleware
 
-    page.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size).launch(
-        server_name=args.listen, server_port=args.port, share=False, inbrowser=False, theme=theme, footer_links=[],
-        ssr_mode=False, max_file_size=args.max_upload_bytes, auth=login.check if login else None,
-        app_kwargs={"middleware": [Middleware(LocalOnly)]})
+    middleware = [
+        Middleware(LocalOnly, hosts=(*args.allowed_hosts.split(","), args.listen)),
+        Middleware(Login, secure=bool(args.tls_cert)),
+        Middleware(BodyLimit, max_bytes=args.max_upload_bytes + FORM_BYTES, max_files=1,
+                   refusal=f"an upload holds one file of at most {args.max_upload_bytes} bytes "
+                           "(ui.py --max-upload-bytes)")]
+    try:  # serves until Ctrl-C or SIGTERM
+        page.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size).launch(
+            server_name=args.listen, server_port=args.port, share=False, inbrowser=False, theme=theme,
+            footer_links=[], ssr_mode=False, max_file_size=args.max_upload_bytes,
+            auth=login.check if login else None, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+            ssl_verify=False,  # its start-up check calls its own loopback URL, a name the certificate need not hold
+            app_kwargs={"middleware": middleware, "lifespan": expiring_sessions(args.session_hours * 3600)})
+    except KeyboardInterrupt:  # stopped while gradio was still starting (once started, gradio's wait takes it)
+        page.close()
     return 0
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.app import App, run_client
 from tests.support.speech import SPEECH, wer
+from tests.support.tls import private_ca
 
 KEY = "sk-front-door-test-key-0123456789"
 OTHER_KEY = "a-second-key"
@@ -21,19 +22,7 @@ OTHER_KEY = "a-second-key"
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
     """A private CA and a certificate it signed for localhost and 127.0.0.1."""
-    directory = tmp_path_factory.mktemp("tls")
-
-    def openssl(*args):
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=speech2image test CA",
-            "-keyout", "ca.key", "-out", "ca.pem")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key",
-            "-out", "server.csr")
-    (directory / "names.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
-            "-extfile", "names.ext", "-out", "server.pem")
-    return directory
+    return private_ca(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")
@@ -298,12 +287,12 @@ def test_the_pages_users_file_keeps_a_hash_inside_a_password_and_refuses_a_user_
     from tests.support.speech import ROOT
 
     users = tmp_path / "users.txt"
-    users.write_text(f"# who may open the page\nalice:pa#ss  # the team's\n"
+    users.write_text(f"# who may open the page\nalice:pass#word-of-alice  # the team's\n"
                      f"bob:sha256:{hashlib.sha256(b'b0b').hexdigest()}\n")
     login = Users.load(str(users))
-    assert login.check("alice", "pa#ss") and login.check("bob", "b0b")
-    assert not login.check("alice", "pa") and not login.check("bob", "") and not login.check("eve", "")
-    users.write_text("alice:pa55\nbob\n")
+    assert login.check("alice", "pass#word-of-alice") and login.check("bob", "b0b")
+    assert not login.check("alice", "pass") and not login.check("bob", "") and not login.check("eve", "")
+    users.write_text("alice:password-of-alice\nbob\n")
     with pytest.raises(ConfigurationError, match="^line 2 of the users file: write user:password"):
         Users.load(str(users))
     done = subprocess.run([sys.executable, "ui.py", "--listen", "0.0.0.0", "--users", str(users)], cwd=ROOT,

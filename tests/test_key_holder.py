@@ -22,7 +22,7 @@ from speech2image.observability import metrics
 from tests.support.app import App
 from tests.support.metrics import total, wait_until
 from tests.support.speech import ROOT
-from tests.support.tls import make_certificates
+from tests.support.tls import private_ca
 
 pytestmark = pytest.mark.flow
 
@@ -33,7 +33,7 @@ HEADER_TIMEOUT = 2.0  # seconds: short here, so that the test need not wait the 
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
-    return make_certificates(tmp_path_factory.mktemp("tls"))
+    return private_ca(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")

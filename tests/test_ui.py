@@ -15,6 +15,7 @@ from tests.support.audio_files import encode
 from tests.support.metrics import total, wait_until
 from tests.support.ports import free_port
 from tests.support.speech import SPEECH, wer
+from tests.support.tls import private_ca
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt-get install chromium)")
@@ -270,3 +271,26 @@ def test_an_upload_over_the_audio_limit_is_refused(flow, tmp_path):
         with big.open("rb") as file:
             answer = requests.post(f"{ui.url}/gradio_api/upload", files={"files": file}, timeout=30)
         assert answer.status_code == 413, answer.text
+
+
+def test_log_in_over_tls_and_upload(browser, tmp_path):
+    """gradio's login page over TLS (a private CA; the browser told to take it): its Secure
+    cookies are kept, the page opens, and an upload passes the page's own checks (its Origin,
+    its size, one file). No Flow: none of this needs one."""
+    tls = private_ca(tmp_path)
+    users = tmp_path / "users.txt"
+    users.write_text("alice:correct-horse-battery\n")
+    with Page(f"localhost:{free_port()}", "--users", str(users), "--tls-cert", str(tls / "server.pem"),
+              "--tls-key", str(tls / "server.key")) as ui:
+        context = browser.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.goto(ui.url.replace("http://127.0.0.1", "https://localhost"), wait_until="networkidle")
+        page.locator("input[type=text]").fill("alice")
+        page.locator("input[type=password]").fill("correct-horse-battery")
+        page.get_by_role("button", name="Login").click()
+        page.locator("#generate").wait_for(timeout=30_000)
+        cookies = context.cookies()
+        assert len(cookies) == 2 and all(cookie["secure"] for cookie in cookies), cookies
+        upload(page, SPEECH / "prompt4.wav")
+        context.close()
+

@@ -18,6 +18,7 @@ from ..errors import ConfigurationError
 HEX_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 COMMENT = re.compile(r"(^|\s)#.*$")
 MIN_KEY_CHARS = 16
+MIN_PASSWORD_CHARS = 12
 
 
 def digest(key: str) -> bytes:
@@ -74,8 +75,9 @@ class ApiKeys:
 
 class Users:
     """Who may open the page (ui.py --users): `user:password` or `user:sha256:HEX` lines, comments
-    as in the keys file (a `#` inside a password is part of it); passwords compared as SHA-256
-    digests in constant time, never kept in the clear."""
+    as in the keys file (a `#` inside a password is part of it); a password needs 12 characters
+    or more (a digest's password cannot be measured); passwords compared as SHA-256 digests in
+    constant time, never kept in the clear."""
 
     def __init__(self, digests: dict[str, bytes]):
         if not digests:
@@ -102,6 +104,10 @@ class Users:
                 if not match:
                     raise ConfigurationError(f"line {number} of the users file: sha256: needs 64 hex digits")
                 digests[user] = bytes.fromhex(match.group(1))
+            elif len(secret) < MIN_PASSWORD_CHARS:
+                raise ConfigurationError(f"line {number} of the users file: a password needs {MIN_PASSWORD_CHARS} "
+                                         "characters or more (or write user:sha256:HEX, the SHA-256 of a password "
+                                         "whose length is then yours to check)")
             else:
                 digests[user] = digest(secret)
         return cls(digests)

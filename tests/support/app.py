@@ -7,6 +7,7 @@ log, and kills it when it is not ready in time; it never blocks on a silent proc
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,15 +147,27 @@ class App(Service):
 
 
 class Page(Service):
-    """ui.py talking to the Flow at `flow` ("HOST:PORT"), on a free port; ready when gradio serves."""
+    """ui.py talking to the Flow at `flow` ("HOST:PORT"), on a free port; ready when gradio serves.
+    Its temporary files (its own folder for gradio's) go in `temp`, removed with it: killed, ui.py
+    cannot remove its folder itself."""
 
     name = "ui.py"
 
     def __init__(self, flow: str, *args: str, env: Optional[dict] = None):
         port = free_port()
-        super().__init__([sys.executable, str(ROOT / "ui.py"), "--host", flow, "--port", str(port), *args],
-                         lambda line: "Running on local URL" in line, env=env, ready_seconds=120)
+        self.temp = Path(tempfile.mkdtemp(prefix="speech2image-page-"))
+        try:
+            super().__init__([sys.executable, str(ROOT / "ui.py"), "--host", flow, "--port", str(port), *args],
+                             lambda line: "Running on local URL" in line, env={"TMPDIR": str(self.temp), **(env or {})},
+                             ready_seconds=120)
+        except BaseException:
+            shutil.rmtree(self.temp, ignore_errors=True)
+            raise
         self.url = f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *_):
+        super().__exit__()
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def run_client(*args, timeout: float = 300, cwd=None, env: Optional[dict] = None) -> subprocess.CompletedProcess:

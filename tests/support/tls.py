@@ -1,12 +1,11 @@
-"""A private certificate authority and a server certificate it signed, made with openssl."""
+"""A private certificate authority, made with openssl for a test, and a certificate it signed."""
 
 import subprocess
 from pathlib import Path
 
 
-def make_certificates(directory: Path) -> Path:
-    """`directory` with ca.pem, and server.pem/server.key for localhost and 127.0.0.1."""
-
+def private_ca(directory: Path) -> Path:
+    """`directory` with ca.pem (the authority) and server.pem/server.key (localhost and 127.0.0.1)."""
     def openssl(*args):
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
