@@ -23,15 +23,15 @@ from jina import Client
 from speech2image.client import make_documents, post_async, request_parameters
 from gateway.admission import Admission, ExecutorCalls
 from speech2image.errors import ClientError
-from speech2image.observability import metrics
+from speech2image.observability import names
 from tests.support.app import App, run_client
 from tests.support.metrics import by_replica, total, wait_until
 from tests.support.speech import ROOT
 
-IN_PROGRESS, QUEUE_LENGTH = metrics.IN_PROGRESS, metrics.QUEUE_LENGTH
-IMAGES, CANCELLED = f"{metrics.IMAGES}_total", f"{metrics.CANCELLED}_total"
-REFUSED, DROPPED = f"{metrics.REFUSED}_total", f"{metrics.DROPPED}_total"
-RUNS = f"{metrics.QUEUE_SECONDS}_count"  # one per request that got its turn: a model run
+IN_PROGRESS, QUEUE_LENGTH = names.IN_PROGRESS, names.QUEUE_LENGTH
+IMAGES, CANCELLED = f"{names.IMAGES}_total", f"{names.CANCELLED}_total"
+REFUSED, DROPPED = f"{names.REFUSED}_total", f"{names.DROPPED}_total"
+RUNS = f"{names.QUEUE_SECONDS}_count"  # one per request that got its turn: a model run
 LONG = {"prompt": "a long request", "n": 8, "size": "256x256", "steps": 30}  # far more than 6.4 s here
 
 

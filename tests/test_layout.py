@@ -52,3 +52,15 @@ def test_each_domain_stands_alone():
         for path in (ROOT / "speech2image" / domain).glob("*.py"):
             source = path.read_text()
             assert f"speech2image.{other}" not in source and f"..{other}" not in source, path
+
+
+def test_metric_and_stage_names_live_in_a_leaf_that_domain_code_reads_them_from():
+    """names.py imports nothing; code that only names a metric or a stage never loads the metrics module."""
+    names = ROOT / "speech2image" / "observability" / "names.py"
+    assert not any(isinstance(node, (ast.Import, ast.ImportFrom)) for node in ast.walk(ast.parse(names.read_text())))
+    readers = [*(ROOT / "speech2image").glob("asr/*.py"), *(ROOT / "speech2image").glob("imaging/*.py"),
+               *(ROOT / "speech2image").glob("serving/*.py"), *(ROOT / "bench").glob("*.py"),
+               *(ROOT / "tools").glob("*.py")]
+    for path in readers:
+        source = path.read_text()
+        assert "observability.metrics" not in source and "observability import metrics" not in source, path

@@ -7,7 +7,8 @@ from speech2image.asr.audio import SAMPLE_RATE, AudioDecoder, load_audio
 from speech2image.asr.options import ARGUMENTS
 from speech2image.asr.transcription import document_fields, load_engine, transcribe
 from speech2image.errors import InvalidRequest
-from speech2image.observability.metrics import DECODE, ExecutorMetrics
+from speech2image.observability.metrics import ExecutorMetrics
+from speech2image.observability.names import DECODE
 from speech2image.observability.stages import StageClock
 from speech2image.options import configure, merge
 from speech2image.schema import SpeechImageDoc, refuse_filled
