@@ -228,6 +228,8 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
     import yaml
     from jina import Flow
 
+    from speech2image.serving.deadline import stop_seconds
+
     gateway = {k: v for k, v in yaml.safe_load(args.flow.read_text()).get("with", {}).items()
                if k not in ("protocol", "port", "monitoring", "port_monitoring")}  # app.py's flags decide
     if args.monitoring and args.monitoring_port:
@@ -235,7 +237,7 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
     tls = {"ssl_certfile": str(Path(args.tls_cert).resolve()), "ssl_keyfile": str(Path(args.tls_key).resolve())} \
         if args.tls_cert else {}  # the gateway's only: the executors, on loopback, speak plain gRPC to it
     flow = Flow(protocol=list(PROTOCOLS), port=[args.port, args.port + 1], host=args.listen, **gateway,
-                timeout_ctrl=int(args.grace_seconds + 10),  # s: the gateway drains first (README: Admission)
+                timeout_ctrl=stop_seconds(args.grace_seconds),  # s: the gateway drains first (README: Admission)
                 **observability(args))
     flow = flow.config_gateway(uses=str(ROOT / "gateway" / "config.yml"), uses_with=gateway_arguments(args, specs),
                                **tls)

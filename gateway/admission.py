@@ -3,8 +3,9 @@
 - **One deadline**, set where the request enters — the client's own timeout, a `timeout`
   parameter, or the server's `request_timeout_seconds`, whichever is shortest — and carried to
   every executor as the `deadline` parameter (a client's own is replaced). It is never later
-  than 80 % of Jina's `timeout_send`, so the executors stop the work before Jina would give up
-  on the call and retry it on another replica while the first copy still runs.
+  than a share of Jina's `timeout_send` (`speech2image.serving.deadline.longest_request`), so the
+  executors stop the work before Jina would give up on the call and retry it on another replica
+  while the first copy still runs.
 - **Busy replicas.** A replica whose queue is full answers Busy at once, before any work; Jina
   does not retry that, so the gateway sends the call on to a replica of the deployment that has
   not refused it yet, until one takes it or every one has refused (then it answers Busy).
@@ -30,7 +31,7 @@ from typing import Optional
 
 import grpc
 
-from speech2image.serving.deadline import PARAMETER as DEADLINE, wall_deadline
+from speech2image.serving.deadline import PARAMETER as DEADLINE, longest_request, wall_deadline
 
 TIMEOUT = "timeout"  # a request parameter: the client's time, in seconds
 
@@ -40,9 +41,7 @@ class Admission:
 
     def __init__(self, pool, rpcs: "ExecutorCalls", *, request_timeout_seconds: float, timeout_send_seconds: Optional[float],
                  grace_seconds: float, logger=None):
-        self.longest = request_timeout_seconds
-        if timeout_send_seconds and timeout_send_seconds > 0:  # (-1: Jina waits forever)
-            self.longest = min(self.longest, 0.8 * timeout_send_seconds)
+        self.longest = longest_request(request_timeout_seconds, timeout_send_seconds)
         self.grace_seconds = grace_seconds
         self.draining = False
         self.in_flight = 0
