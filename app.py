@@ -20,7 +20,7 @@ from pathlib import Path
 from speech2image.asr import options as asr_options  # options only: no model library
 from speech2image.imaging import options as imaging_options
 from speech2image.limits import ReplicaLimits
-from speech2image.serving.network import (GRPC_SERVER_OPTIONS, LOOPBACK, METRICS_HOST, is_loopback,
+from speech2image.serving.network import (GRPC_SERVER_OPTIONS, LOOPBACK, METRICS_HOST, check_exposure, is_loopback,
                                           metrics_bind_from_environment)
 
 # every process of the Flow imports this file first (multiprocessing's spawn runs the main module
@@ -207,15 +207,13 @@ def gateway_arguments(args: argparse.Namespace, specs: list[dict]) -> dict:
             "request_timeout_seconds": longest, "grace_seconds": args.grace_seconds}
 
 
-def check_exposure(args: argparse.Namespace) -> None:
+def check_front_door(args: argparse.Namespace) -> None:
     """Refuse (ConfigurationError, one line) what would open the service wider than asked."""
     from speech2image.api.keys import ApiKeys
     from speech2image.errors import ConfigurationError
 
-    if not is_loopback(args.listen) and not args.api_keys and not args.allow_unauthenticated:
-        raise ConfigurationError(
-            f"--listen {args.listen} would let anyone who reaches this machine use it: add --api-keys FILE "
-            "(one key per line), or pass --allow-unauthenticated on purpose")
+    check_exposure(args.listen, "--api-keys FILE (one key per line)", bool(args.api_keys), args.allow_unauthenticated,
+                   "it")
     if args.api_keys:
         ApiKeys.load(args.api_keys)  # a file that holds no key stops here, not in the gateway
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -262,7 +260,7 @@ def main(argv=None) -> int:
     from speech2image.errors import ConfigurationError, ModelLoadError
 
     try:
-        check_exposure(args)
+        check_front_door(args)
         executor_arguments(specs)  # every argument checked before anything starts
         fetch_models(specs)
     except ConfigurationError as e:

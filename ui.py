@@ -197,22 +197,17 @@ def build(host: str, api_key: Optional[str] = None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from speech2image.serving.network import is_loopback
+    from speech2image.api.keys import Users
+    from speech2image.errors import ConfigurationError
+    from speech2image.serving.network import check_exposure
 
-    if not is_loopback(args.listen) and not args.users and not args.allow_unauthenticated:
-        print(f"ui.py: --listen {args.listen} would let anyone who reaches this machine use the page: add --users "
-              "FILE (user:password lines), or pass --allow-unauthenticated on purpose", file=sys.stderr)
+    try:
+        check_exposure(args.listen, "--users FILE (user:password lines)", bool(args.users), args.allow_unauthenticated,
+                       "the page")
+        login = Users.load(args.users) if args.users else None
+    except ConfigurationError as e:
+        print(f"ui.py: {e}", file=sys.stderr)
         return 2
-    login = None
-    if args.users:
-        from speech2image.api.keys import Users
-        from speech2image.errors import ConfigurationError
-
-        try:
-            login = Users.load(args.users)
-        except ConfigurationError as e:
-            print(f"ui.py: {e}", file=sys.stderr)
-            return 2
     if args.ca:
         from speech2image.client import trust
 
