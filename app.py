@@ -161,10 +161,12 @@ def observability(args: argparse.Namespace) -> dict:
 
 def metrics_urls(flow) -> dict[str, list[str]]:
     """Every metrics endpoint of a running Flow: the gateway's and each executor replica's."""
+    from gateway.jina_internals import replica_monitoring_ports
+
     urls = {"gateway": [f"http://{LOOPBACK}:{flow.port_monitoring}/metrics"]}
     for name, deployment in flow:
         if name != "gateway":
-            urls[name] = [f"http://{LOOPBACK}:{pod.port_monitoring}/metrics" for pod in deployment.pod_args["pods"][0]]
+            urls[name] = [f"http://{LOOPBACK}:{port}/metrics" for port in replica_monitoring_ports(deployment)]
     return urls
 
 
@@ -226,6 +228,7 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
     import yaml
     from jina import Flow
 
+    from gateway.jina_internals import show_addresses
     from speech2image.serving.deadline import stop_seconds
 
     gateway = {k: v for k, v in yaml.safe_load(args.flow.read_text()).get("with", {}).items()
@@ -241,9 +244,7 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
                                **tls)
     for spec in specs:
         flow = flow.add(**spec)
-    # Jina's start-up summary would look up this machine's public address at three web services
-    # (and its private one by a UDP connect): the addresses it serves on are given instead
-    flow._public_ip = flow._internal_ip = args.listen
+    show_addresses(flow, args.listen)  # not this machine's public address, looked up on the web
     return flow
 
 
@@ -322,8 +323,9 @@ def watch(flow, stop: threading.Event) -> int:
 
 def executor_processes(flow) -> dict[str, list]:
     """Each executor's replica processes (Jina's pods' multiprocessing workers)."""
-    return {name: [pod.worker for shard in deployment.shards.values() for pod in shard._pods]
-            for name, deployment in flow if name != "gateway"}
+    from gateway.jina_internals import replica_processes
+
+    return {name: replica_processes(deployment) for name, deployment in flow if name != "gateway"}
 
 
 def stop_now() -> None:

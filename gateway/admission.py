@@ -17,7 +17,8 @@
 
 Jina has no hook for the second and third: they wrap the call of its connection pool that
 sends one request to one deployment (`GrpcConnectionPool.send_requests_once`), and hand Jina's
-sending a view of the deployment's replicas that skips those that answered Busy. Cancelling that
+sending a view of the deployment's replicas that skips those that answered Busy (through
+`gateway.jina_internals`, the one module that touches Jina's internals). Cancelling that
 call's task does not cancel its RPC (Jina awaits the RPC's trailing metadata, which a cancelled
 wait leaves running), so a client interceptor on the executor channels (`ExecutorCalls`) keeps
 each RPC by request id, to cancel it too.
@@ -31,6 +32,7 @@ from typing import Optional
 
 import grpc
 
+from gateway.jina_internals import SkippingReplicas, intercept_sending, replica_count, replicas_of, send_to
 from speech2image.serving.deadline import PARAMETER as DEADLINE, longest_request, wall_deadline
 
 TIMEOUT = "timeout"  # a request parameter: the client's time, in seconds
@@ -48,9 +50,8 @@ class Admission:
         self._calls: dict[str, set] = collections.defaultdict(set)  # request id → Jina's tasks sending it
         self.rpcs = rpcs
         self._logger = logger
-        self._send_once = pool.send_requests_once
         self._pool = pool
-        pool.send_requests_once = self._send_with_busy_retries
+        self._send_once = intercept_sending(pool, self._send_with_busy_retries)
 
     def deadline(self, parameters: dict, client_seconds: Optional[float] = None) -> dict:
         """`parameters` with the request's deadline: the shortest of the server's, the client's own
@@ -93,22 +94,22 @@ class Admission:
 
     def _send_with_busy_retries(self, requests, deployment, metadata=None, head: bool = False, shard_id=None,
                                 endpoint=None, timeout=None, retries=-1):
-        replicas = self._pool._connections.get_replicas(deployment, head, shard_id)
+        replicas = replicas_of(self._pool, deployment, head, shard_id)
         if not replicas:  # none to send to: Jina answers it
             return self._send_once(requests, deployment, metadata, head, shard_id, endpoint, timeout, retries)
-        untried = WithoutRefusals(replicas)
+        untried = SkippingReplicas(replicas)  # those that refused this request as busy are skipped
         request_id = requests[0].request_id
 
         def send():
-            return self._pool._send_requests(requests, untried, endpoint=endpoint, metadata=metadata,
-                                             timeout=timeout, retries=retries)
+            return send_to(self._pool, requests, untried, endpoint=endpoint, metadata=metadata, timeout=timeout,
+                           retries=retries)
 
         async def until_a_replica_has_room(first):
             answer = await first
-            for _ in range(len(replicas.get_all_connections()) - 1):
+            for _ in range(replica_count(replicas) - 1):
                 if not _busy(answer):
                     break
-                untried.refused.add(untried.last)
+                untried.skipped.add(untried.last)
                 answer = await send()
             return answer
 
@@ -118,28 +119,6 @@ class Admission:
         self._calls[request_id].add(call)
         call.add_done_callback(lambda done: _forget(self._calls, request_id, done))
         return call
-
-
-class WithoutRefusals:
-    """A deployment's replicas (Jina's `_ReplicaList`) as one request's sending sees them: its
-    round robin skips the replicas that refused this request as busy."""
-
-    def __init__(self, replicas):
-        self._replicas = replicas
-        self.refused: set = set()
-        self.last: Optional[str] = None  # the address handed out last
-
-    async def get_next_connection(self, num_retries: int = 3):
-        connection = None
-        for _ in range(len(self._replicas.get_all_connections())):
-            connection = await self._replicas.get_next_connection(num_retries=num_retries)
-            if connection is None or connection.address not in self.refused:
-                break
-        self.last = connection.address if connection is not None else None
-        return connection
-
-    def __getattr__(self, name):
-        return getattr(self._replicas, name)
 
 
 class ExecutorCalls(grpc.aio.UnaryUnaryClientInterceptor):
