@@ -170,18 +170,20 @@ def metrics_urls(flow) -> dict[str, list[str]]:
     return urls
 
 
-def executor_arguments(specs: list[dict]) -> dict[str, tuple]:
-    """Each executor's arguments, built and checked as the executor builds them (ConfigurationError,
-    one line, on a wrong type or an unknown name): the model config comes first."""
+EXECUTOR_ARGUMENTS = {"whisper": asr_options.WhisperArguments, "diffusion": imaging_options.DiffusionArguments}
+
+
+def executor_arguments(specs: list[dict]) -> dict:
+    """Each executor's arguments (WhisperArguments, DiffusionArguments), built and checked as the
+    executor builds them (ConfigurationError, one line, on a wrong type or an unknown name)."""
     from speech2image.options import configure
 
-    arguments = {"whisper": asr_options.ARGUMENTS, "diffusion": imaging_options.ARGUMENTS}
-    return {spec["name"]: configure(spec["uses_with"], *arguments[spec["name"]]) for spec in specs}
+    return {spec["name"]: configure(spec["uses_with"], EXECUTOR_ARGUMENTS[spec["name"]])[0] for spec in specs}
 
 
 def model_configs(specs: list[dict]) -> dict:
     """Each executor's model config (WhisperConfig, DiffusionConfig)."""
-    return {name: built[0] for name, built in executor_arguments(specs).items()}
+    return {name: arguments.model for name, arguments in executor_arguments(specs).items()}
 
 
 def fetch_models(specs: list[dict]) -> None:
@@ -197,15 +199,14 @@ def fetch_models(specs: list[dict]) -> None:
 def gateway_arguments(args: argparse.Namespace, specs: list[dict]) -> dict:
     """The gateway's own arguments: its keys, the largest request (from the Whisper executor's
     limits), the longest a request may take (the executors' longest) and the grace period."""
-    from speech2image.limits import RequestLimits, max_request_bytes
+    from speech2image.limits import max_request_bytes
 
     built = executor_arguments(specs)
-    _, audio, request, *_ = built["whisper"]
-    longest = max(part.request_timeout_seconds for parts in built.values() for part in parts
-                  if isinstance(part, RequestLimits))
+    whisper = built["whisper"]
+    longest = max(arguments.request.request_timeout_seconds for arguments in built.values())
     return {"api_keys": str(Path(args.api_keys).resolve()) if args.api_keys else None,
-            "max_request_bytes": args.max_request_bytes or max_request_bytes(audio, request),
-            "max_audio_bytes": audio.max_audio_bytes,
+            "max_request_bytes": args.max_request_bytes or max_request_bytes(whisper.audio, whisper.request),
+            "max_audio_bytes": whisper.audio.max_audio_bytes,
             "request_timeout_seconds": longest, "grace_seconds": args.grace_seconds}
 
 
