@@ -20,7 +20,7 @@ from pathlib import Path
 from speech2image.asr import options as asr_options  # options only: no model library
 from speech2image.imaging import options as imaging_options
 from speech2image.limits import ReplicaLimits
-from speech2image.serving.network import (GRPC_SERVER_OPTIONS, LOOPBACK, METRICS_HOST, is_loopback,
+from speech2image.serving.network import (GRPC_SERVER_OPTIONS, LOOPBACK, METRICS_HOST, check_exposure, is_loopback,
                                           metrics_bind_from_environment)
 
 # every process of the Flow imports this file first (multiprocessing's spawn runs the main module
@@ -166,25 +166,29 @@ def observability(args: argparse.Namespace) -> dict:
 
 def metrics_urls(flow) -> dict[str, list[str]]:
     """Every metrics endpoint of a running Flow: the gateway's and each executor replica's."""
+    from gateway.jina_internals import replica_monitoring_ports
+
     urls = {"gateway": [f"http://{LOOPBACK}:{flow.port_monitoring}/metrics"]}
     for name, deployment in flow:
         if name != "gateway":
-            urls[name] = [f"http://{LOOPBACK}:{pod.port_monitoring}/metrics" for pod in deployment.pod_args["pods"][0]]
+            urls[name] = [f"http://{LOOPBACK}:{port}/metrics" for port in replica_monitoring_ports(deployment)]
     return urls
 
 
-def executor_arguments(specs: list[dict]) -> dict[str, tuple]:
-    """Each executor's arguments, built and checked as the executor builds them (ConfigurationError,
-    one line, on a wrong type or an unknown name): the model config comes first."""
+EXECUTOR_ARGUMENTS = {"whisper": asr_options.WhisperArguments, "diffusion": imaging_options.DiffusionArguments}
+
+
+def executor_arguments(specs: list[dict]) -> dict:
+    """Each executor's arguments (WhisperArguments, DiffusionArguments), built and checked as the
+    executor builds them (ConfigurationError, one line, on a wrong type or an unknown name)."""
     from speech2image.options import configure
 
-    arguments = {"whisper": asr_options.ARGUMENTS, "diffusion": imaging_options.ARGUMENTS}
-    return {spec["name"]: configure(spec["uses_with"], *arguments[spec["name"]]) for spec in specs}
+    return {spec["name"]: configure(spec["uses_with"], EXECUTOR_ARGUMENTS[spec["name"]])[0] for spec in specs}
 
 
 def model_configs(specs: list[dict]) -> dict:
     """Each executor's model config (WhisperConfig, DiffusionConfig)."""
-    return {name: built[0] for name, built in executor_arguments(specs).items()}
+    return {name: arguments.model for name, arguments in executor_arguments(specs).items()}
 
 
 def fetch_models(specs: list[dict]) -> None:
@@ -203,28 +207,26 @@ def gateway_arguments(args: argparse.Namespace, specs: list[dict]) -> dict:
     the longest time a request may take (what every executor accepts) and the grace period."""
     import yaml
 
-    from speech2image.limits import RequestLimits, max_request_bytes
+    from speech2image.limits import max_request_bytes
 
     built = executor_arguments(specs)
-    _, audio, request, *_ = built["whisper"]
-    limits = [part for parts in built.values() for part in parts if isinstance(part, RequestLimits)]
+    whisper = built["whisper"]
     configured = (yaml.safe_load(args.flow.read_text()).get("gateway") or {}).get("uses_with") or {}
     return {**configured, "api_keys": str(Path(args.api_keys).resolve()) if args.api_keys else None,
-            "max_request_bytes": args.max_request_bytes or max_request_bytes(audio, request),
-            "max_audio_bytes": audio.max_audio_bytes, "max_documents": min(part.max_documents for part in limits),
-            "request_timeout_seconds": max(part.request_timeout_seconds for part in limits),
+            "max_request_bytes": args.max_request_bytes or max_request_bytes(whisper.audio, whisper.request),
+            "max_audio_bytes": whisper.audio.max_audio_bytes,
+            "max_documents": min(arguments.request.max_documents for arguments in built.values()),
+            "request_timeout_seconds": max(arguments.request.request_timeout_seconds for arguments in built.values()),
             "grace_seconds": args.grace_seconds}
 
 
-def check_exposure(args: argparse.Namespace) -> None:
+def check_front_door(args: argparse.Namespace) -> None:
     """Refuse (ConfigurationError, one line) what would open the service wider than asked."""
     from speech2image.api.keys import ApiKeys
     from speech2image.errors import ConfigurationError
 
-    if not is_loopback(args.listen) and not args.api_keys and not args.allow_unauthenticated:
-        raise ConfigurationError(
-            f"--listen {args.listen} would let anyone who reaches this machine use it: add --api-keys FILE "
-            "(one key per line), or pass --allow-unauthenticated on purpose")
+    check_exposure(args.listen, "--api-keys FILE (one key per line)", bool(args.api_keys), args.allow_unauthenticated,
+                   "it")
     if args.api_keys:
         ApiKeys.load(args.api_keys)  # a file that holds no key stops here, not in the gateway
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -237,6 +239,9 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
     import yaml
     from jina import Flow
 
+    from gateway.jina_internals import show_addresses
+    from speech2image.serving.deadline import stop_seconds
+
     gateway = {k: v for k, v in yaml.safe_load(args.flow.read_text()).get("with", {}).items()
                if k not in ("protocol", "port", "monitoring", "port_monitoring")}  # app.py's flags decide
     if args.monitoring and args.monitoring_port:
@@ -244,15 +249,13 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
     tls = {"ssl_certfile": str(Path(args.tls_cert).resolve()), "ssl_keyfile": str(Path(args.tls_key).resolve())} \
         if args.tls_cert else {}  # the gateway's only: the executors, on loopback, speak plain gRPC to it
     flow = Flow(protocol=list(PROTOCOLS), port=[args.port, args.port + 1], host=args.listen, **gateway,
-                timeout_ctrl=int(args.grace_seconds + 10),  # s: the gateway drains first (README: Admission)
+                timeout_ctrl=stop_seconds(args.grace_seconds),  # s: the gateway drains first (README: Admission)
                 **observability(args))
     flow = flow.config_gateway(uses=str(ROOT / "gateway" / "config.yml"), uses_with=gateway_arguments(args, specs),
                                **tls)
     for spec in specs:
         flow = flow.add(**spec)
-    # Jina's start-up summary would look up this machine's public address at three web services
-    # (and its private one by a UDP connect): the addresses it serves on are given instead
-    flow._public_ip = flow._internal_ip = args.listen
+    show_addresses(flow, args.listen)  # not this machine's public address, looked up on the web
     return flow
 
 
@@ -269,7 +272,7 @@ def main(argv=None) -> int:
     from speech2image.errors import ConfigurationError, ModelLoadError
 
     try:
-        check_exposure(args)
+        check_front_door(args)
         executor_arguments(specs)  # every argument checked before anything starts
         fetch_models(specs)
     except ConfigurationError as e:
@@ -331,8 +334,9 @@ def watch(flow, stop: threading.Event) -> int:
 
 def executor_processes(flow) -> dict[str, list]:
     """Each executor's replica processes (Jina's pods' multiprocessing workers)."""
-    return {name: [pod.worker for shard in deployment.shards.values() for pod in shard._pods]
-            for name, deployment in flow if name != "gateway"}
+    from gateway.jina_internals import replica_processes
+
+    return {name: replica_processes(deployment) for name, deployment in flow if name != "gateway"}
 
 
 def stop_now() -> None:

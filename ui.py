@@ -542,11 +542,16 @@ def build(host: str, api_key: Optional[str] = None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from speech2image.serving.network import is_loopback
+    from speech2image.api.keys import Users
+    from speech2image.errors import ConfigurationError
+    from speech2image.serving.network import check_exposure
 
-    if not is_loopback(args.listen) and not args.users and not args.allow_unauthenticated:
-        print(f"ui.py: --listen {args.listen} would let anyone who reaches this machine use the page: add --users "
-              "FILE (user:password lines), or pass --allow-unauthenticated on purpose", file=sys.stderr)
+    try:
+        check_exposure(args.listen, "--users FILE (user:password lines)", bool(args.users), args.allow_unauthenticated,
+                       "the page")
+        login = Users.load(args.users) if args.users else None
+    except ConfigurationError as e:
+        print(f"ui.py: {e}", file=sys.stderr)
         return 2
     if not args.session_hours > 0:
         print("ui.py: --session-hours needs a number of hours over 0 (a login lasts that long)", file=sys.stderr)
@@ -564,12 +569,7 @@ def main(argv=None) -> int:
             print(f"ui.py: cannot serve TLS with --tls-cert {args.tls_cert} --tls-key {args.tls_key}: {e}",
                   file=sys.stderr)
             return 2
-    login = None
     try:
-        if args.users:
-            from speech2image.api.keys import Users
-
-            login = Users.load(args.users)
         api_key = flow_api_key(args)
     except ConfigurationError as e:
         print(f"ui.py: {e}", file=sys.stderr)

@@ -28,14 +28,14 @@ from typing import Optional
 
 from speech2image.client import make_documents, post_async, request_parameters
 from speech2image.errors import ClientError
-from speech2image.observability import metrics
+from speech2image.observability import names
 from tests.support.load import percentile
 from tests.support.metrics import total, wait_until
 
 IMAGE = {"num_images": 1, "width": 128, "height": 128, "steps": 4}
 CLIENT_TIMEOUT = 30.0
 OFF = 10_000  # the scheduler "off": a queue nobody fills (the most allowed)
-RUNS = f"{metrics.QUEUE_SECONDS}_count"  # one per request that got a replica's turn
+RUNS = f"{names.QUEUE_SECONDS}_count"  # one per request that got a replica's turn
 
 
 @dataclasses.dataclass
@@ -147,14 +147,14 @@ def run(port: int, replicas: int, max_queued: int, rates: list[float], seconds: 
         capacity = capacity or asyncio.run(closed_loop(address, 2 * replicas, 30))
         rows = []
         for rate in rates:
-            wait_until(lambda: total(urls, metrics.IN_PROGRESS, "diffusion") == 0
-                       and total(urls, metrics.QUEUE_LENGTH, "diffusion") == 0, 120, "the replicas idle")
+            wait_until(lambda: total(urls, names.IN_PROGRESS, "diffusion") == 0
+                       and total(urls, names.QUEUE_LENGTH, "diffusion") == 0, 120, "the replicas idle")
             runs = total(urls, RUNS, "diffusion")
             if screenshot and rate == max(rates):
                 outcomes = _with_screenshot(running, address, rate * capacity, seconds, screenshot)
             else:
                 outcomes = asyncio.run(open_loop(address, rate * capacity, seconds))
-            wait_until(lambda: total(urls, metrics.IN_PROGRESS, "diffusion") == 0, 120, "the replicas idle")
+            wait_until(lambda: total(urls, names.IN_PROGRESS, "diffusion") == 0, 120, "the replicas idle")
             rows.append(Row(replicas, scheduler, rate, outcomes, capacity, total(urls, RUNS, "diffusion") - runs))
             print(_line(rows[-1]), flush=True)
             for line in sorted({o.line for o in outcomes if o.kind == "failed"}):

@@ -36,14 +36,14 @@ import requests  # noqa: E402
 import app  # noqa: E402
 from speech2image.client import connect, make_documents, post, request_parameters  # noqa: E402
 from speech2image.hardware import describe_cpu  # noqa: E402
-from speech2image.observability import metrics  # noqa: E402
+from speech2image.observability import names  # noqa: E402
 from tests.support.load import percentile  # noqa: E402
 from tests.support.metrics import samples, scrape  # noqa: E402
 from tests.support.speech import SPEECH  # noqa: E402
 
 JFK = SPEECH / "jfk.flac"
-MODEL_STAGES = (metrics.VAD, metrics.DETECT_LANGUAGE, metrics.TRANSCRIBE, metrics.TEXT_ENCODE, metrics.DENOISE,
-                metrics.VAE_DECODE)
+MODEL_STAGES = (names.VAD, names.DETECT_LANGUAGE, names.TRANSCRIBE, names.TEXT_ENCODE, names.DENOISE,
+                names.VAE_DECODE)
 
 
 class CountingRelay:
@@ -80,7 +80,7 @@ def model_seconds(urls: list[str]) -> float:
     """The model calls' seconds so far, over every replica (a histogram's _sum per stage)."""
     found = 0.0
     for url in urls:
-        for labels, value in samples(scrape(url), f"{metrics.INFERENCE_SECONDS}_sum").items():
+        for labels, value in samples(scrape(url), f"{names.INFERENCE_SECONDS}_sum").items():
             if any(f'stage="{stage}"' in labels for stage in MODEL_STAGES):
                 found += value
     return found

@@ -3,8 +3,9 @@
 - **One deadline**, set where the request enters — the client's own timeout, a `timeout`
   parameter, or the server's `request_timeout_seconds`, whichever is shortest — and carried to
   every executor as the `deadline` parameter (a client's own is replaced). It is never later
-  than 80 % of Jina's `timeout_send`, so the executors stop the work before Jina would give up
-  on the call and retry it on another replica while the first copy still runs.
+  than a share of Jina's `timeout_send` (`speech2image.serving.deadline.longest_request`), so the
+  executors stop the work before Jina would give up on the call and retry it on another replica
+  while the first copy still runs.
 - **Busy replicas.** A replica whose queue is full answers Busy at once, before any work; Jina
   does not retry that, so the gateway sends the call on to a replica of the deployment that has
   not refused it yet, until one takes it or every one has refused (then it answers Busy).
@@ -16,7 +17,8 @@
 
 Jina has no hook for the second and third: they wrap the call of its connection pool that
 sends one request to one deployment (`GrpcConnectionPool.send_requests_once`), and hand Jina's
-sending a view of the deployment's replicas that skips those that answered Busy. Cancelling that
+sending a view of the deployment's replicas that skips those that answered Busy (through
+`gateway.jina_internals`, the one module that touches Jina's internals). Cancelling that
 call's task does not cancel its RPC (Jina awaits the RPC's trailing metadata, which a cancelled
 wait leaves running), so a client interceptor on the executor channels (`ExecutorCalls`) keeps
 each RPC by request id, to cancel it too.
@@ -30,7 +32,8 @@ from typing import Optional
 
 import grpc
 
-from speech2image.serving.deadline import PARAMETER as DEADLINE, wall_deadline
+from gateway.jina_internals import SkippingReplicas, intercept_sending, replica_count, replicas_of, send_to
+from speech2image.serving.deadline import PARAMETER as DEADLINE, longest_request, wall_deadline
 
 TIMEOUT = "timeout"  # a request parameter: the client's time, in seconds
 
@@ -40,18 +43,15 @@ class Admission:
 
     def __init__(self, pool, rpcs: "ExecutorCalls", *, request_timeout_seconds: float, timeout_send_seconds: Optional[float],
                  grace_seconds: float, logger=None):
-        self.longest = request_timeout_seconds
-        if timeout_send_seconds and timeout_send_seconds > 0:  # (-1: Jina waits forever)
-            self.longest = min(self.longest, 0.8 * timeout_send_seconds)
+        self.longest = longest_request(request_timeout_seconds, timeout_send_seconds)
         self.grace_seconds = grace_seconds
         self.draining = False
         self.in_flight = 0
         self._calls: dict[str, set] = collections.defaultdict(set)  # request id → Jina's tasks sending it
         self.rpcs = rpcs
         self._logger = logger
-        self._send_once = pool.send_requests_once
         self._pool = pool
-        pool.send_requests_once = self._send_with_busy_retries
+        self._send_once = intercept_sending(pool, self._send_with_busy_retries)
 
     def deadline(self, parameters: dict, client_seconds: Optional[float] = None) -> dict:
         """`parameters` with the request's deadline: the shortest of the server's, the client's own
@@ -92,22 +92,22 @@ class Admission:
 
     def _send_with_busy_retries(self, requests, deployment, metadata=None, head: bool = False, shard_id=None,
                                 endpoint=None, timeout=None, retries=-1):
-        replicas = self._pool._connections.get_replicas(deployment, head, shard_id)
+        replicas = replicas_of(self._pool, deployment, head, shard_id)
         if not replicas:  # none to send to: Jina answers it
             return self._send_once(requests, deployment, metadata, head, shard_id, endpoint, timeout, retries)
-        untried = WithoutRefusals(replicas)
+        untried = SkippingReplicas(replicas)  # those that refused this request as busy are skipped
         request_id = requests[0].request_id
 
         def send():
-            return self._pool._send_requests(requests, untried, endpoint=endpoint, metadata=metadata,
-                                             timeout=timeout, retries=retries)
+            return send_to(self._pool, requests, untried, endpoint=endpoint, metadata=metadata, timeout=timeout,
+                           retries=retries)
 
         async def until_a_replica_has_room(first):
             answer = await first
-            for _ in range(len(replicas.get_all_connections()) - 1):
+            for _ in range(replica_count(replicas) - 1):
                 if not _busy(answer):
                     break
-                untried.refused.add(untried.last)
+                untried.skipped.add(untried.last)
                 answer = await send()
             return answer
 
@@ -125,28 +125,6 @@ def without_deadlines(parameters: dict) -> dict:
     own parameters (`{"diffusion": {"deadline": …}}`, which Jina merges into that executor's)."""
     return {key: ({k: v for k, v in value.items() if k != DEADLINE} if isinstance(value, dict) else value)
             for key, value in parameters.items() if key != DEADLINE and not key.endswith(f"__{DEADLINE}")}
-
-
-class WithoutRefusals:
-    """A deployment's replicas (Jina's `_ReplicaList`) as one request's sending sees them: its
-    round robin skips the replicas that refused this request as busy."""
-
-    def __init__(self, replicas):
-        self._replicas = replicas
-        self.refused: set = set()
-        self.last: Optional[str] = None  # the address handed out last
-
-    async def get_next_connection(self, num_retries: int = 3):
-        connection = None
-        for _ in range(len(self._replicas.get_all_connections())):
-            connection = await self._replicas.get_next_connection(num_retries=num_retries)
-            if connection is None or connection.address not in self.refused:
-                break
-        self.last = connection.address if connection is not None else None
-        return connection
-
-    def __getattr__(self, name):
-        return getattr(self._replicas, name)
 
 
 class ExecutorCalls(grpc.aio.UnaryUnaryClientInterceptor):

@@ -23,6 +23,7 @@ from jina.serve.runtimes.servers.composite import CompositeBaseServer
 from gateway.admission import Admission, ExecutorCalls
 from gateway.grpc_guard import GatewayInterceptor
 from gateway.http_app import create_app
+from gateway.jina_internals import connection_pool, request_handler, server_kwargs
 from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
 from gateway.connections import uvicorn_settings
@@ -44,13 +45,13 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
         super().__init__(**kwargs)
         keys = ApiKeys.load(api_keys) if api_keys else None
         limit = max_request_bytes or derived_max_request_bytes(AudioLimits(), RequestLimits())
-        self.admission = Admission(self.streamer._connection_pool, self.executor_calls,
+        self.admission = Admission(connection_pool(self), self.executor_calls,
                                    request_timeout_seconds=request_timeout_seconds,
                                    timeout_send_seconds=getattr(self.runtime_args, "timeout_send", None),
                                    grace_seconds=grace_seconds, logger=self.logger)
         connections = ConnectionLimits(header_timeout_seconds, max_connections)
         self.servers = []
-        for server in self._server_kwargs:
+        for server in server_kwargs(self):
             common = dict(keys=keys, max_request_bytes=limit, max_audio_bytes=max_audio_bytes, admission=self.admission)
             if str(server["runtime_args"]["protocol"]).lower() == "grpc":
                 self.servers.append(GrpcServer(**common, max_documents=max_documents, **server))
@@ -102,7 +103,7 @@ class HttpServer(FastAPIBaseGateway):
 
     @property
     def app(self):
-        handler = self._request_handler
+        handler = request_handler(self)
 
         async def dry_run():
             return await handler.dry_run(None, None)

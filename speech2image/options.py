@@ -5,7 +5,8 @@ Every options dataclass (`speech2image.asr.options`, `speech2image.imaging.optio
 `__post_init__`, so a request is checked in one place, before any model work. Three
 layers: the dataclass defaults ← the executor's arguments (:func:`configure`: config.yml
 `with:`, flow.yml `uses_with`; strictly typed) ← a request's `parameters` (:func:`merge`:
-converting what JSON and protobuf bring).
+converting what JSON and protobuf bring). What an executor takes is one dataclass whose fields
+are those options dataclasses (`WhisperArguments`, `DiffusionArguments`).
 """
 
 import dataclasses
@@ -87,26 +88,33 @@ def check_choice(name: str, value, choices) -> None:
 JINA_ARGUMENTS = ("metas", "requests", "runtime_args", "workspace", "dynamic_batching")
 
 
-def configure(arguments: dict, *option_classes) -> tuple:
-    """Build each options dataclass from the executor arguments that name its fields, and return
-    them followed by Jina's own arguments. Stops with ConfigurationError (one line) on an argument
-    no class takes, a value of the wrong type (a string where a list belongs, a bool where a
-    number does) or out of its range."""
+def configure(arguments: dict, arguments_class: type[T]) -> tuple[T, dict]:
+    """An executor's `arguments_class` (a dataclass of options dataclasses), each of its options
+    built from the executor arguments that name its fields, and Jina's own arguments. Stops with
+    ConfigurationError (one line) on an argument no class takes, a value of the wrong type (a
+    string where a list belongs, a bool where a number does) or out of its range."""
     rest = dict(arguments)
-    built = []
-    for option_class in option_classes:
+    groups = option_classes(arguments_class)
+    built = {}
+    for group, option_class in groups.items():
         hints = typing.get_type_hints(option_class)
         values = {f.name: _typed(f.name, rest.pop(f.name), hints[f.name])
                   for f in dataclasses.fields(option_class) if f.name in rest}
         try:
-            built.append(option_class(**values))
+            built[group] = option_class(**values)
         except InvalidRequest as e:
             raise ConfigurationError(f"executor argument: {e}") from e
     unknown = sorted(set(rest) - set(JINA_ARGUMENTS))
     if unknown:
-        known = sorted(f.name for option_class in option_classes for f in dataclasses.fields(option_class))
+        known = sorted(f.name for option_class in groups.values() for f in dataclasses.fields(option_class))
         raise ConfigurationError(f"unknown executor argument {unknown[0]!r}: this executor takes {', '.join(known)}")
-    return (*built, rest)
+    return arguments_class(**built), rest
+
+
+def option_classes(arguments_class) -> dict[str, type]:
+    """The options dataclass of each field of an executor's arguments class, by field name."""
+    hints = typing.get_type_hints(arguments_class)
+    return {field.name: hints[field.name] for field in dataclasses.fields(arguments_class)}
 
 
 def _typed(name: str, value: Any, annotation) -> Any:

@@ -23,15 +23,16 @@ from jina import Client
 from speech2image.client import make_documents, post_async, request_parameters
 from gateway.admission import Admission, ExecutorCalls
 from speech2image.errors import ClientError
-from speech2image.observability import metrics
+from speech2image.observability import names
+from speech2image.serving.deadline import CLOSE_SECONDS, drain_seconds, longest_request, stop_seconds
 from tests.support.app import App, run_client
 from tests.support.metrics import by_replica, total, wait_until
 from tests.support.speech import ROOT
 
-IN_PROGRESS, QUEUE_LENGTH = metrics.IN_PROGRESS, metrics.QUEUE_LENGTH
-IMAGES, CANCELLED = f"{metrics.IMAGES}_total", f"{metrics.CANCELLED}_total"
-REFUSED, DROPPED = f"{metrics.REFUSED}_total", f"{metrics.DROPPED}_total"
-RUNS = f"{metrics.QUEUE_SECONDS}_count"  # one per request that got its turn: a model run
+IN_PROGRESS, QUEUE_LENGTH = names.IN_PROGRESS, names.QUEUE_LENGTH
+IMAGES, CANCELLED = f"{names.IMAGES}_total", f"{names.CANCELLED}_total"
+REFUSED, DROPPED = f"{names.REFUSED}_total", f"{names.DROPPED}_total"
+RUNS = f"{names.QUEUE_SECONDS}_count"  # one per request that got its turn: a model run
 LONG = {"prompt": "a long request", "n": 8, "size": "256x256", "steps": 30}  # far more than 6.4 s here
 
 
@@ -245,3 +246,14 @@ def test_the_deadline_is_the_gateways_a_clients_own_for_any_executor_is_replaced
                                      "diffusion__steps": 4, "timeout": 20}, client_seconds=None)
     assert set(parameters) == {"deadline", "diffusion__steps", "timeout"}
     assert before + 19 < parameters["deadline"] <= time.time() + 20  # the `timeout` asked; -1: no timeout_send cap
+
+
+def test_the_deadline_comes_before_jinas_timeout_send_and_the_stop_waits_for_the_drain():
+    """A call Jina gives up on is sent again while the first copy runs: the deadline comes first."""
+    pool = type("Pool", (), {"send_requests_once": None})()
+    admission = Admission(pool, ExecutorCalls(), request_timeout_seconds=300, timeout_send_seconds=10,
+                          grace_seconds=30)
+    parameters = admission.deadline({})
+    assert parameters["deadline"] <= time.time() + 8  # 80 % of timeout_send
+    assert longest_request(300, None) == longest_request(300, -1) == 300 and longest_request(5, 10) == 5
+    assert stop_seconds(drain_seconds(longest_request(299.5, 600))) == 300 + CLOSE_SECONDS

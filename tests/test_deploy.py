@@ -94,15 +94,14 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_app_runs_what_flow_yml_defines_and_no_default_is_restated():
-    from speech2image.asr import options as asr_options
-    from speech2image.imaging import options as imaging_options
+    from speech2image.options import option_classes
 
-    # what each executor takes: the fields of these dataclasses, which hold the defaults
-    arguments = {"whisper": asr_options.ARGUMENTS, "diffusion": imaging_options.ARGUMENTS}
     flow = yaml.safe_load((ROOT / "flow.yml").read_text())
     assert [e["name"] for e in flow["executors"]] == ["whisper", "diffusion"]
     for spec, executor in zip(app.executor_specs(app.parse_args(["--offline", "--device", "cpu"])), flow["executors"]):
-        names = [f.name for option_class in arguments[spec["name"]] for f in dataclasses.fields(option_class)]
+        # what each executor takes: the fields of its options dataclasses, which hold the defaults
+        names = [f.name for option_class in option_classes(app.EXECUTOR_ARGUMENTS[spec["name"]]).values()
+                 for f in dataclasses.fields(option_class)]
         assert len(names) == len(set(names)), names  # each argument in one dataclass only
         assert spec["uses_with"] == {**executor.get("uses_with", {}), **spec["uses_with"]}
         assert set(spec["uses_with"]) <= set(names)

@@ -21,8 +21,8 @@ def test_the_configuration_page_is_generated_from_the_code():
 
 def test_the_generator_lists_every_field_of_every_option_class():
     page = configuration_doc.render()
-    for _, _, module in configuration_doc.EXECUTORS.values():
-        for option_class in module.ARGUMENTS:
+    for _, _, arguments_class in configuration_doc.EXECUTORS.values():
+        for option_class in configuration_doc.classes(arguments_class):
             section = page.split(f"`{option_class.__name__}` (`{option_class.__module__}`)", 1)
             assert len(section) == 2, f"{option_class.__name__} has no section"
             for field in option_class.__dataclass_fields__:

@@ -18,7 +18,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.admission import Admission, ExecutorCalls
-from speech2image.observability import metrics
+from speech2image.observability import names as metrics
 from tests.support.app import App
 from tests.support.metrics import total, wait_until
 from tests.support.speech import ROOT

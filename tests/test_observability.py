@@ -16,7 +16,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from speech2image.observability import metrics
+from speech2image.observability import metrics, names
 from tools import dashboard
 from tests.support.app import App
 from tests.support.app import run_client as client
@@ -93,7 +93,7 @@ def test_histograms_counters_and_gauges_per_executor_and_replica(served):
     assert sum(samples(diffusion, "speech2image_requests_total").values()) == 2
     assert sum(samples(diffusion, "speech2image_images_total").values()) == 5  # 2 + 2 + 1
     stages = samples(diffusion, "speech2image_inference_seconds_count")
-    assert {re.search(r'stage="(\w+)"', k).group(1) for k in stages} == set(metrics.STAGES["diffusion"])
+    assert {re.search(r'stage="(\w+)"', k).group(1) for k in stages} == set(names.STAGES["diffusion"])
     assert all('executor="diffusion"' in k for k in samples(diffusion, "speech2image_queue_seconds_count"))
     runtimes = set(re.findall(r'runtime_name="(diffusion/rep-\d)"', diffusion))
     assert runtimes == {"diffusion/rep-0", "diffusion/rep-1"}
@@ -106,8 +106,8 @@ def test_one_trace_per_request_with_stage_spans_under_the_executor_spans(served,
     spans = receiver[1].spans
     deadline = time.monotonic() + 30  # Jina exports in batches
     while time.monotonic() < deadline:
-        names = {span.name for _, span in spans}
-        if {"whisper.transcribe", "diffusion.generate", "vae_decode", "png_encode"} <= names:
+        seen = {span.name for _, span in spans}
+        if {"whisper.transcribe", "diffusion.generate", "vae_decode", "png_encode"} <= seen:
             break
         time.sleep(0.5)
     by_trace = defaultdict(list)
@@ -120,9 +120,9 @@ def test_one_trace_per_request_with_stage_spans_under_the_executor_spans(served,
     assert {"gateway", "whisper", "diffusion"} <= {s.split("/")[0] for s in services}, services
     ids = {span.span_id: span for _, span in trace}
     for _, span in trace:
-        if span.name in metrics.STAGES["whisper"][1:]:
+        if span.name in names.STAGES["whisper"][1:]:
             assert ids[span.parent_span_id].name == "whisper.transcribe"
-        if span.name in metrics.STAGES["diffusion"]:
+        if span.name in names.STAGES["diffusion"]:
             assert ids[span.parent_span_id].name == "diffusion.generate"
     attributes = {a.key: a.value for _, span in trace for a in span.attributes}
     assert attributes["audio_seconds"].double_value > 0 and attributes["language"].string_value == "en"
@@ -199,5 +199,5 @@ def test_gpu_gauges_only_where_nvml_finds_a_gpu():
     registry = CollectorRegistry()
     metrics.ExecutorMetrics("diffusion", "diffusion/rep-0", registry)
     exposed = generate_latest(registry).decode()
-    assert (metrics.GPU_MEMORY_USED in exposed) == torch.cuda.is_available()
+    assert (names.GPU_MEMORY_USED in exposed) == torch.cuda.is_available()
     assert "speech2image_in_progress" in exposed

@@ -2,7 +2,7 @@
 
 import pytest
 
-from speech2image.asr.options import TranscribeOptions
+from speech2image.asr.options import TranscribeOptions, WhisperArguments
 from speech2image.errors import InvalidRequest
 from speech2image.imaging.options import GenerateOptions
 from speech2image.limits import AudioLimits
@@ -10,10 +10,10 @@ from speech2image.options import configure, merge
 
 
 def test_three_layers_defaults_then_config_then_request():
-    defaults, limits, rest = configure({"beam_size": 2, "max_audio_seconds": 30, "metas": {"name": "x"}},
-                                       TranscribeOptions, AudioLimits)
+    arguments, rest = configure({"beam_size": 2, "max_audio_seconds": 30, "metas": {"name": "x"}}, WhisperArguments)
+    defaults = arguments.defaults
     assert defaults == TranscribeOptions(beam_size=2)
-    assert limits == AudioLimits(max_audio_seconds=30)
+    assert arguments.audio == AudioLimits(max_audio_seconds=30)
     assert rest == {"metas": {"name": "x"}}
     request = merge(defaults, {"beam_size": 1.0, "word_timestamps": "true", "num_images": 3, "__results__": {}})
     assert request == TranscribeOptions(beam_size=1, word_timestamps=True)

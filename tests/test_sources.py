@@ -13,7 +13,6 @@ import pytest
 from speech2image.asr.audio import read_source
 from speech2image.asr.options import AudioSources
 from speech2image.errors import ConfigurationError, ForbiddenSource, InvalidRequest
-from speech2image.limits import AudioLimits, RequestLimits
 from speech2image.options import configure
 
 
@@ -34,30 +33,30 @@ from speech2image.options import configure
     ({"allowed_audio_networks": ["10.0.0.0/33"]}, "allowed_audio_networks"),
 ])
 def test_executor_arguments_of_the_wrong_type_stop_start_up_with_one_line(arguments, message):
-    from speech2image.asr.options import ARGUMENTS
+    from speech2image.asr.options import WhisperArguments
 
     with pytest.raises(ConfigurationError) as refused:
-        configure(arguments, *ARGUMENTS)
+        configure(arguments, WhisperArguments)
     assert message in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_a_string_for_allowed_dirs_never_opens_the_root():
     """The review's case: `allowed_audio_dirs: /srv/audio` became a tuple of characters, `/` among them."""
-    from speech2image.asr.options import ARGUMENTS
+    from speech2image.asr.options import WhisperArguments
 
     with pytest.raises(ConfigurationError):
-        sources = configure({"allowed_audio_dirs": "/srv/audio"}, *ARGUMENTS)[3]
+        sources = configure({"allowed_audio_dirs": "/srv/audio"}, WhisperArguments)[0].sources
         read_source("/etc/hostname", sources)
 
 
 def test_lists_from_yaml_become_tuples_and_jina_arguments_pass_through():
-    from speech2image.asr.options import ARGUMENTS
+    from speech2image.asr.options import WhisperArguments
 
-    config, audio, request, replica, sources, options, rest = configure(
+    arguments, rest = configure(
         {"allowed_audio_dirs": ["/srv/audio"], "max_audio_seconds": 60, "beam_size": 2, "metas": {"name": "x"}},
-        *ARGUMENTS)
-    assert sources.allowed_audio_dirs == ("/srv/audio",) and audio.max_audio_seconds == 60.0
-    assert options.beam_size == 2 and rest == {"metas": {"name": "x"}}
+        WhisperArguments)
+    assert arguments.sources.allowed_audio_dirs == ("/srv/audio",) and arguments.audio.max_audio_seconds == 60.0
+    assert arguments.defaults.beam_size == 2 and rest == {"metas": {"name": "x"}}
 
 
 # --- allowed directories: regular files only
@@ -224,5 +223,7 @@ def test_https_checks_the_certificate_of_the_host_named(tmp_path, monkeypatch):
 
 
 def test_request_limits_are_configured_like_every_other_argument():
-    config, request, rest = configure({"max_documents": 2, "request_timeout_seconds": 5}, AudioLimits, RequestLimits)
-    assert (request.max_documents, request.request_timeout_seconds) == (2, 5.0) and rest == {}
+    from speech2image.imaging.options import DiffusionArguments
+
+    arguments, rest = configure({"max_documents": 2, "request_timeout_seconds": 5}, DiffusionArguments)
+    assert (arguments.request.max_documents, arguments.request.request_timeout_seconds) == (2, 5.0) and rest == {}

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from speech2image.asr.audio import decode_audio
-from speech2image.observability import metrics
+from speech2image.observability import names
 from tests.support.app import App, Page
 from tests.support.audio_files import encode
 from tests.support.metrics import total, wait_until
@@ -194,10 +194,10 @@ def test_a_bad_option_is_one_readable_line(page):
 
 def test_stop_after_the_first_image_draws_at_most_one_more(page, server):
     def drawn():
-        return total(server.metrics_urls, f"{metrics.IMAGES}_total", "diffusion")
+        return total(server.metrics_urls, f"{names.IMAGES}_total", "diffusion")
 
     def busy():
-        return total(server.metrics_urls, metrics.IN_PROGRESS, "diffusion")
+        return total(server.metrics_urls, names.IN_PROGRESS, "diffusion")
 
     before = drawn()
     set_options(page, num_images=8, width=256, height=256, steps=4)  # seconds per image here

@@ -1,6 +1,6 @@
 """docs/configuration.md, written from the code that holds every option: app.py's parser and the
-option dataclasses of each executor (`speech2image.asr.options.ARGUMENTS`,
-`speech2image.imaging.options.ARGUMENTS`, the limits of `speech2image.limits`), so the page
+option dataclasses of each executor (`speech2image.asr.options.WhisperArguments`,
+`speech2image.imaging.options.DiffusionArguments`, the limits of `speech2image.limits`), so the page
 lists every field with its type, default, allowed values and meaning, and cannot drift.
 
     python tools/configuration_doc.py > docs/configuration.md
@@ -31,14 +31,20 @@ import app
 from speech2image import limits
 from speech2image.asr import options as asr_options
 from speech2image.imaging import options as imaging_options
+from speech2image.options import option_classes
 
 PAGE = ROOT / "docs" / "configuration.md"
 REGENERATE = "python tools/configuration_doc.py > docs/configuration.md"
-# executor name in the Flow → (its class, its folder, the module whose ARGUMENTS it takes)
+# executor name in the Flow → (its class, its folder, the dataclass of the arguments it takes)
 EXECUTORS = {
-    "whisper": ("WhisperExecutor", "executors/whisper", asr_options),
-    "diffusion": ("StableDiffusionExecutor", "executors/diffusion", imaging_options),
+    "whisper": ("WhisperExecutor", "executors/whisper", asr_options.WhisperArguments),
+    "diffusion": ("StableDiffusionExecutor", "executors/diffusion", imaging_options.DiffusionArguments),
 }
+
+
+def classes(arguments_class) -> list[type]:
+    """The options dataclasses an executor's arguments are made of."""
+    return list(option_classes(arguments_class).values())
 
 
 def render() -> str:
@@ -58,7 +64,7 @@ def render() -> str:
         "- [app.py's options](#apppys-options)",
         *(f"- [{title} (`{folder}`)](#{anchor(f'{title} {folder}')})" for title, folder, _ in EXECUTORS.values()),
     ]
-    extra = [cls for cls in dataclasses_of(limits) if not any(cls in m.ARGUMENTS for *_, m in EXECUTORS.values())]
+    extra = [cls for cls in dataclasses_of(limits) if not any(cls in classes(a) for *_, a in EXECUTORS.values())]
     if extra:
         parts.append("- [Other limits](#other-limits)")
     parts += ["", *app_section()]
@@ -117,14 +123,14 @@ def flag_help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
     return meaning
 
 
-def executor_section(name: str, title: str, folder: str, module) -> list[str]:
+def executor_section(name: str, title: str, folder: str, arguments_class) -> list[str]:
     """One executor: its arguments, then its request parameters."""
-    arguments = [cls for cls in module.ARGUMENTS if not is_request_options(cls)]
-    requests = [cls for cls in module.ARGUMENTS if is_request_options(cls)]
+    arguments = [cls for cls in classes(arguments_class) if not is_request_options(cls)]
+    requests = [cls for cls in classes(arguments_class) if is_request_options(cls)]
     lines = [
         f"## {title} (`{folder}`)",
         "",
-        f"Its arguments are the fields of `{module.__name__}.ARGUMENTS`: set them in "
+        f"Its arguments are the fields of `{arguments_class.__module__}.{arguments_class.__name__}`'s parts: set them in "
         f"[{folder}/config.yml](../{folder}/config.yml) `with:` or flow.yml's `uses_with` for `{name}`.",
         "",
         "### Executor arguments",

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from speech2image.observability import metrics
+from speech2image.observability import names
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA_JSON = ROOT / "dashboards" / "grafana-dashboard.json"
@@ -36,36 +36,36 @@ def _quantiles(metric: str, by: str) -> tuple[tuple[str, str], ...]:
 
 PANELS = (
     Panel("Requests per second by executor", "reqps", (
-        ("{{executor}}", f"sum by (executor) (rate({metrics.REQUESTS}_total[{WINDOW}]))"),)),
+        ("{{executor}}", f"sum by (executor) (rate({names.REQUESTS}_total[{WINDOW}]))"),)),
     Panel("Errors per second by executor and kind", "reqps", (
-        ("{{executor}} {{kind}}", f"sum by (executor, kind) (rate({metrics.ERRORS}_total[{WINDOW}]))"),)),
+        ("{{executor}} {{kind}}", f"sum by (executor, kind) (rate({names.ERRORS}_total[{WINDOW}]))"),)),
     Panel("Busy fraction per executor replica (≈1: the bottleneck)", "percentunit", (
         ("{{runtime_name}}",
-         f"sum by (executor, runtime_name) (rate({metrics.INFERENCE_SECONDS}_sum[{WINDOW}]))"),)),
+         f"sum by (executor, runtime_name) (rate({names.INFERENCE_SECONDS}_sum[{WINDOW}]))"),)),
     Panel("Request latency in each executor, queue included (p50, p95)", "s",
-          _quantiles(metrics.REQUEST_SECONDS, "executor")),
+          _quantiles(names.REQUEST_SECONDS, "executor")),
     Panel("Latency end to end at the gateway (mean)", "s", (
         ("gateway", f"sum(rate(jina_receiving_request_seconds_sum[{WINDOW}])) / "
                     f"sum(rate(jina_receiving_request_seconds_count[{WINDOW}]))"),)),
-    Panel("Model work per stage (p50, p95)", "s", _quantiles(metrics.INFERENCE_SECONDS, "executor, stage")),
-    Panel("Queue wait per executor (p50, p95)", "s", _quantiles(metrics.QUEUE_SECONDS, "executor")),
+    Panel("Model work per stage (p50, p95)", "s", _quantiles(names.INFERENCE_SECONDS, "executor, stage")),
+    Panel("Queue wait per executor (p50, p95)", "s", _quantiles(names.QUEUE_SECONDS, "executor")),
     Panel("Requests waiting per executor replica (bounded by max_queued_requests)", "short", (
-        ("{{runtime_name}}", f"sum by (executor, runtime_name) ({metrics.QUEUE_LENGTH})"),)),
+        ("{{runtime_name}}", f"sum by (executor, runtime_name) ({names.QUEUE_LENGTH})"),)),
     Panel("Refused (busy), dropped (deadline) and cancelled (client gone) per second", "reqps", tuple(
         (f"{kind} {{{{executor}}}}", f"sum by (executor) (rate({name}_total[{WINDOW}]))")
-        for kind, name in (("refused", metrics.REFUSED), ("dropped", metrics.DROPPED),
-                           ("cancelled", metrics.CANCELLED)))),
+        for kind, name in (("refused", names.REFUSED), ("dropped", names.DROPPED),
+                           ("cancelled", names.CANCELLED)))),
     Panel("Requests in progress", "short", (
-        ("{{runtime_name}}", f"sum by (executor, runtime_name) ({metrics.IN_PROGRESS})"),)),
+        ("{{runtime_name}}", f"sum by (executor, runtime_name) ({names.IN_PROGRESS})"),)),
     Panel("Images per second", "short", (
-        ("{{model}}", f"sum by (model) (rate({metrics.IMAGES}_total[{WINDOW}]))"),)),
+        ("{{model}}", f"sum by (model) (rate({names.IMAGES}_total[{WINDOW}]))"),)),
     Panel("Audio seconds transcribed per second", "short", (
-        ("audio", f"sum(rate({metrics.AUDIO_SECONDS}_total[{WINDOW}]))"),)),
+        ("audio", f"sum(rate({names.AUDIO_SECONDS}_total[{WINDOW}]))"),)),
     Panel("GPU memory used", "bytes", (
-        ("{{runtime_name}} gpu {{gpu}}", f"max by (runtime_name, gpu) ({metrics.GPU_MEMORY_USED})"),),
+        ("{{runtime_name}} gpu {{gpu}}", f"max by (runtime_name, gpu) ({names.GPU_MEMORY_USED})"),),
           gpu_only=True),
     Panel("GPU utilisation", "percentunit", (
-        ("{{runtime_name}} gpu {{gpu}}", f"max by (runtime_name, gpu) ({metrics.GPU_UTILIZATION})"),),
+        ("{{runtime_name}} gpu {{gpu}}", f"max by (runtime_name, gpu) ({names.GPU_UTILIZATION})"),),
           gpu_only=True),
 )
 
@@ -119,12 +119,12 @@ def console_page() -> str:
              "<p>Busy fraction ≈ 1 names the bottleneck: add replicas of that executor.</p>"]
     for k, panel in enumerate(PANELS):
         exprs = ", ".join(json.dumps(expr) for _, expr in panel.queries)
-        names = ", ".join(json.dumps(legend.replace("{{", "[[").replace("}}", "]]")) for legend, _ in panel.queries)
+        legends = ", ".join(json.dumps(legend.replace("{{", "[[").replace("}}", "]]")) for legend, _ in panel.queries)
         parts.append(f"""<h3>{panel.title}</h3>
 <div id="panel{k}"></div>
 <script>
 new PromConsole.Graph({{node: document.querySelector("#panel{k}"), expr: [{exprs}],
-  name: [{names}], duration: SECONDS, height: 160, width: 900}});
+  name: [{legends}], duration: SECONDS, height: 160, width: 900}});
 </script>""")
     parts.append("</body>\n</html>\n")
     return "\n".join(parts)

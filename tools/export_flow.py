@@ -23,18 +23,22 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # speech2image: the limits the grace period follows
 
+from speech2image.limits import RequestLimits
+from speech2image.serving.deadline import drain_seconds, longest_request, stop_seconds
 from speech2image.serving.network import GRPC_SERVER_OPTIONS  # noqa: E402
+
 SECRET = "speech2image-hf-token"
 KEYS_SECRET, KEYS_DIR = "speech2image-api-keys", "/etc/speech2image/keys"
 TLS_SECRET, TLS_DIR = "speech2image-tls", "/etc/speech2image/tls"
 PROMETHEUS = {"app.kubernetes.io/name": "prometheus"}  # the pods allowed to scrape metrics ports
 
 
-def load_flow(flow_file: Path):
-    """flow.yml as a Jina Flow, without the env entries that would inline secrets."""
+def load_flow(spec: dict, flow_file: Path):
+    """flow.yml (`spec`, read from `flow_file`) as a Jina Flow, without the env entries that would
+    inline secrets."""
     from jina import Flow
 
-    spec = yaml.safe_load(flow_file.read_text())
+    spec = copy.deepcopy(spec)
     secrets = {}
     for executor in spec["executors"]:
         executor["grpc_server_options"] = GRPC_SERVER_OPTIONS  # the gateway sets its own
@@ -47,12 +51,14 @@ def load_flow(flow_file: Path):
 
 
 def export(out: Path, namespace: str, flow_file: Path, tls: bool = False) -> tuple[Path, Path]:
-    flow, secrets = load_flow(flow_file)
+    spec = yaml.safe_load(flow_file.read_text())
+    flow, secrets = load_flow(spec, flow_file)
     k8s_dir, compose_file = out / "kubernetes", out / "docker-compose.yml"
     flow.to_kubernetes_yaml(str(k8s_dir), k8s_namespace=namespace)
     flow.to_docker_compose_yaml(str(compose_file), network_name="speech2image")
+    drain = gateway_drain_seconds(spec)
     for manifest in k8s_dir.glob("*/*.yml"):
-        _finish_k8s(manifest, secrets.get(manifest.parent.name, []), tls)
+        _finish_k8s(manifest, secrets.get(manifest.parent.name, []), tls, drain)
     _finish_compose(compose_file, secrets)
     return k8s_dir, compose_file
 
@@ -74,29 +80,29 @@ UID = 10001  # the images' user (Dockerfile)
 WRITABLE = {"cache": "/home/speech2image/.cache", "tmp": "/tmp"}
 
 
-def grace_seconds() -> int:
-    """How long Kubernetes lets a stopping pod finish what it is doing: the gateway's drain (as
-    long as a request may run, request_timeout_seconds), plus half a minute to close."""
-    return drain_seconds() + 30
+def gateway_drain_seconds(spec: dict) -> int:
+    """How long the exported gateway lets the requests in flight finish on SIGTERM: flow.yml's
+    gateway `grace_seconds`, or as long as a request may take there (its request_timeout_seconds
+    within flow.yml's timeout_send), so that a rollout of the gateway cuts none short."""
+    gateway = (spec.get("gateway") or {}).get("uses_with") or {}
+    if "grace_seconds" in gateway:
+        return drain_seconds(gateway["grace_seconds"])
+    timeout_send_ms = (spec.get("with") or {}).get("timeout_send")
+    longest = longest_request(gateway.get("request_timeout_seconds", RequestLimits().request_timeout_seconds),
+                              timeout_send_ms / 1e3 if timeout_send_ms else None)
+    return drain_seconds(longest)
 
 
-def drain_seconds() -> int:
-    """How long the exported gateway lets the requests in flight finish on SIGTERM: the longest a
-    request may run, so that none is cut short by a rollout of the gateway."""
-    from speech2image.limits import RequestLimits
-
-    return int(RequestLimits().request_timeout_seconds)
-
-
-def _finish_k8s(manifest: Path, secret_variables: list[str], tls: bool) -> None:
+def _finish_k8s(manifest: Path, secret_variables: list[str], tls: bool, drain: int) -> None:
     """Secrets by reference; probes that pass their arguments apart (Jina writes "--timeout 9500"
     as one, which jina ping ignores), readiness its own; no host paths; a restricted pod (non-root,
     read-only root file system with writable volumes for the cache and /tmp, no capabilities, no
     privilege escalation, the runtime's seccomp profile); CPU and memory requests and limits; a
-    grace period as long as a request may run; a PodDisruptionBudget; and the metrics port named
-    on the container and announced to Prometheus (scrape annotations, beside the ServiceMonitor
-    Jina writes for the Prometheus operator); a NetworkPolicy; for the gateway, its keys and TLS
-    from Secrets and HTTP probes (kubelet's HTTPS probes need no client certificate)."""
+    grace period of the gateway's `drain` and its close; a PodDisruptionBudget; and the metrics
+    port named on the container and announced to Prometheus (scrape annotations, beside the
+    ServiceMonitor Jina writes for the Prometheus operator); a NetworkPolicy; for the gateway, its
+    drain, its keys and TLS from Secrets and HTTP probes (kubelet's HTTPS probes need no client
+    certificate)."""
     documents = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
     part = manifest.parent.name
     for document in list(documents):
@@ -104,7 +110,7 @@ def _finish_k8s(manifest: Path, secret_variables: list[str], tls: bool) -> None:
             continue
         template = document["spec"]["template"]
         pod = template["spec"]
-        pod["terminationGracePeriodSeconds"] = grace_seconds()
+        pod["terminationGracePeriodSeconds"] = stop_seconds(drain)
         pod["securityContext"] = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
                                   "seccompProfile": {"type": "RuntimeDefault"}}
         pod.setdefault("volumes", []).extend({"name": name, "emptyDir": {}} for name in WRITABLE)
@@ -132,7 +138,7 @@ def _finish_k8s(manifest: Path, secret_variables: list[str], tls: bool) -> None:
                 {"name": v, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": v, "optional": True}}}
                 for v in secret_variables)
             if part == "gateway":
-                _gateway(pod, container, tls)
+                _gateway(pod, container, tls, drain)
         documents.append(_network_policy(document, part))
         documents.append({
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
@@ -142,14 +148,15 @@ def _finish_k8s(manifest: Path, secret_variables: list[str], tls: bool) -> None:
     manifest.write_text(yaml.safe_dump_all(documents, sort_keys=False))
 
 
-def _gateway(pod: dict, container: dict, tls: bool) -> None:
-    """The gateway's keys (always) and TLS certificate (with --tls) from Secrets, and probes on its
-    HTTP port: GET / (alive) and GET /dry_run (every part answers), open without a key."""
+def _gateway(pod: dict, container: dict, tls: bool, drain: int) -> None:
+    """The gateway's keys (always) and TLS certificate (with --tls) from Secrets, its drain on
+    SIGTERM, and probes on its HTTP port: GET / (alive) and GET /dry_run (every part answers), open
+    without a key."""
     pod["volumes"].append({"name": "api-keys", "secret": {"secretName": KEYS_SECRET}})
     container["volumeMounts"].append({"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True})
     args = container["args"]
-    ours = {"api_keys": f"{KEYS_DIR}/keys.txt", "grace_seconds": drain_seconds()}
-    if "--uses-with" in args:  # flow.yml's own gateway `uses_with`: kept, and its grace_seconds wins
+    ours = {"api_keys": f"{KEYS_DIR}/keys.txt", "grace_seconds": drain}
+    if "--uses-with" in args:  # flow.yml's own gateway `uses_with`: kept
         at = args.index("--uses-with") + 1
         args[at] = json.dumps({**ours, **json.loads(args[at]), "api_keys": ours["api_keys"]})
     else:

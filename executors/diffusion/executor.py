@@ -4,7 +4,7 @@ from docarray import DocList
 from jina import Executor, requests
 
 from speech2image.imaging.diffusion import generate, load_engine
-from speech2image.imaging.options import ARGUMENTS
+from speech2image.imaging.options import DiffusionArguments
 from speech2image.observability.metrics import ExecutorMetrics
 from speech2image.observability.stages import StageClock
 from speech2image.options import configure, merge
@@ -19,8 +19,8 @@ from speech2image.serving.scheduler import Scheduler
 class StableDiffusionExecutor(Executor):
     """Draws images of each document's English text (its transcript, else its prompt).
 
-    Arguments (config.yml `with:`, flow.yml `uses_with`), each with its default in one
-    dataclass of `speech2image.imaging.options.ARGUMENTS`: the pipeline (`DiffusionConfig`),
+    Arguments (config.yml `with:`, flow.yml `uses_with`), each with its default in one options
+    dataclass of `speech2image.imaging.options.DiffusionArguments`: the pipeline (`DiffusionConfig`),
     the limits (`RequestLimits`, `ReplicaLimits`), and the defaults of every request option
     (`GenerateOptions`), which request parameters override. Checked at start-up: a wrong type
     or an unknown name stops it. Requests queue in the replica's scheduler (a bounded queue,
@@ -28,11 +28,12 @@ class StableDiffusionExecutor(Executor):
     """
 
     def __init__(self, **kwargs):
-        config, self.limits, replica, self.defaults, rest = configure(kwargs, *ARGUMENTS)
+        arguments, rest = configure(kwargs, DiffusionArguments)
         super().__init__(**rest)
-        self.engine = load_engine(config)
+        self.limits, self.defaults = arguments.request, arguments.defaults
+        self.engine = load_engine(arguments.model)
         self.metrics = ExecutorMetrics.of(self, "diffusion")
-        self.scheduler = Scheduler(replica.max_queued_requests, self.metrics.scheduler_event)
+        self.scheduler = Scheduler(arguments.replica.max_queued_requests, self.metrics.scheduler_event)
         one_line_refusals(self.metrics.labels["runtime_name"])  # bad input, busy, late: one log line, no stack
         leave_interrupts_to_the_flow()  # a terminal's Ctrl-C: app.py drains, then stops this replica
         announce_when_serving(f"diffusion executor ({self.engine.model})")

@@ -4,10 +4,11 @@ from docarray import DocList
 from jina import Executor, requests
 
 from speech2image.asr.audio import SAMPLE_RATE, AudioDecoder, load_audio
-from speech2image.asr.options import ARGUMENTS
+from speech2image.asr.options import WhisperArguments
 from speech2image.asr.transcription import document_fields, load_engine, transcribe
 from speech2image.errors import InvalidRequest
-from speech2image.observability.metrics import DECODE, ExecutorMetrics
+from speech2image.observability.metrics import ExecutorMetrics
+from speech2image.observability.names import DECODE
 from speech2image.observability.stages import StageClock
 from speech2image.options import configure, merge
 from speech2image.schema import SpeechImageDoc, refuse_filled
@@ -21,8 +22,8 @@ from speech2image.serving.scheduler import Scheduler
 class WhisperExecutor(Executor):
     """Transcribes each document's audio with Whisper and writes the transcript on it.
 
-    Arguments (config.yml `with:`, flow.yml `uses_with`), each with its default in one
-    dataclass of `speech2image.asr.options.ARGUMENTS`: the model (`WhisperConfig`), the
+    Arguments (config.yml `with:`, flow.yml `uses_with`), each with its default in one options
+    dataclass of `speech2image.asr.options.WhisperArguments`: the model (`WhisperConfig`), the
     limits (`AudioLimits`, `RequestLimits`, `ReplicaLimits`), where a document's `uri` may
     point (`AudioSources`), and the defaults of every request option (`TranscribeOptions`),
     which request parameters override. Checked at start-up: a wrong type or an unknown name
@@ -30,13 +31,14 @@ class WhisperExecutor(Executor):
     """
 
     def __init__(self, **kwargs):
-        (config, self.audio_limits, self.request_limits, replica, self.sources, self.defaults,
-         rest) = configure(kwargs, *ARGUMENTS)
+        arguments, rest = configure(kwargs, WhisperArguments)
         super().__init__(**rest)
-        self.engine = load_engine(config)
+        self.audio_limits, self.request_limits = arguments.audio, arguments.request
+        self.sources, self.defaults = arguments.sources, arguments.defaults
+        self.engine = load_engine(arguments.model)
         self.decoder = AudioDecoder(self.audio_limits)  # hostile files cost a worker process, not this one
         self.metrics = ExecutorMetrics.of(self, "whisper")
-        self.scheduler = Scheduler(replica.max_queued_requests, self.metrics.scheduler_event)
+        self.scheduler = Scheduler(arguments.replica.max_queued_requests, self.metrics.scheduler_event)
         one_line_refusals(self.metrics.labels["runtime_name"])  # bad input, busy, late: one log line, no stack
         leave_interrupts_to_the_flow()  # a terminal's Ctrl-C: app.py drains, then stops this replica
         announce_when_serving(f"whisper executor ({self.engine.label})")

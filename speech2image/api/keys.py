@@ -10,6 +10,7 @@ first 8 hex digits of its digest) may label what it did.
 import hashlib
 import hmac
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +31,29 @@ def key_id(key_digest: bytes) -> str:
     return key_digest.hex()[:8]
 
 
+def entries(path: str, what: str) -> Iterator[tuple[int, str]]:
+    """The entries of a keys or users file (`what`), with their line numbers: comments and blank
+    lines left out."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise ConfigurationError(f"cannot read the {what} file {path}: {e.strerror}") from e
+    for number, line in enumerate(lines, 1):
+        entry = COMMENT.sub("", line).strip()
+        if entry:
+            yield number, entry
+
+
+def secret_digest(secret: str, where: str) -> bytes:
+    """The digest a secret is compared as: `sha256:HEX` as written, else the secret's SHA-256."""
+    if not secret.startswith("sha256:"):
+        return digest(secret)
+    match = HEX_DIGEST.fullmatch(secret.lower())
+    if not match:
+        raise ConfigurationError(f"{where}: sha256: needs 64 hex digits")
+    return bytes.fromhex(match.group(1))
+
+
 class ApiKeys:
     """The digests of the keys that may call the service."""
 
@@ -40,25 +64,13 @@ class ApiKeys:
 
     @classmethod
     def load(cls, path: str) -> "ApiKeys":
-        try:
-            lines = Path(path).read_text().splitlines()
-        except OSError as e:
-            raise ConfigurationError(f"cannot read the API keys file {path}: {e.strerror}") from e
         digests = []
-        for number, line in enumerate(lines, 1):
-            entry = COMMENT.sub("", line).strip()
-            if not entry:
-                continue
-            if entry.startswith("sha256:"):
-                match = HEX_DIGEST.fullmatch(entry.lower())
-                if not match:
-                    raise ConfigurationError(f"line {number} of the API keys file: sha256: needs 64 hex digits")
-                digests.append(bytes.fromhex(match.group(1)))
-            elif len(entry) < MIN_KEY_CHARS or any(c.isspace() for c in entry):
-                raise ConfigurationError(f"line {number} of the API keys file: a key needs {MIN_KEY_CHARS} characters "
-                                         "or more and no spaces; make one with: openssl rand -hex 32")
-            else:
-                digests.append(digest(entry))
+        for number, entry in entries(path, "API keys"):
+            where = f"line {number} of the API keys file"
+            if not entry.startswith("sha256:") and (len(entry) < MIN_KEY_CHARS or any(c.isspace() for c in entry)):
+                raise ConfigurationError(f"{where}: a key needs {MIN_KEY_CHARS} characters or more and no spaces; "
+                                         "make one with: openssl rand -hex 32")
+            digests.append(secret_digest(entry, where))
         return cls(digests)
 
     def check(self, authorization: Optional[str]) -> Optional[str]:
@@ -74,10 +86,10 @@ class ApiKeys:
 
 
 class Users:
-    """Who may open the page (ui.py --users): `user:password` or `user:sha256:HEX` lines, comments
-    as in the keys file (a `#` inside a password is part of it); a password needs 12 characters
-    or more (a digest's password cannot be measured); passwords compared as SHA-256 digests in
-    constant time, never kept in the clear."""
+    """Who may open the page (ui.py --users): `user:password` or `user:sha256:HEX` lines, read as
+    the keys file is (`entries`, `secret_digest`: a `#` inside a password is part of it); a password
+    needs 12 characters or more (a digest's password cannot be measured); passwords compared as
+    SHA-256 digests in constant time, never kept in the clear."""
 
     def __init__(self, digests: dict[str, bytes]):
         if not digests:
@@ -86,30 +98,18 @@ class Users:
 
     @classmethod
     def load(cls, path: str) -> "Users":
-        try:
-            lines = Path(path).read_text().splitlines()
-        except OSError as e:
-            raise ConfigurationError(f"cannot read the users file {path}: {e.strerror}") from e
         digests = {}
-        for number, line in enumerate(lines, 1):
-            entry = COMMENT.sub("", line).strip()
-            if not entry:
-                continue
+        for number, entry in entries(path, "users"):
+            where = f"line {number} of the users file"
             user, _, secret = entry.partition(":")
             if not user or not secret:
-                raise ConfigurationError(f"line {number} of the users file: write user:password (or "
-                                         "user:sha256:HEX); a user without a password is refused")
-            if secret.startswith("sha256:"):
-                match = HEX_DIGEST.fullmatch(secret.lower())
-                if not match:
-                    raise ConfigurationError(f"line {number} of the users file: sha256: needs 64 hex digits")
-                digests[user] = bytes.fromhex(match.group(1))
-            elif len(secret) < MIN_PASSWORD_CHARS:
-                raise ConfigurationError(f"line {number} of the users file: a password needs {MIN_PASSWORD_CHARS} "
-                                         "characters or more (or write user:sha256:HEX, the SHA-256 of a password "
-                                         "whose length is then yours to check)")
-            else:
-                digests[user] = digest(secret)
+                raise ConfigurationError(f"{where}: write user:password (or user:sha256:HEX); a user without a "
+                                         "password is refused")
+            if not secret.startswith("sha256:") and len(secret) < MIN_PASSWORD_CHARS:
+                raise ConfigurationError(f"{where}: a password needs {MIN_PASSWORD_CHARS} characters or more (or "
+                                         "write user:sha256:HEX, the SHA-256 of a password whose length is then "
+                                         "yours to check)")
+            digests[user] = secret_digest(secret, where)
         return cls(digests)
 
     def check(self, user: str, password: str) -> bool:

@@ -132,5 +132,14 @@ class TranscribeOptions:
             )
 
 
-# what the Whisper executor takes: the fields of these, each default in one place
-ARGUMENTS = (WhisperConfig, AudioLimits, RequestLimits, ReplicaLimits, AudioSources, TranscribeOptions)
+@dataclass(frozen=True)
+class WhisperArguments:
+    """What the Whisper executor takes (config.yml `with:`, flow.yml `uses_with`): the fields of
+    these options dataclasses, each default in one place (built by `speech2image.options.configure`)."""
+
+    model: WhisperConfig
+    audio: AudioLimits
+    request: RequestLimits
+    replica: ReplicaLimits
+    sources: AudioSources
+    defaults: TranscribeOptions  # of every request option, which a request's parameters override

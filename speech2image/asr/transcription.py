@@ -15,7 +15,7 @@ from typing import Optional, Protocol
 import numpy as np
 
 from ..errors import InvalidRequest, ModelLoadError, one_line
-from ..observability.metrics import DETECT_LANGUAGE, TRANSCRIBE, VAD
+from ..observability.names import DETECT_LANGUAGE, TRANSCRIBE, VAD
 from ..observability.stages import StageClock
 from ..serving.scheduler import Turn
 from ..options import check_choice

@@ -20,7 +20,7 @@ from ..cache import tiny_diffusion_dir
 from ..errors import GenerationError, ModelLoadError, one_line
 from ..hardware import cpu_has_native_bfloat16
 from ..limits import MAX_SEED, SIZE_RANGE, TINY_MAX_SIZE
-from ..observability.metrics import DENOISE, PNG_ENCODE, TEXT_ENCODE, VAE_DECODE
+from ..observability.names import DENOISE, PNG_ENCODE, TEXT_ENCODE, VAE_DECODE
 from ..observability.stages import StageClock
 from ..serving.scheduler import Turn
 from ..options import check_range

@@ -103,5 +103,12 @@ class GenerateOptions:
                                  f"allowed up to {MAX_NEGATIVE_PROMPT_CHARS}")
 
 
-# what the diffusion executor takes: the fields of these, each default in one place
-ARGUMENTS = (DiffusionConfig, RequestLimits, ReplicaLimits, GenerateOptions)
+@dataclass(frozen=True)
+class DiffusionArguments:
+    """What the diffusion executor takes (config.yml `with:`, flow.yml `uses_with`): the fields of
+    these options dataclasses, each default in one place (built by `speech2image.options.configure`)."""
+
+    model: DiffusionConfig
+    request: RequestLimits
+    replica: ReplicaLimits
+    defaults: GenerateOptions  # of every request option, which a request's parameters override

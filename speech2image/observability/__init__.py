@@ -1,2 +1,3 @@
-"""What operators see: the metrics and spans (`metrics`), the one stage timer (`stages`), and
-the GPU gauges read at scrape time (`gpu`)."""
+"""What operators see: the names of the metrics and stages (`names`, importing nothing), the
+metrics and spans (`metrics`), the one stage timer (`stages`), and the GPU gauges read at scrape
+time (`gpu`)."""

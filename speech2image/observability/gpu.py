@@ -7,6 +7,8 @@ diffusion replica its own). Nothing is registered where NVML finds no GPU.
 
 import os
 
+from .names import GPU_MEMORY_USED, GPU_UTILIZATION
+
 
 def visible_gpus(count: int) -> list[str]:
     """The GPUs this process may use, as NVML indices or UUIDs: `CUDA_VISIBLE_DEVICES`'s list
@@ -40,8 +42,6 @@ class GpuCollector:
     def collect(self):
         import pynvml
         from prometheus_client.core import GaugeMetricFamily
-
-        from .metrics import GPU_MEMORY_USED, GPU_UTILIZATION
 
         names = [*self.labels, "gpu"]
         memory = GaugeMetricFamily(GPU_MEMORY_USED, "GPU memory used, bytes", labels=names)

@@ -1,4 +1,5 @@
-"""The project's metrics and trace spans: every name, label and bucket in one place.
+"""The project's metrics and trace spans: every label and bucket in one place (their names:
+`names`).
 
 Each executor registers these on the Prometheus registry Jina serves at its
 `port_monitoring` (Flow `monitoring: true`), beside Jina's own `jina_*` metrics, and
@@ -15,29 +16,21 @@ here the wait is `speech2image_queue_seconds` and the work is
 import contextlib
 
 from .gpu import GpuCollector
+from .names import (
+    AUDIO_SECONDS,
+    CANCELLED,
+    DROPPED,
+    ERRORS,
+    IMAGES,
+    IN_PROGRESS,
+    INFERENCE_SECONDS,
+    QUEUE_LENGTH,
+    QUEUE_SECONDS,
+    REFUSED,
+    REQUEST_SECONDS,
+    REQUESTS,
+)
 
-REQUESTS = "speech2image_requests"  # a counter: exposed as speech2image_requests_total
-REQUEST_SECONDS = "speech2image_request_seconds"
-QUEUE_SECONDS = "speech2image_queue_seconds"
-INFERENCE_SECONDS = "speech2image_inference_seconds"
-AUDIO_SECONDS = "speech2image_audio_seconds"  # speech2image_audio_seconds_total
-IMAGES = "speech2image_images"  # speech2image_images_total
-ERRORS = "speech2image_errors"  # speech2image_errors_total
-IN_PROGRESS = "speech2image_in_progress"
-QUEUE_LENGTH = "speech2image_queue_length"  # requests waiting for a replica's scheduler
-REFUSED = "speech2image_refused"  # speech2image_refused_total: Busy, the queue was full
-DROPPED = "speech2image_dropped"  # speech2image_dropped_total: the deadline passed in the queue
-CANCELLED = "speech2image_cancelled"  # speech2image_cancelled_total: the client went away
-GPU_MEMORY_USED = "speech2image_gpu_memory_used_bytes"
-GPU_UTILIZATION = "speech2image_gpu_utilization_ratio"
-
-# stages of the model work (the `stage` label and the span names), by executor
-DECODE, VAD, DETECT_LANGUAGE, TRANSCRIBE = "decode", "vad", "detect_language", "transcribe"
-TEXT_ENCODE, DENOISE, VAE_DECODE, PNG_ENCODE = "text_encode", "denoise", "vae_decode", "png_encode"
-STAGES = {
-    "whisper": (DECODE, VAD, DETECT_LANGUAGE, TRANSCRIBE),
-    "diffusion": (TEXT_ENCODE, DENOISE, VAE_DECODE, PNG_ENCODE),
-}
 # from a millisecond of audio decoding to minutes of diffusion on a CPU
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0,
            300.0, 600.0)

@@ -11,6 +11,8 @@ import functools
 import ipaddress
 import os
 
+from ..errors import ConfigurationError
+
 LOOPBACK = "127.0.0.1"
 METRICS_HOST = "SPEECH2IMAGE_METRICS_HOST"
 # Jina's channels ping every 10 s, between calls too (grpc.keepalive_time_ms 9999, permit without
@@ -29,6 +31,15 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
+
+
+def check_exposure(listen: str, credentials_flag: str, has_credentials: bool, allow_unauthenticated: bool,
+                   what: str) -> None:
+    """Refuse (ConfigurationError, one line) to serve `what` beyond loopback to whoever comes, unless
+    credentials (asked by `credentials_flag`) are given or the operator allows it on purpose."""
+    if not is_loopback(listen) and not has_credentials and not allow_unauthenticated:
+        raise ConfigurationError(f"--listen {listen} would let anyone who reaches this machine use {what}: add "
+                                 f"{credentials_flag}, or pass --allow-unauthenticated on purpose")
 
 
 def metrics_bind_from_environment() -> None:
