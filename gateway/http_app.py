@@ -204,8 +204,7 @@ async def _answers(stream) -> list:
     async for result in stream:
         status = result.header.status
         if status.code == status.ERROR:
-            exception = status.exception
-            raise openai.executor_error(exception.name, exception.args[0] if exception.args else exception.name)
+            raise openai.executor_error(status.exception.name, status.exception.args)
         answered.extend(result.data.docs)
     return answered
 

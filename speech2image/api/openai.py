@@ -10,9 +10,8 @@ executor alone), `images/generations` (JSON; the diffusion executor alone), `spe
 
 import base64
 import dataclasses
-import re
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from .. import errors
 from ..asr.options import LANGUAGES, TranscribeOptions
@@ -50,21 +49,21 @@ def error_answer(error: Exception) -> tuple[int, dict]:
     return 500, error_body("internal error: the server could not answer; the cause is in its log", "server_error")
 
 
-def retry_after(error: Exception) -> int:
-    """The seconds a Busy refusal's one line says to wait ("retry in about N s"), at least 1."""
-    found = re.search(r"retry in about (\d+) s", str(error))
-    return max(1, int(found.group(1))) if found else 1
+def retry_after(error: errors.Busy) -> int:
+    """The whole seconds a Busy refusal asks a client to wait (Retry-After), at least 1."""
+    return max(1, round(error.retry_after))
 
 
 def error_body(message: str, kind: str, param: Optional[str] = None, code: Optional[str] = None) -> dict:
     return {"error": {"message": " ".join(message.split()), "type": kind, "param": param, "code": code}}
 
 
-def executor_error(name: str, message: str) -> Speech2ImageError:
-    """One of the project's errors, from the name and message an executor's answer carries."""
+def executor_error(name: str, args: Sequence[str]) -> Speech2ImageError:
+    """One of the project's errors, rebuilt from the class name and args (as strings) an executor's
+    answer carries: its message, and for Busy the seconds to wait."""
     error_class = getattr(errors, name, None)
     if isinstance(error_class, type) and issubclass(error_class, Speech2ImageError):
-        return error_class(message)
+        return error_class(*(args or [name]))
     return errors.GenerationError(f"the {name} error of an executor: see the server log")
 
 
