@@ -19,7 +19,6 @@ VAES = ("auto", "full", "tiny")
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "pndm": "PNDMScheduler",
-    "lms": "LMSDiscreteScheduler",
     "euler": "EulerDiscreteScheduler",
     "euler-ancestral": "EulerAncestralDiscreteScheduler",
     "heun": "HeunDiscreteScheduler",
