@@ -61,16 +61,22 @@ def check(options) -> None:
 
 def request_field(option_class: type, name: str) -> Any:
     """One option's type for a pydantic request model: its choices (an enum), bounds and help, from
-    the dataclass field; None (unset) is left to the model to allow."""
+    the dataclass field; None (unset) is left to the model to allow. An integer may come as a whole
+    float (4.0: JSON Schema's integer, and what protobuf makes of one), in strict models too."""
     field = option_class.__dataclass_fields__[name]
     bounds = field.metadata
     kind = _without_none(typing.get_type_hints(option_class)[name])
+    whole = [pydantic.BeforeValidator(_whole)] if kind is int else []
     if "choices" in bounds:
         kind = Literal[tuple(bounds["choices"])]
     multiple = bounds.get("multiple_of")
     return typing.Annotated[kind, pydantic.Field(
         description=bounds.get("help"), ge=bounds.get("ge"), le=bounds.get("le"),
-        max_length=bounds.get("max_length"), multiple_of=multiple, gt=0 if multiple else None)]
+        max_length=bounds.get("max_length"), multiple_of=multiple, gt=0 if multiple else None), *whole]
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def merge(defaults: T, parameters: Mapping[str, Any]) -> T:
@@ -95,7 +101,7 @@ def converted(name: str, value: Any, annotation) -> Any:
         raise InvalidRequest(f"invalid {name}={shown(value)}: {reason[0].lower()}{reason[1:]}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _adapter(annotation) -> pydantic.TypeAdapter:
     return pydantic.TypeAdapter(annotation)
 

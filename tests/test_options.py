@@ -75,5 +75,5 @@ def test_each_bound_lives_once_and_the_request_schema_states_it():
     assert (width["multipleOf"], width["exclusiveMinimum"]) == (8, 0)
     with pytest.raises(InvalidRequest, match=r"^invalid num_images=9: allowed 1\.\.8$"):
         GenerateOptions(num_images=9)
-    with pytest.raises(InvalidRequest, match=r"^invalid language='xx': allowed en, zh, de, es, ru, ko, fr, ja, … \(100"):
+    with pytest.raises(InvalidRequest, match=r"^invalid language='xx': allowed en, zh, de, es, ru, ko, fr, ja, … \("):
         TranscribeOptions(language="xx")

@@ -4,11 +4,12 @@ that refuses at once when full, deadlines, and cancellation.
 Jina hands a replica's requests to its executor concurrently (`allow_concurrent`, async
 methods), so requests wait here, first come first served, where the wait is measured. At most
 `max_queued_requests` wait; one more is refused with Busy, which carries how long to wait
-(`retry_after`, an estimate from the recent service times) and says it in its one line. A request whose deadline passes while it waits is
-dropped (DeadlineExceeded) instead of being done for nobody, and one whose call is cancelled
-(its client went away: the gateway cancels the call) leaves the queue. The model work runs in a
-thread (:meth:`Scheduler.run`) that checks its :class:`Turn` between two steps, and stops there
-when the deadline passes or the call is cancelled.
+(`retry_after`, an estimate from the recent service times) and says it in its one line. A
+request whose deadline passes while it waits is dropped (DeadlineExceeded) instead of being
+done for nobody, and one whose call is cancelled (its client went away: the gateway cancels the
+call) leaves the queue. The model work runs in a thread (:meth:`Scheduler.run`) that checks its
+:class:`Turn` between two steps, and stops there when the deadline passes or the call is
+cancelled.
 """
 
 import asyncio
