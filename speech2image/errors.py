@@ -30,6 +30,14 @@ class NotFound(InvalidRequest):
     """A request for a route or a thing this server does not have."""
 
 
+class MethodNotAllowed(InvalidRequest):
+    """A request with a method its route does not take (the route's own are in `allowed`)."""
+
+    def __init__(self, message: str, allowed: str = ""):
+        super().__init__(message)
+        self.allowed = allowed
+
+
 class UnknownModel(NotFound):
     """A request names a model this server does not serve."""
 
