@@ -1,15 +1,29 @@
-"""The HTTP API's OpenAPI document tells the truth: each route's fields, bounds and answers; 405
-for a method a route does not have. And inputs a review found answered with a 500 (and pages of
-log) are one-line 400s."""
+"""The HTTP API's OpenAPI document tells the truth: schemathesis, a property-based API tester,
+generates requests from `/openapi.json` (with a key) against app.py, and checks every answer
+against the document — no server error, only documented status codes, content types, headers and
+bodies, data outside the schema refused with 4xx, data inside it accepted, 405 for a method a
+route does not have. And inputs a review found answered with a 500 (and pages of log) are one-line
+400s."""
+
+import json
+import os
+import subprocess
+import sys
 
 import httpx
 import pytest
 
 from tests.support.app import App
+from tests.support.speech import ROOT
 
 pytestmark = pytest.mark.flow
 
 KEY = "sk-openapi-test-key-0123456789"
+# schemathesis's checks of answers against the document; the stateful ones have no links to follow
+# here, and a response-time limit would test the machine's speed
+CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance", "response_headers_conformance",
+          "response_schema_conformance", "negative_data_rejection", "positive_data_acceptance",
+          "missing_required_header", "unsupported_method", "allow_header_conformance", "ignored_auth")
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +107,37 @@ def test_the_document_states_each_routes_fields_bounds_and_answers(http):
     assert busy["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
     assert set(document["paths"]["/v1/audio/transcriptions"]["post"]["responses"]) == {
         "200", "400", "401", "404", "413", "429", "503", "504"}
+
+
+def test_schemathesis_finds_every_answer_as_documented(app, tmp_path):
+    """Requests generated from the document: in it (positive) and outside it (negative), with a
+    key and without, and methods the routes do not have. Seeded: the same requests each run."""
+    report = tmp_path / "report"
+    done = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{app.port + 1}/openapi.json",
+         "--header", f"Authorization: Bearer {KEY}", "--checks", ",".join(CHECKS), "--max-examples", "8",
+         "--seed", "1", "--workers", "1", "--request-timeout", "120", "--generation-database", "none",
+         "--continue-on-failure", "--no-color", "--report", "ndjson", "--report-dir", str(report)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "SCHEMATHESIS_HOOKS": "tests.support.openapi_hooks"},
+        capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    sent = interactions(next(report.glob("*.ndjson")))
+    assert len(sent) > 500 and max(status for _, _, status in sent) < 500, sorted({status for _, _, status in sent})
+    refused = {status for operation, mode, status in sent if mode == "negative" and operation.startswith("POST")}
+    assert refused and all(400 <= status < 500 for status in refused), refused
+    worked = {operation for operation, mode, status in sent if mode == "positive" and status == 200}
+    assert {"POST /v1/audio/transcriptions", "POST /v1/audio/translations", "POST /v1/images/generations",
+            "POST /v1/speech-to-image", "POST /generate", "GET /v1/models"} <= worked  # each route did its work
+
+
+def interactions(ndjson) -> list[tuple[str, str, int]]:
+    """(operation, positive or negative, status) of each request in schemathesis's NDJSON report."""
+    found = []
+    for line in ndjson.read_text().splitlines():
+        recorder = json.loads(line).get("ScenarioFinished", {}).get("recorder") or {}
+        for case_id, interaction in recorder.get("interactions", {}).items():
+            case = recorder["cases"][case_id]["value"]
+            if interaction.get("response"):
+                found.append((recorder["label"], case["meta"]["generation"]["mode"],
+                              interaction["response"]["status_code"]))
+    return found
