@@ -22,7 +22,7 @@ import grpc
 
 from gateway.admission import Admission, busy
 from speech2image.api.keys import ApiKeys
-from speech2image.api.openai import retry_after
+from speech2image.api.openai import executor_error, retry_after
 
 DRY_RUN = "/jina.JinaGatewayDryRunRPC/dry_run"  # readiness
 HEALTH = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")  # gRPC's own: nothing to scrub
@@ -131,9 +131,9 @@ def _admitted(handler, admission: Admission, max_documents: int):
         if header is not None and header.request_id in clients:
             header.request_id = clients.pop(header.request_id)
         if busy(message):
-            status = message.header.status
-            context.set_trailing_metadata((("retry-after", str(retry_after(status.exception.args[0]))),))
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, status.exception.args[0])
+            refusal = executor_error(message.header.status.exception.name, message.header.status.exception.args)
+            context.set_trailing_metadata((("retry-after", str(retry_after(refusal))),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal))
         return scrub(message)
 
     @contextlib.asynccontextmanager

@@ -1,38 +1,66 @@
 """The HTTP side of the gateway: OpenAI-compatible routes and Jina's JSON document route.
 
-Thin: each route turns a form or JSON into documents and options (`speech2image.api.openai`),
-sends them through the Flow with Jina's streamer (to one executor, or both), and turns the
-documents that come back into the answer. Before any route: a body over what the route takes
-is refused (413), and with keys every route but the health and readiness checks needs
-`Authorization: Bearer KEY` (401). Errors answer in one line, never with a stack.
+Thin: each route takes one pydantic model (`speech2image.api.openai`'s, or Jina's request below),
+whose schema — with the options' bounds and choices — is the route's in `/openapi.json`, and
+whose refusal is a one-line 400; it turns the model into documents and options, sends them
+through the Flow with Jina's streamer (to one executor, or both), and turns the documents that
+come back into the answer. Every answer a route can give is in the document with its shape.
+Before any route: a body over what the route takes is refused (413), and with keys every route
+but the health and readiness checks and the kept images needs `Authorization: Bearer KEY` (401).
+Errors answer in one line, never with a stack; a method a route does not have is 405.
 """
 
 import asyncio
+import dataclasses
 import json
+import logging
 import uuid
-from typing import Optional
+from typing import Annotated, Any, Literal, Optional
 
 from docarray import DocList
-from fastapi import Body, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from pydantic import BaseModel, ConfigDict
-
-from speech2image.api import openai
-from speech2image.api.images import ImageStore
-from speech2image.api.keys import ApiKeys
-from speech2image.errors import InvalidRequest, NotFound, Speech2ImageError, TooLarge, Unauthenticated, Unavailable
-from speech2image.limits import max_body_bytes
-from speech2image.schema import SpeechImageDoc, to_blob
 
 from gateway.admission import Admission
 from gateway.grpc_guard import one_line_details
+from speech2image.api import images, openai
+from speech2image.api.images import ImageStore
+from speech2image.api.keys import ApiKeys
+from speech2image.asr.options import TranscribeOptions
+from speech2image.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    Speech2ImageError,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
+from speech2image.imaging.options import GenerateOptions
+from speech2image.limits import max_body_bytes
+from speech2image.options import request_field
+from speech2image.schema import FILLED_BY, SpeechImageDoc, to_blob
 
 OPEN = ("/", "/dry_run")  # health (Jina installs GET /) and readiness: never behind a key
 AUDIO_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/speech-to-image")
 KEPT_IMAGES = "/v1/images/"  # GET by a 192-bit name only its answer holds, for an hour: a capability, like a signed URL
+NO_SUCH_IMAGE = "no such image: it was never stored, or it is forgotten (images are kept for an hour)"
 DOCS = DocList[SpeechImageDoc]
+EXECUTORS = ("whisper", "diffusion")
+MAX_PARAMETERS, MAX_PARAMETER_DEPTH = 64, 8  # Jina's parameters become protobuf Structs, converted recursively
+
+
+class ImageName(StringConvertor):
+    """A kept image's name in a path: other paths under /v1/images/ (POST generations) are not one."""
+
+    regex = images.NAME
+
+
+register_url_convertor("image_name", ImageName())
 
 
 def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int,
@@ -42,12 +70,13 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
                                                     "document route.", version="0.1.0")
     app.add_middleware(Guard, keys=keys, max_request_bytes=max_request_bytes, max_audio_bytes=max_audio_bytes,
                        admission=admission)
+    document_the_guard(app, keys)
     served: dict[str, str] = {}
 
     async def flow(request: Optional[Request], docs, parameters: dict, target: Optional[str] = None,
                    endpoint: str = "/generate") -> list:
-        """Documents through the Flow (to `target` alone when given: an anchored regex, as Jina matches
-        it), with the request's deadline; its executor calls are cancelled if the client disconnects."""
+        """Documents through the Flow (to the `target` executor alone when given), with the request's
+        deadline; its executor calls are cancelled if the client disconnects."""
         from jina.excepts import InternalNetworkError
 
         request_id = uuid.uuid4().hex
@@ -79,22 +108,31 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "body"
-        return _error(request, InvalidRequest(f"invalid {where}: {first.get('msg', 'malformed')}"))
+        loc = first.get("loc", ())
+        if loc[1:2] == ("data",) and len(loc) > 2 and isinstance(loc[2], int):
+            return _error(request, _invalid_document(loc[2], [str(part) for part in loc[3:]], first))
+        return _error(request, openai.invalid(first, _fields_taken(request)))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
+        if error.status_code == 404 and request.method == "GET" and request.url.path.startswith(KEPT_IMAGES):
+            return _error(request, NotFound(NO_SUCH_IMAGE))  # not even the shape of an image's name
         if error.status_code == 404:
             return _error(request, NotFound(f"no route {request.method} {request.url.path}; GET /v1/models, POST "
                                             "/v1/audio/transcriptions, /v1/audio/translations, /v1/images/generations, "
                                             "/v1/speech-to-image (the routes are in /docs)"))
-        return _error(request, InvalidRequest(f"{error.status_code}: {error.detail}"))
+        if error.status_code == 405:
+            allowed = ", ".join(sorted((error.headers or {}).get("Allow", "").split(", ")))
+            return _error(request, MethodNotAllowed(
+                f"method {request.method} not allowed on {request.url.path}: use {allowed}", allowed))
+        return _error(request, InvalidRequest(f"{error.detail}"))
 
     @app.exception_handler(Exception)
     async def bug(request: Request, error: Exception):
         return _error(request, error)  # 500, no detail: the stack goes to the log only
 
-    @app.get("/dry_run", summary="Readiness: every part of the Flow answers")
+    @app.get("/dry_run", summary="Readiness: every part of the Flow answers", responses={
+        200: {"model": Readiness}, 503: {"model": Readiness, "description": REASONS[503]}})
     async def ready():
         if admission.draining:
             return JSONResponse({"code": 1, "description": "draining: this server is stopping"}, status_code=503)
@@ -102,100 +140,295 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         return JSONResponse({"code": status.code, "description": "ready" if status.code == 0 else "not ready"},
                             status_code=200 if status.code == 0 else 503)
 
-    @app.get("/v1/models", summary="The served Whisper and image models")
+    @app.get("/v1/models", summary="The served Whisper and image models",
+             responses={200: {"model": openai.ModelList}, **refusals(503)})
     async def list_models():
         names = await models()
         return openai.models_answer(names["whisper"], names["diffusion"])
 
-    async def hear(task: str, request: Request, file: UploadFile):
-        form = await request.form()
-        fields = {key: (form.getlist(key) if key.endswith("[]") else value) for key, value in form.items()
-                  if key != "file"}
-        asked = openai.transcription_request(fields, task)
+    async def hear(task: str, request: Request, form: openai.TranslationForm):
+        asked = openai.transcription_request(form, task)
         openai.check_model(asked.model, (await models())["whisper"], "Whisper", (openai.WHISPER_ALIAS,))
-        [doc] = await flow(request, DOCS([SpeechImageDoc(audio=to_blob(await file.read()))]),
+        [doc] = await flow(request, DOCS([SpeechImageDoc(audio=to_blob(await form.file.read()))]),
                            openai.parameters("whisper", asked.options), target="whisper")
         media, body = openai.transcript_answer(doc, asked)
         return PlainTextResponse(body) if media == "text/plain" else body
 
-    @app.post("/v1/audio/transcriptions", summary="Speech to text in the spoken language (OpenAI)")
-    async def transcriptions(request: Request, file: UploadFile = File(...), model: Optional[str] = Form(None),
-                             language: Optional[str] = Form(None), prompt: Optional[str] = Form(None),
-                             response_format: str = Form("json"), temperature: Optional[float] = Form(None)):
-        return await hear("transcribe", request, file)
+    @app.post("/v1/audio/transcriptions", summary="Speech to text in the spoken language (OpenAI)",
+              responses={**TRANSCRIPT, **refusals(400, 404, 429, 503, 504)}, openapi_extra=AUDIO_FORM,
+              dependencies=ONCE_EACH)
+    async def transcriptions(request: Request, form: Annotated[openai.TranscriptionForm, File()]):
+        return await hear("transcribe", request, form)
 
-    @app.post("/v1/audio/translations", summary="Speech to English text (OpenAI)")
-    async def translations(request: Request, file: UploadFile = File(...), model: Optional[str] = Form(None),
-                           prompt: Optional[str] = Form(None), response_format: str = Form("json"),
-                           temperature: Optional[float] = Form(None)):
-        return await hear("translate", request, file)
+    @app.post("/v1/audio/translations", summary="Speech to English text (OpenAI)",
+              responses={**TRANSCRIPT, **refusals(400, 404, 429, 503, 504)}, openapi_extra=AUDIO_FORM,
+              dependencies=ONCE_EACH)
+    async def translations(request: Request, form: Annotated[openai.TranslationForm, File()]):
+        return await hear("translate", request, form)
 
-    @app.post("/v1/images/generations", summary="Text to images (OpenAI), with this server's extensions")
-    async def generations(request: Request, body: ImageBody = Body(...)):
-        asked = openai.image_request(body.model_dump(exclude_unset=True))
+    @app.post("/v1/images/generations", summary="Text to images (OpenAI), with this server's extensions",
+              responses={200: {"model": openai.ImagesAnswer}, **refusals(400, 404, 429, 503, 504)})
+    async def generations(request: Request, body: openai.ImageBody):
+        asked = openai.image_request(body, body.prompt, body.model)
         openai.check_model(asked.model, (await models())["diffusion"], "image")
         [doc] = await flow(request, DOCS([SpeechImageDoc(prompt=asked.prompt)]),
                            openai.parameters("diffusion", asked.options), target="diffusion")
         return openai.images_answer(doc.images, asked, image_url(store, request))
 
-    @app.post("/v1/speech-to-image", summary="Speech to images: the whole pipeline (this server's own route)")
-    async def speech_to_image(request: Request, file: UploadFile = File(...), model: Optional[str] = Form(None),
-                              image_model: Optional[str] = Form(None), language: Optional[str] = Form(None),
-                              n: Optional[int] = Form(None), size: Optional[str] = Form(None),
-                              response_format: str = Form("b64_json"), seed: Optional[int] = Form(None),
-                              steps: Optional[int] = Form(None), guidance_scale: Optional[float] = Form(None),
-                              negative_prompt: Optional[str] = Form(None), scheduler: Optional[str] = Form(None)):
-        form = await request.form()
-        heard, image = openai.speech_to_image_request({k: v for k, v in form.items() if k != "file"})
+    @app.post("/v1/speech-to-image", summary="Speech to images: the whole pipeline (this server's own route)",
+              responses={200: {"model": openai.SpeechToImageAnswer}, **refusals(400, 404, 429, 503, 504)},
+              openapi_extra=AUDIO_FORM, dependencies=ONCE_EACH)
+    async def speech_to_image(request: Request, form: Annotated[openai.SpeechToImageForm, File()]):
+        heard, image = openai.speech_to_image_request(form)
         names = await models()
         openai.check_model(heard.model, names["whisper"], "Whisper", (openai.WHISPER_ALIAS,))
         openai.check_model(image.model, names["diffusion"], "image")
-        [doc] = await flow(request, DOCS([SpeechImageDoc(audio=to_blob(await file.read()))]),
+        [doc] = await flow(request, DOCS([SpeechImageDoc(audio=to_blob(await form.file.read()))]),
                            {**openai.parameters("whisper", heard.options), **openai.parameters("diffusion", image.options)})
         return openai.speech_to_image_answer(doc, image, image_url(store, request))
 
-    @app.post("/generate", summary="Jina's document route: SpeechImageDoc documents as JSON")
-    async def generate(request: Request, body: JinaRequest = Body(...)):
-        target = body.target_executor or (body.header or {}).get("target_executor")
-        docs = await flow(request, _documents(body.data), body.parameters or {},
-                          target=target.strip("^$") if target else None)
-        return {"header": {"status": {"code": 0}}, "parameters": body.parameters or {}, "data": [
-            json.loads(doc.json()) for doc in docs]}
+    @app.post("/generate", summary="Jina's document route: SpeechImageDoc documents as JSON",
+              responses={200: {"model": JinaAnswer}, **refusals(400, 429, 503, 504, shape=JinaError)})
+    async def generate(request: Request, body: JinaRequest):
+        target = body.target_executor or (body.header.target_executor if body.header else None)
+        parameters = body.parameters.model_dump(exclude_none=True) if body.parameters else {}
+        docs = await flow(request, DOCS([doc.speech_image_doc() for doc in body.data]), parameters, target=target)
+        return {"header": {"status": {"code": 0}}, "parameters": parameters,
+                "data": [json.loads(doc.json()) for doc in docs]}
 
-    @app.get("/v1/images/{name}", summary="An image of a response_format=url answer, while it is kept")
-    async def kept_image(name: str):
+    @app.get("/v1/images/{name:image_name}", summary="An image of a response_format=url answer, while it is kept",
+             response_class=Response, responses={
+                 200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                       "description": "the PNG"},
+                 **refusals(404)})
+    async def kept_image(name: Annotated[str, Path(pattern=f"^{images.NAME}$")]):
         png = store.get(name)
         if png is None:
-            raise NotFound("no such image: it was never stored, or it is forgotten (images are kept for an hour)")
+            raise NotFound(NO_SUCH_IMAGE)
         return Response(png, media_type="image/png")
 
     return app
 
 
-class ImageBody(BaseModel):
-    """POST /v1/images/generations (OpenAI's fields and this server's extensions; others are refused)."""
+# --- Jina's document route -----------------------------------------------------------------------
 
-    model_config = ConfigDict(extra="allow")
-    prompt: str
-    model: Optional[str] = None
-    n: Optional[int] = None
-    size: Optional[str] = None
-    response_format: Optional[str] = None
-    seed: Optional[int] = None
-    steps: Optional[int] = None
-    guidance_scale: Optional[float] = None
-    negative_prompt: Optional[str] = None
-    scheduler: Optional[str] = None
+Executor = Literal[EXECUTORS]
+INPUTS = ("audio", "waveform", "uri", "prompt")
+
+
+class DocumentInput(BaseModel):
+    """A document as a client sends it: audio (a file's bytes), a waveform, a uri the operator
+    allowed or a prompt. The fields the executors fill come empty, as Jina's clients send them, or
+    not at all (a text to draw is a prompt here)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in INPUTS]})
+    id: Optional[str] = None
+    audio: Optional[list[Annotated[int, Field(ge=0, le=255)]]] = Field(
+        None, min_length=1, description="the bytes of an audio file (wav, flac, mp3, ogg/opus, m4a/mp4/aac, webm), "
+                                        "as numbers")
+    waveform: Optional[list[Annotated[float, Field(ge=-1, le=1)]]] = Field(
+        None, min_length=1, description="mono samples at 16 kHz")
+    uri: Optional[str] = Field(None, description="a path or http(s) URL the operator allowed (allowed_audio_dirs, "
+                                                 "allowed_audio_urls); refused otherwise")
+    prompt: Optional[str] = Field(None, min_length=1, description="text to draw, when there is no audio")
+
+    @model_validator(mode="after")
+    def _has_input(self):
+        if all(getattr(self, name) is None for name in INPUTS):
+            raise ValueError("empty document: it has neither audio nor a text prompt; send audio bytes or prompt")
+        return self
+
+    def speech_image_doc(self) -> SpeechImageDoc:
+        return SpeechImageDoc(**self.model_dump(include={"id", *INPUTS}, exclude_none=True))
+
+
+def _filled_fields() -> dict:
+    """The fields the executors fill, each allowed only at its default (empty)."""
+    fields = {}
+    for name in dict.fromkeys((*FILLED_BY["whisper"], *FILLED_BY["diffusion"])):
+        if name in DocumentInput.model_fields:
+            continue
+        default = SpeechImageDoc.model_fields[name].get_default()
+        if default is None or default is False:
+            kind = type(None) if default is None else Literal[False]
+        else:  # a list
+            kind, default = Annotated[list, Field(max_length=0)], []
+        fields[name] = (kind, Field(default, description="the server fills it"))
+    return fields
+
+
+JinaDocument = create_model("JinaDocument", __base__=DocumentInput, **_filled_fields())
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and objects nest in `value` (counted without recursion: a client chooses it)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_PARAMETER_DEPTH:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+class ParametersInput(BaseModel):
+    """Jina's request parameters: the executors' request options (by name, or for one executor as
+    `whisper__NAME` or `diffusion__NAME`), the client's `timeout` in seconds, and other keys (each
+    executor ignores what it does not take); at most 64 keys, nested at most 8 deep."""
+
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={"maxProperties": MAX_PARAMETERS})
+    timeout: Optional[float] = Field(None, gt=0, description="the client's time, in seconds: the request's deadline")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, value):
+        if isinstance(value, dict) and len(value) > MAX_PARAMETERS:
+            raise ValueError(f"{len(value)} keys, more than {MAX_PARAMETERS}; send the options you mean")
+        if isinstance(value, dict) and _depth(value) > MAX_PARAMETER_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_PARAMETER_DEPTH} levels; send options as name: value")
+        return value
+
+
+def _option_fields() -> dict:
+    fields = {}
+    for executor, option_class in (("whisper", TranscribeOptions), ("diffusion", GenerateOptions)):
+        for field in dataclasses.fields(option_class):
+            kind = (Optional[request_field(option_class, field.name)], None)
+            fields.update({field.name: kind, f"{executor}__{field.name}": kind})
+    return fields
+
+
+JinaParameters = create_model("JinaParameters", __base__=ParametersInput, **_option_fields())
+
+
+class JinaHeader(BaseModel):
+    """Jina's request header, as its HTTP client sends it (this route is /generate, whatever
+    exec_endpoint says)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    request_id: Optional[str] = None
+    exec_endpoint: Optional[str] = None
+    target_executor: Optional[Executor] = None
+    timeout: Optional[int] = None
 
 
 class JinaRequest(BaseModel):
-    """What Jina's HTTP client posts to an endpoint: documents, parameters, an optional target."""
+    """POST /generate: what Jina's HTTP client posts — documents (at most max_documents, 16 by
+    default), parameters, and an optional target executor."""
 
-    model_config = ConfigDict(extra="allow")
-    data: list[dict]
-    parameters: Optional[dict] = None
-    target_executor: Optional[str] = None
-    header: Optional[dict] = None
+    model_config = ConfigDict(extra="forbid", strict=True)
+    data: list[JinaDocument]
+    parameters: Optional[JinaParameters] = None
+    target_executor: Optional[Executor] = Field(None, description="that executor alone; unset: the whole Flow")
+    header: Optional[JinaHeader] = None
+    exec_endpoint: Optional[str] = None
+
+
+class JinaAnswer(BaseModel):
+    header: dict = Field(description='{"status": {"code": 0}}')
+    parameters: dict
+    data: list[dict] = Field(description="the documents, filled: SpeechImageDoc as JSON")
+
+
+class JinaException(BaseModel):
+    name: str
+    args: list[str]
+
+
+class JinaStatus(BaseModel):
+    code: int
+    description: str
+    exception: JinaException
+
+
+class JinaHeaderStatus(BaseModel):
+    status: JinaStatus
+
+
+class JinaError(BaseModel):
+    """Jina's status header, which its HTTP client reads: the error's name and one line."""
+
+    header: JinaHeaderStatus
+
+
+class Readiness(BaseModel):
+    code: int = Field(description="0: ready")
+    description: str
+
+
+# --- answers and their documentation -------------------------------------------------------------
+
+REASONS = {
+    400: "invalid request: one line naming the field and how to fix it",
+    401: "missing or unknown API key",
+    404: "no such model or image",
+    413: "the body is over what the route takes",
+    429: "busy: every replica's queue is full; retry after Retry-After seconds",
+    503: "a part of the Flow does not answer, or this server is stopping",
+    504: "the request's deadline passed",
+}
+RETRY_AFTER = {"Retry-After": {"description": "whole seconds to wait before retrying",
+                               "schema": {"type": "integer", "minimum": 1}}}
+TRANSCRIPT = {200: {"description": "the transcript: JSON (response_format json, verbose_json) or text (text, srt, "
+                                   "vtt)",
+                    "content": {"application/json": {"schema": {"anyOf": [
+                        {"$ref": "#/components/schemas/Transcript"},
+                        {"$ref": "#/components/schemas/VerboseTranscript"}]}},
+                                "text/plain": {"schema": {"type": "string"}}}}}
+AUDIO_FORM = {"requestBody": {"content": {"multipart/form-data": {"encoding": {"file": {"contentType": "audio/*"}}}}}}
+
+
+async def _each_field_once(request: Request) -> None:
+    """A form field sent twice is refused: its model would read one of them, silently."""
+    form = await request.form()
+    for key in form:
+        if not key.endswith("[]") and len(form.getlist(key)) > 1:
+            raise InvalidRequest(f"{key} sent {len(form.getlist(key))} times: send each form field once")
+
+
+ONCE_EACH = [Depends(_each_field_once)]
+
+
+def refusals(*statuses: int, shape: type = openai.ErrorAnswer) -> dict:
+    """The error answers a route gives, for its `responses=`."""
+    return {status: {"model": shape, "description": REASONS[status], **({"headers": RETRY_AFTER} if status == 429
+                                                                        else {})} for status in statuses}
+
+
+def document_the_guard(app: FastAPI, keys: Optional[ApiKeys]) -> None:
+    """FastAPI's OpenAPI document, with what the Guard answers before any route (413; with keys 401
+    and the bearer scheme; 503 while draining) and without the 422 FastAPI adds to every route (a
+    request a model refuses is 400 here)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = build()
+            components = document.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            for model in (openai.ErrorAnswer, openai.Transcript, openai.VerboseTranscript, JinaError):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas.setdefault(model.__name__, schema)
+            if keys:
+                components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, operations in document["paths"].items():
+                shape = "ErrorAnswer" if path.startswith("/v1") else "JinaError"
+                for method, operation in operations.items():
+                    answers = operation["responses"]
+                    answers.pop("422", None)
+                    guarded = {413} if _open(method.upper(), path) else {413, 503, *({401} if keys else ())}
+                    for status in sorted(guarded):
+                        answers.setdefault(str(status), {"description": REASONS[status], "content": {
+                            "application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}}})
+                    if keys and not _open(method.upper(), path):
+                        operation["security"] = [{"bearer": []}]
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 async def _answers(stream) -> list:
@@ -204,27 +437,23 @@ async def _answers(stream) -> list:
     async for result in stream:
         status = result.header.status
         if status.code == status.ERROR:
-            exception = status.exception
-            raise openai.executor_error(exception.name, exception.args[0] if exception.args else exception.name)
+            raise openai.executor_error(status.exception.name, status.exception.args)
         answered.extend(result.data.docs)
     return answered
 
 
-def _documents(data: list[dict]) -> DocList:
-    """Jina's JSON documents as SpeechImageDocs; a field of the wrong shape is one line (400)."""
-    from pydantic import ValidationError
+def _invalid_document(index: int, where: list[str], error: dict) -> InvalidRequest:
+    """A document of Jina's route that its model refuses, in one line naming the document and field."""
+    message = str(error.get("ctx", {}).get("error", "")) if error.get("type") == "value_error" else error.get("msg")
+    hint = "; send it as an array of byte values 0-255" if where[:1] == ["audio"] else ""
+    field = f" field {'.'.join(where)}" if where else ""
+    return InvalidRequest(" ".join(f"invalid document {index}{field}: {message}{hint}".split()))
 
-    docs = []
-    for index, fields in enumerate(data):
-        try:
-            docs.append(SpeechImageDoc(**fields))
-        except (ValidationError, TypeError, ValueError) as e:
-            errors = e.errors() if isinstance(e, ValidationError) else [{"loc": (), "msg": str(e)}]
-            where = ".".join(str(part) for part in errors[0].get("loc", ()))
-            message = " ".join(str(errors[0].get("msg", e)).split())
-            hint = "; send it as an array of byte values 0-255" if where in ("audio", "images") else ""
-            raise InvalidRequest(f"invalid document {index}{' field ' + where if where else ''}: {message}{hint}") from e
-    return DOCS(docs)
+
+def _fields_taken(request: Request) -> list[str]:
+    """The fields of the request model of the route a request reached (named in its refusals)."""
+    model = getattr(getattr(request.scope.get("route"), "body_field", None), "type_", None)
+    return [field.alias or name for name, field in getattr(model, "model_fields", {}).items()]
 
 
 def image_url(store: ImageStore, request: Request):
@@ -235,12 +464,11 @@ def image_url(store: ImageStore, request: Request):
 
 def _error(request: Request, error: Exception) -> JSONResponse:
     """OpenAI's error shape on /v1; Jina's status header on its document route (its HTTP client reads
-    it); Busy with Retry-After."""
+    it); Busy with Retry-After, a method not allowed with Allow."""
     status, body = openai.error_answer(error)
-    headers = {"Retry-After": str(openai.retry_after(error))} if status == 429 else None
+    headers = {"Retry-After": str(openai.retry_after(error))} if status == 429 else \
+        {"Allow": error.allowed} if status == 405 else None
     if status == 500:
-        import logging
-
         logging.getLogger("speech2image.gateway").error("bug while answering %s", request.url.path, exc_info=error)
     if request.url.path.startswith("/v1"):
         return JSONResponse(body, status_code=status, headers=headers)
@@ -248,6 +476,11 @@ def _error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"header": {"status": {"code": 1, "description": f"{name}: {body['error']['message']}",
                                                "exception": {"name": name, "args": [body["error"]["message"]]}}}},
                         status_code=status, headers=headers)
+
+
+def _open(method: str, path: str) -> bool:
+    """Whether a route answers without a key: health, readiness, and the kept images (by name)."""
+    return path in OPEN or (method == "GET" and path.startswith(KEPT_IMAGES))
 
 
 class Guard:
@@ -267,14 +500,14 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        open_path = scope["path"] in OPEN or (scope["method"] == "GET" and scope["path"].startswith(KEPT_IMAGES))
+        open_path = _open(scope["method"], scope["path"])
         if self.keys and not open_path and self.keys.check(headers.get("authorization")) is None:
             return await self._refuse(scope, send, Unauthenticated(
                 "missing or unknown API key: send the header Authorization: Bearer KEY"))
         route = "audio" if scope["path"] in AUDIO_ROUTES else "documents" if scope["path"] == "/generate" else "fields"
         limit = max_body_bytes(route, self.max_request_bytes, self.max_audio_bytes)
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             return await self._refuse(scope, send, self._too_large(int(declared), limit))
         received, over = 0, False
 

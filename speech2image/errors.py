@@ -30,6 +30,14 @@ class NotFound(InvalidRequest):
     """A request for a route or a thing this server does not have."""
 
 
+class MethodNotAllowed(InvalidRequest):
+    """A request with a method its route does not take (the route's own are in `allowed`)."""
+
+    def __init__(self, message: str, allowed: str = ""):
+        super().__init__(message)
+        self.allowed = allowed
+
+
 class UnknownModel(NotFound):
     """A request names a model this server does not serve."""
 
@@ -51,7 +59,19 @@ class ConfigurationError(Speech2ImageError, ValueError):
 
 
 class Busy(Speech2ImageError):
-    """A replica's queue is full: the request was refused at once, before any work; retry later."""
+    """A replica's queue is full: the request was refused at once, before any work; retry in
+    `retry_after` seconds (HTTP's Retry-After, gRPC's `retry-after` metadata).
+
+    It crosses from an executor to the gateway as a Jina error, its class name and its args as
+    strings: the args are (message, retry_after), so the gateway rebuilds it with ``Busy(*args)``
+    (`speech2image.api.openai.executor_error`) and reads the number, not the message."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message, float(retry_after))
+        self.retry_after = float(retry_after)
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 class DeadlineExceeded(Speech2ImageError):

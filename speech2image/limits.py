@@ -10,7 +10,7 @@ the limit.
 from dataclasses import dataclass
 
 from .errors import AudioError, InvalidRequest
-from .options import check_range
+from .options import check, option
 
 MEGA = 2**20
 MIN_SAMPLE_RATE = 8_000  # telephone speech; lower rates make the resampler allocate gigabytes per frame
@@ -33,20 +33,18 @@ class AudioLimits:
     """Bounds on one document's audio, and on the work of decoding it (which runs in a worker
     process with `decode_memory_bytes` of address space and `decode_timeout_seconds`)."""
 
-    max_audio_bytes: int = 25_000_000
-    max_audio_seconds: float = 600.0
-    max_sample_rate: int = 192_000
-    max_channels: int = 8
-    decode_timeout_seconds: float = 30.0  # 600 s of mp3 decodes in about 2 s
-    decode_memory_bytes: int = 2 * 2**30  # the worker's address space: its libraries take about 300 MB
+    max_audio_bytes: int = option(25_000_000, "the largest audio file, in bytes", ge=1, le=2**31)
+    max_audio_seconds: float = option(600.0, "the longest audio, in seconds", ge=0.1, le=24 * 3600)
+    max_sample_rate: int = option(192_000, "the highest sample rate a file may declare, in Hz", ge=MIN_SAMPLE_RATE,
+                                  le=768_000)
+    max_channels: int = option(8, "the most channels a file may declare", ge=1, le=64)
+    decode_timeout_seconds: float = option(30.0, "the longest decoding may take (600 s of mp3 decodes in about 2 s)",
+                                           ge=0.001, le=3600)
+    decode_memory_bytes: int = option(2 * 2**30, "the decoding worker's address space (its libraries take about "
+                                                 "300 MB)", ge=2**29, le=2**40)
 
     def __post_init__(self):
-        check_range("max_audio_bytes", self.max_audio_bytes, 1, 2**31)
-        check_range("max_audio_seconds", self.max_audio_seconds, 0.1, 24 * 3600)
-        check_range("max_sample_rate", self.max_sample_rate, MIN_SAMPLE_RATE, 768_000)
-        check_range("max_channels", self.max_channels, 1, 64)
-        check_range("decode_timeout_seconds", self.decode_timeout_seconds, 0.001, 3600)
-        check_range("decode_memory_bytes", self.decode_memory_bytes, 2**29, 2**40)
+        check(self)
 
     def check_format(self, sample_rate: int, channels: int) -> None:
         """Refuse a stream whose declared format is over the limits, before decoding it."""
@@ -65,10 +63,11 @@ class AudioLimits:
 class ReplicaLimits:
     """Bounds on one executor replica: how many requests may wait for it (README: Admission)."""
 
-    max_queued_requests: int = 4
+    max_queued_requests: int = option(4, "requests that may wait for the replica; one more is refused as busy",
+                                      ge=0, le=10_000)
 
     def __post_init__(self):
-        check_range("max_queued_requests", self.max_queued_requests, 0, 10_000)
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -83,18 +82,16 @@ class RequestLimits:
     between two denoising steps and transcription between two segments.
     """
 
-    max_documents: int = 16
-    max_prompt_chars: int = 1000  # the text drawn: a prompt, or a transcript a client sent straight to diffusion
-    max_megapixel_steps: float = 128.0
-    max_audio_beam_seconds: float = 3000.0
-    request_timeout_seconds: float = 300.0
+    max_documents: int = option(16, "documents per request", ge=1, le=10_000)
+    max_prompt_chars: int = option(1000, "the longest text drawn: a prompt, or a transcript a client sent straight "
+                                         "to diffusion", ge=1, le=100_000)
+    max_megapixel_steps: float = option(128.0, "the most image work per request", ge=0.001, le=1e6)
+    max_audio_beam_seconds: float = option(3000.0, "the most transcription work per request", ge=1, le=1e7)
+    request_timeout_seconds: float = option(300.0, "the longest a request may take, queue included", ge=0.001,
+                                            le=24 * 3600)
 
     def __post_init__(self):
-        check_range("request_timeout_seconds", self.request_timeout_seconds, 0.001, 24 * 3600)
-        check_range("max_documents", self.max_documents, 1, 10_000)
-        check_range("max_prompt_chars", self.max_prompt_chars, 1, 100_000)
-        check_range("max_megapixel_steps", self.max_megapixel_steps, 0.001, 1e6)
-        check_range("max_audio_beam_seconds", self.max_audio_beam_seconds, 1, 1e7)
+        check(self)
 
     def check_documents(self, docs) -> None:
         """Refuse too many documents, or a text to draw that is too long (whichever field it is in)."""

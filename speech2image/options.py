@@ -1,26 +1,84 @@
-"""How options are built: from executor arguments and from request parameters.
+"""How options are built and checked: from executor arguments and from request parameters.
 
 Every options dataclass (`speech2image.asr.options`, `speech2image.imaging.options`,
-`speech2image.limits`) holds its defaults — the one source of each — and validates itself in
-`__post_init__`, so a request is checked in one place, before any model work. Three
-layers: the dataclass defaults ← the executor's arguments (:func:`configure`: config.yml
-`with:`, flow.yml `uses_with`; strictly typed) ← a request's `parameters` (:func:`merge`:
-converting what JSON and protobuf bring). What an executor takes is one dataclass whose fields
-are those options dataclasses (`WhisperArguments`, `DiffusionArguments`).
+`speech2image.limits`) holds its defaults and its bounds, the one place of each: a field is
+``option(default, help, ge=…, le=…, choices=…, max_length=…, multiple_of=…)``. :func:`check`
+refuses a value outside them in `__post_init__`, however the object was made, and
+:func:`request_field` states the same bounds in the HTTP request models (`speech2image.api.openai`),
+so the OpenAPI document says what is checked. Three layers: the dataclass defaults ← the
+executor's arguments (:func:`configure`: config.yml `with:`, flow.yml `uses_with`; strictly
+typed) ← a request's `parameters` (:func:`merge`: converting what JSON and protobuf bring). What
+an executor takes is one dataclass whose fields are those options dataclasses
+(`WhisperArguments`, `DiffusionArguments`).
+
+Why dataclasses checked from their metadata rather than pydantic models: an options object
+built anywhere (an executor argument, a request, a test) must refuse a bad value with the
+project's one-line InvalidRequest, which `configure` turns into a ConfigurationError; pydantic
+turns every error raised inside validation into its own ValidationError, and its strict mode
+would refuse protobuf's 4.0 for an int while its lax mode would turn an argument's "/srv/audio"
+into a tuple of characters. So pydantic does the two things it does well here: converting a
+request's values (lax: protobuf Struct sends every number as a float, 4.0 is 4; a form's "4" is
+4), and the HTTP request models and their schema; the bounds stay in one place, the metadata.
 """
 
 import dataclasses
+import functools
 import typing
-from typing import Any, Mapping, TypeVar
+from typing import Any, Literal, Mapping, Optional, TypeVar
+
+import pydantic
 
 from .errors import ConfigurationError, InvalidRequest
 
 T = TypeVar("T")
 
 
-def option(default: Any, help: str):
-    """A dataclass field with its default and what it means (shown by client.py and the API docs)."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def option(default: Any, help: str, *, ge=None, le=None, choices: Optional[tuple] = None,
+           max_length: Optional[int] = None, multiple_of: Optional[int] = None):
+    """A dataclass field with its default, what it means (shown by client.py and the API docs) and
+    its bounds: `ge`..`le` (both, or neither), one of `choices`, at most `max_length` characters, or
+    a positive multiple of `multiple_of`."""
+    bounds = {"ge": ge, "le": le, "choices": choices, "max_length": max_length, "multiple_of": multiple_of}
+    return dataclasses.field(default=default, metadata={"help": help, **{k: v for k, v in bounds.items()
+                                                                          if v is not None}})
+
+
+def check(options) -> None:
+    """Refuse (InvalidRequest, one line) a field of an options dataclass outside its bounds; unset
+    (None) is always allowed."""
+    for field in dataclasses.fields(options):
+        value, bounds = getattr(options, field.name), field.metadata
+        if value is None:
+            continue
+        if "choices" in bounds:
+            check_choice(field.name, value, bounds["choices"])
+        if "ge" in bounds:
+            check_range(field.name, value, bounds["ge"], bounds["le"])
+        if "max_length" in bounds and len(value) > bounds["max_length"]:
+            raise InvalidRequest(f"invalid {field.name}: {len(value)} characters, allowed up to {bounds['max_length']}")
+        multiple = bounds.get("multiple_of")
+        if multiple and (value <= 0 or value % multiple):
+            raise InvalidRequest(f"invalid {field.name}={value!r}: must be a positive multiple of {multiple}")
+
+
+def request_field(option_class: type, name: str) -> Any:
+    """One option's type for a pydantic request model: its choices (an enum), bounds and help, from
+    the dataclass field; None (unset) is left to the model to allow. An integer may come as a whole
+    float (4.0: JSON Schema's integer, and what protobuf makes of one), in strict models too."""
+    field = option_class.__dataclass_fields__[name]
+    bounds = field.metadata
+    kind = _without_none(typing.get_type_hints(option_class)[name])
+    whole = [pydantic.BeforeValidator(_whole)] if kind is int else []
+    if "choices" in bounds:
+        kind = Literal[tuple(bounds["choices"])]
+    multiple = bounds.get("multiple_of")
+    return typing.Annotated[kind, pydantic.Field(
+        description=bounds.get("help"), ge=bounds.get("ge"), le=bounds.get("le"),
+        max_length=bounds.get("max_length"), multiple_of=multiple, gt=0 if multiple else None), *whole]
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def merge(defaults: T, parameters: Mapping[str, Any]) -> T:
@@ -28,60 +86,50 @@ def merge(defaults: T, parameters: Mapping[str, Any]) -> T:
     Jina hands every executor the whole request's parameters)."""
     hints = typing.get_type_hints(type(defaults))
     changes = {
-        field.name: coerce(field.name, parameters[field.name], hints[field.name])
+        field.name: converted(field.name, parameters[field.name], hints[field.name])
         for field in dataclasses.fields(defaults)
         if field.name in parameters
     }
     return dataclasses.replace(defaults, **changes) if changes else defaults
 
 
-def coerce(name: str, value: Any, annotation) -> Any:
-    """Convert a parameter to its field's type (JSON and protobuf turn ints into floats)."""
-    args = typing.get_args(annotation)
-    if type(None) in args:
-        if value is None:
-            return None
-        annotation = next(a for a in args if a is not type(None))
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-    elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
-    elif typing.get_origin(annotation) is tuple and isinstance(value, (list, tuple)):
-        return tuple(value)
-    else:
-        return value
-    raise InvalidRequest(f"invalid {name}={value!r}: expected {getattr(annotation, '__name__', annotation)}")
+def converted(name: str, value: Any, annotation) -> Any:
+    """A request's value as its field's type, by pydantic's lax rules (JSON and protobuf bring ints
+    as floats: 4.0 is 4, 4.5 is refused; "true" is True)."""
+    try:
+        return _adapter(annotation).validate_python(value)
+    except pydantic.ValidationError as e:
+        reason = e.errors()[0]["msg"]
+        raise InvalidRequest(f"invalid {name}={shown(value)}: {reason[0].lower()}{reason[1:]}") from None
+
+
+@functools.cache
+def _adapter(annotation) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(annotation)
+
+
+def _without_none(annotation):
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if typing.get_origin(annotation) is typing.Union and len(args) == 1 else annotation
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value as a one-line message shows it: its repr, cut short (a client chooses its size)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 def check_range(name: str, value, low, high) -> None:
     """Raise InvalidRequest unless low <= value <= high."""
     if not low <= value <= high:
-        raise InvalidRequest(f"invalid {name}={value!r}: allowed {low}..{high}")
+        raise InvalidRequest(f"invalid {name}={shown(value)}: allowed {low}..{high}")
 
 
 def check_choice(name: str, value, choices) -> None:
-    """Raise InvalidRequest unless value is one of choices."""
+    """Raise InvalidRequest unless value is one of choices (a long list is shown by its start)."""
     if value not in choices:
-        raise InvalidRequest(f"invalid {name}={value!r}: allowed {', '.join(map(str, choices))}")
+        listed = ", ".join(map(str, choices[:8])) + (f", … ({len(choices)} in all)" if len(choices) > 8 else "")
+        raise InvalidRequest(f"invalid {name}={shown(value)}: allowed {listed}")
 
 
 # what Jina itself passes to every executor besides the arguments of its `with:`

@@ -107,3 +107,11 @@ def test_drawing_stops_between_two_denoising_steps_when_its_turn_ends(engine):
     with pytest.raises(DeadlineExceeded, match=r"^deadline passed at step 3 of 4 of image 1 of 3; "):
         generate(engine, "a cat", engine.resolve(GenerateOptions(num_images=3, steps=4, width=32, height=32)), turn=turn)
     assert turn.places[0] == "image 1 of 3, before its first step" and len(turn.places) == 4
+
+
+def test_pndm_with_fewer_steps_than_its_runge_kutta_start_is_refused(engine):
+    """diffusers' PNDM begins with 4 Runge-Kutta steps (this model's config does not skip them):
+    fewer made a ValueError in the middle of the work."""
+    with pytest.raises(InvalidRequest, match=r"^invalid steps=3: the pndm scheduler takes 4 or more"):
+        engine.resolve(GenerateOptions(scheduler="pndm", steps=3))
+    assert draw(engine, "a red apple", seed=5, scheduler="pndm", steps=4)[0].steps == 4

@@ -57,3 +57,23 @@ def test_invalid_generate_options_name_parameter_value_and_range(parameters, fra
 def test_protobuf_floats_become_ints():
     assert merge(GenerateOptions(), {"num_images": 2.0, "seed": 5.0, "width": 64.0}) == GenerateOptions(
         num_images=2, seed=5, width=64)
+
+
+def test_each_bound_lives_once_and_the_request_schema_states_it():
+    """The dataclass refuses what its field's metadata bounds, and the HTTP request models' schema
+    (`request_field`) says the same: minimum, maximum, enum, maxLength."""
+    from pydantic import TypeAdapter
+
+    from speech2image.options import request_field
+
+    assert TypeAdapter(request_field(GenerateOptions, "num_images")).json_schema() == {
+        "type": "integer", "minimum": 1, "maximum": 8, "description": "images per document, 1-8; image k uses seed + k"}
+    scheduler = TypeAdapter(request_field(GenerateOptions, "scheduler")).json_schema()
+    assert scheduler["enum"] == ["ddim", "pndm", "euler", "euler-ancestral", "heun", "dpm++", "unipc"]
+    assert TypeAdapter(request_field(TranscribeOptions, "initial_prompt")).json_schema()["maxLength"] == 1000
+    width = TypeAdapter(request_field(GenerateOptions, "width")).json_schema()
+    assert (width["multipleOf"], width["exclusiveMinimum"]) == (8, 0)
+    with pytest.raises(InvalidRequest, match=r"^invalid num_images=9: allowed 1\.\.8$"):
+        GenerateOptions(num_images=9)
+    with pytest.raises(InvalidRequest, match=r"^invalid language='xx': allowed en, zh, de, es, ru, ko, fr, ja, … \("):
+        TranscribeOptions(language="xx")

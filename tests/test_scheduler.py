@@ -99,11 +99,12 @@ def test_a_full_queue_refuses_at_once_with_how_long_to_wait():
             await request()
         release.set()
         assert await running == "done" and await queued == "served"  # the refusal took nothing from them
-        return str(refused.value), events
+        return refused.value, events
 
-    message, events = asyncio.run(scenario())
+    refusal, events = asyncio.run(scenario())
+    message = str(refusal)
     assert message.startswith("busy: 1 request(s) wait for this replica (max_queued_requests=1); retry in about ")
-    assert message.endswith(" s") and "\n" not in message
+    assert message.endswith(f" {refusal.retry_after:.0f} s") and refusal.retry_after >= 1 and "\n" not in message
     assert events.count("refused") == 1 and ("queued", 1) in events.events
 
 
@@ -112,6 +113,22 @@ def test_the_wait_estimate_follows_the_recent_service_time():
     scheduler._service_seconds.extend([4.0, 5.0, 6.0])
     assert scheduler.retry_after(ahead=2) == 15.0  # three requests ahead of a retry, 5 s each
     assert Scheduler(max_queued_requests=1).retry_after(ahead=0) == 1.0  # no history: at least 1 s
+
+
+def test_busy_carries_its_wait_from_the_executor_to_the_gateway_as_a_number():
+    """An executor's error reaches the gateway as Jina's: its class name and its args as strings.
+    The gateway rebuilds Busy from them and reads the wait (Retry-After) as a number."""
+    from jina.types.request.data import DataRequest
+
+    from speech2image.api.openai import executor_error, retry_after
+
+    answer = DataRequest()
+    answer.add_exception(Busy("busy: 2 request(s) wait for this replica; retry in about 7 s", retry_after=6.6))
+    exception = answer.header.status.exception
+    rebuilt = executor_error(exception.name, exception.args)
+    assert isinstance(rebuilt, Busy) and (rebuilt.retry_after, retry_after(rebuilt)) == (6.6, 7)
+    assert str(rebuilt) == "busy: 2 request(s) wait for this replica; retry in about 7 s"
+    assert retry_after(Busy("busy", retry_after=0.2)) == 1  # Retry-After is whole seconds, at least 1
 
 
 def test_no_queue_still_serves_one_at_a_time():

@@ -6,6 +6,8 @@ import time
 from collections import OrderedDict
 from typing import Optional
 
+NAME = "[A-Za-z0-9_-]{32}"  # what secrets.token_urlsafe(24) makes: 192 random bits
+
 
 class ImageStore:
     """At most `capacity` PNGs, each forgotten `seconds` after it was stored (the oldest first when full)."""

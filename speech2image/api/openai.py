@@ -1,6 +1,8 @@
 """The OpenAI-compatible API, mapped onto the Flow: what the OpenAI SDKs, curl and the tools built
 on them send becomes this project's options and documents, and the documents that come back
-become OpenAI's answers. No server here: the gateway calls these functions.
+become OpenAI's answers. No server here: the gateway calls these functions, and its routes take
+these request models, whose schemas (bounds and choices from the options dataclasses) are the
+OpenAPI document's.
 
 Routes (under /v1): `audio/transcriptions` and `audio/translations` (multipart; the Whisper
 executor alone), `images/generations` (JSON; the diffusion executor alone), `speech-to-image`
@@ -10,15 +12,17 @@ executor alone), `images/generations` (JSON; the diffusion executor alone), `spe
 
 import base64
 import dataclasses
-import re
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional, Sequence
+
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import errors
 from ..asr.options import LANGUAGES, TranscribeOptions
 from ..errors import InvalidRequest, Speech2ImageError, UnknownModel
 from ..imaging.options import GenerateOptions
-from ..options import merge
+from ..options import request_field, shown
 
 WHISPER_ALIAS = "whisper-1"  # tools hard-code OpenAI's model name: it means the Whisper model served here
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -30,6 +34,7 @@ UNSUPPORTED_IMAGE_OPTIONS = ("quality", "style", "background", "moderation", "ou
 # error class → HTTP status and OpenAI error type; the first match wins (subclasses first)
 STATUSES: list[tuple[type, int, str]] = [
     (errors.NotFound, 404, "invalid_request_error"),
+    (errors.MethodNotAllowed, 405, "invalid_request_error"),
     (errors.TooLarge, 413, "invalid_request_error"),
     (InvalidRequest, 400, "invalid_request_error"),
     (errors.Unauthenticated, 401, "invalid_request_error"),
@@ -50,37 +55,133 @@ def error_answer(error: Exception) -> tuple[int, dict]:
     return 500, error_body("internal error: the server could not answer; the cause is in its log", "server_error")
 
 
-def retry_after(error: Exception) -> int:
-    """The seconds a Busy refusal's one line says to wait ("retry in about N s"), at least 1."""
-    found = re.search(r"retry in about (\d+) s", str(error))
-    return max(1, int(found.group(1))) if found else 1
+def retry_after(error: errors.Busy) -> int:
+    """The whole seconds a Busy refusal asks a client to wait (Retry-After), at least 1."""
+    return max(1, round(error.retry_after))
 
 
 def error_body(message: str, kind: str, param: Optional[str] = None, code: Optional[str] = None) -> dict:
     return {"error": {"message": " ".join(message.split()), "type": kind, "param": param, "code": code}}
 
 
-def executor_error(name: str, message: str) -> Speech2ImageError:
-    """One of the project's errors, from the name and message an executor's answer carries."""
+class ErrorDetail(BaseModel):
+    message: str = Field(description="one line: what is wrong, and how to fix it")
+    type: str = Field(description="invalid_request_error, rate_limit_error or server_error")
+    param: Optional[str]
+    code: Optional[str] = Field(description="model_not_found, invalid_api_key, or null")
+
+
+class ErrorAnswer(BaseModel):
+    """OpenAI's error shape."""
+
+    error: ErrorDetail
+
+
+def executor_error(name: str, args: Sequence[str]) -> Speech2ImageError:
+    """One of the project's errors, rebuilt from the class name and args (as strings) an executor's
+    answer carries: its message, and for Busy the seconds to wait."""
     error_class = getattr(errors, name, None)
     if isinstance(error_class, type) and issubclass(error_class, Speech2ImageError):
-        return error_class(message)
+        return error_class(*(args or [name]))
     return errors.GenerationError(f"the {name} error of an executor: see the server log")
 
 
-# --- requests --------------------------------------------------------------------------------
+# --- requests: one pydantic model each, whose schema is the OpenAPI document's ----------------
 
-def _fields(form: dict, allowed: tuple[str, ...]) -> dict:
-    unknown = sorted(set(form) - set(allowed))
-    if unknown:
-        raise InvalidRequest(f"unknown parameter {unknown[0]!r}: this route takes {', '.join(allowed)}")
-    return {k: v for k, v in form.items() if v not in (None, "", [])}
+SIZE = r"^(auto|[0-9]{1,5}x[0-9]{1,5})$"  # ASCII digits only: "²".isdigit() is true, int("²") fails
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise InvalidRequest(f"invalid {name}={value!r}: allowed {', '.join(choices)}")
-    return value
+def _form_schema(schema: dict, model) -> None:
+    """A multipart form has no null: a field left out is unset, so its schema offers no null."""
+    for field in schema.get("properties", {}).values():
+        kept = [branch for branch in field.get("anyOf", ()) if branch != {"type": "null"}]
+        if "anyOf" in field and len(kept) == 1:
+            del field["anyOf"]
+            field.update(kept[0])
+        if field.get("default", 0) is None:
+            del field["default"]
+
+
+class TranslationForm(BaseModel):
+    """POST /v1/audio/translations: OpenAI's multipart form; English text of the audio."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_form_schema)
+    file: UploadFile = Field(description="the audio file: wav, flac, mp3, ogg/opus, m4a/mp4/aac or webm")
+    model: Optional[str] = Field(None, description=f"the served Whisper model (GET /v1/models), or {WHISPER_ALIAS}; "
+                                                   "unset: the served one")
+    prompt: Optional[request_field(TranscribeOptions, "initial_prompt")] = None
+    response_format: Literal[TRANSCRIPT_FORMATS] = "json"
+    temperature: Optional[request_field(TranscribeOptions, "temperature")] = None
+    timestamp_granularities: list[Literal["word", "segment"]] = Field(
+        [], alias="timestamp_granularities[]", description="word: word timings (with response_format verbose_json)")
+
+
+class TranscriptionForm(TranslationForm):
+    """POST /v1/audio/transcriptions: OpenAI's multipart form; text in the spoken language."""
+
+    language: Optional[request_field(TranscribeOptions, "language")] = None
+
+
+class ImageOptions(BaseModel):
+    """The image options of /v1/images/generations and /v1/speech-to-image: OpenAI's and this
+    server's (seed, steps, guidance_scale, negative_prompt, scheduler). An image's work (n × steps ×
+    width × height, max_megapixel_steps) and its size (a quarter to twice the model's native size)
+    are checked against the served model."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: Optional[request_field(GenerateOptions, "num_images")] = None
+    size: Optional[str] = Field(None, pattern=SIZE, description="WIDTHxHEIGHT (multiples of 8, a quarter to twice "
+                                                                "the model's native size) or auto: native")
+    response_format: Optional[Literal[IMAGE_FORMATS]] = Field(None, description="unset: b64_json")
+    user: Optional[str] = Field(None, description="accepted, unused")
+    seed: Optional[request_field(GenerateOptions, "seed")] = None
+    steps: Optional[request_field(GenerateOptions, "steps")] = None
+    guidance_scale: Optional[request_field(GenerateOptions, "guidance_scale")] = None
+    negative_prompt: Optional[request_field(GenerateOptions, "negative_prompt")] = None
+    scheduler: Optional[request_field(GenerateOptions, "scheduler")] = None
+
+
+class ImageBody(ImageOptions):
+    """POST /v1/images/generations: OpenAI's JSON, with this server's options (JSON's types: a
+    number is not a string or a boolean)."""
+
+    model_config = ConfigDict(strict=True)
+
+    prompt: str = Field(pattern=r"\S", description="what to draw (at most max_prompt_chars, 1000 by default)")
+    model: Optional[str] = Field(None, description="the served image model (GET /v1/models); unset: it")
+
+
+class SpeechToImageForm(ImageOptions):
+    """POST /v1/speech-to-image: this server's multipart form; the audio, Whisper's options (task
+    auto: English out) and the image options."""
+
+    model_config = ConfigDict(json_schema_extra=_form_schema)
+    file: UploadFile = Field(description="the audio file: wav, flac, mp3, ogg/opus, m4a/mp4/aac or webm")
+    model: Optional[str] = Field(None, description=f"the served Whisper model, or {WHISPER_ALIAS}; unset: it")
+    image_model: Optional[str] = Field(None, description="the served image model; unset: it")
+    language: Optional[request_field(TranscribeOptions, "language")] = None
+    prompt: Optional[request_field(TranscribeOptions, "initial_prompt")] = None
+    temperature: Optional[request_field(TranscribeOptions, "temperature")] = None
+
+
+def invalid(error: dict, taken: Sequence[str]) -> InvalidRequest:
+    """A request model's first validation error (pydantic's) as one line: the field, its value, and
+    what it should be (or the fields the route takes)."""
+    loc = error.get("loc", ())[1:]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "body"
+    kind, message = error.get("type", ""), str(error.get("msg", "malformed"))
+    if kind == "extra_forbidden" and len(loc) == 1:
+        if where in UNSUPPORTED_IMAGE_OPTIONS:
+            return InvalidRequest(f"unsupported parameter {where!r}: this server draws with diffusers; it takes "
+                                  f"{', '.join(taken)}")
+        return InvalidRequest(f"unknown parameter {where!r}: this route takes {', '.join(taken)}")
+    if kind == "missing":
+        return InvalidRequest(f"missing {where}: this route needs it ({', '.join(taken)})")
+    if kind == "value_error":
+        message = str(error.get("ctx", {}).get("error", message))
+    value = error.get("input")
+    shown_value = f"={shown(value)}" if value is None or isinstance(value, (str, int, float, bool)) else ""
+    return InvalidRequest(" ".join(f"invalid {where}{shown_value}: {message[:1].lower()}{message[1:]}".split()))
 
 
 def check_model(model: Optional[str], served: str, kind: str, aliases: tuple[str, ...] = ()) -> None:
@@ -98,22 +199,16 @@ class TranscriptionRequest:
     model: Optional[str]
 
 
-TRANSCRIPTION_FIELDS = ("model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]")
+def transcription_request(form: TranslationForm, task: str) -> TranscriptionRequest:
+    """The form of /v1/audio/transcriptions (task transcribe) or /translations (translate)."""
+    words = "word" in form.timestamp_granularities
+    return TranscriptionRequest(_transcribe_options(form, task, words), form.response_format, words, form.model)
 
 
-def transcription_request(form: dict, task: str) -> TranscriptionRequest:
-    """The form of /v1/audio/transcriptions (task transcribe) or /translations (translate: no language)."""
-    allowed = TRANSCRIPTION_FIELDS if task == "transcribe" else tuple(f for f in TRANSCRIPTION_FIELDS if f != "language")
-    fields = _fields(form, allowed)
-    granularities = fields.get("timestamp_granularities[]", [])
-    granularities = [granularities] if isinstance(granularities, str) else list(granularities)
-    for granularity in granularities:
-        _choice("timestamp_granularities[]", granularity, ("word", "segment"))
-    response_format = _choice("response_format", fields.get("response_format", "json"), TRANSCRIPT_FORMATS)
-    parameters = {"task": task, "language": fields.get("language"), "initial_prompt": fields.get("prompt"),
-                  "temperature": fields.get("temperature"), "word_timestamps": "word" in granularities}
-    options = merge(TranscribeOptions(), {k: v for k, v in parameters.items() if v is not None})
-    return TranscriptionRequest(options, response_format, "word" in granularities, fields.get("model"))
+def _transcribe_options(form, task: str, words: bool = False) -> TranscribeOptions:
+    chosen = {"task": task, "language": getattr(form, "language", None), "initial_prompt": form.prompt or None,
+              "temperature": form.temperature, "word_timestamps": words}
+    return dataclasses.replace(TranscribeOptions(), **{k: v for k, v in chosen.items() if v is not None})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,48 +219,20 @@ class ImageRequest:
     model: Optional[str]
 
 
-IMAGE_FIELDS = ("prompt", "model", "n", "size", "response_format", "user", "seed", "steps", "guidance_scale",
-                "negative_prompt", "scheduler")
+def image_request(body: ImageOptions, prompt: Optional[str] = None, model: Optional[str] = None) -> ImageRequest:
+    """The image options of /v1/images/generations (with its prompt and model) or /v1/speech-to-image."""
+    chosen = {"num_images": body.n, "seed": body.seed, "steps": body.steps, "guidance_scale": body.guidance_scale,
+              "negative_prompt": body.negative_prompt, "scheduler": body.scheduler}
+    if body.size and body.size != "auto":
+        chosen["width"], chosen["height"] = (int(side) for side in body.size.split("x"))
+    options = dataclasses.replace(GenerateOptions(), **{k: v for k, v in chosen.items() if v is not None})
+    return ImageRequest(prompt, options, body.response_format or "b64_json", model)
 
 
-def image_request(body: dict[str, Any], needs_prompt: bool = True) -> ImageRequest:
-    """The JSON of /v1/images/generations (or the image fields of /v1/speech-to-image)."""
-    unsupported = sorted(set(body) & set(UNSUPPORTED_IMAGE_OPTIONS))
-    if unsupported:
-        raise InvalidRequest(f"unsupported parameter {unsupported[0]!r}: this server draws with diffusers; "
-                             f"it takes {', '.join(IMAGE_FIELDS)}")
-    fields = _fields(body, IMAGE_FIELDS)
-    prompt = fields.get("prompt")
-    if needs_prompt and (not isinstance(prompt, str) or not prompt.strip()):
-        raise InvalidRequest("missing prompt: say what to draw (a string)")
-    parameters = {name: fields[name] for name in ("seed", "steps", "guidance_scale", "negative_prompt", "scheduler")
-                  if name in fields}
-    if "n" in fields:
-        parameters["num_images"] = fields["n"]
-    if "size" in fields and fields["size"] != "auto":
-        width, _, height = str(fields["size"]).lower().partition("x")
-        if not (width.isdigit() and height.isdigit()):
-            raise InvalidRequest(f"invalid size={fields['size']!r}: use WIDTHxHEIGHT, e.g. 512x512, or auto")
-        parameters.update(width=int(width), height=int(height))
-    response_format = _choice("response_format", fields.get("response_format", "b64_json"), IMAGE_FORMATS)
-    return ImageRequest(prompt, merge(GenerateOptions(), parameters), response_format, fields.get("model"))
-
-
-SPEECH_TO_IMAGE_FIELDS = ("model", "image_model", "language", "prompt", "temperature", "n", "size",
-                          "response_format", "user", "seed", "steps", "guidance_scale", "negative_prompt", "scheduler")
-
-
-def speech_to_image_request(form: dict) -> tuple[TranscriptionRequest, ImageRequest]:
-    """The form of /v1/speech-to-image: a file, the Whisper options (model, language, prompt,
-    temperature: task auto, English out) and the image options (image_model, n, size, …)."""
-    fields = _fields(form, SPEECH_TO_IMAGE_FIELDS)
-    speech = {k: fields[k] for k in ("model", "language", "prompt", "temperature") if k in fields}
-    heard = transcription_request(speech, "transcribe")
-    heard = dataclasses.replace(heard, options=dataclasses.replace(heard.options, task="auto"))
-    image = {k: fields[k] for k in IMAGE_FIELDS if k in fields and k not in ("prompt", "model")}
-    if "image_model" in fields:
-        image["model"] = fields["image_model"]
-    return heard, image_request(image, needs_prompt=False)
+def speech_to_image_request(form: SpeechToImageForm) -> tuple[TranscriptionRequest, ImageRequest]:
+    """The form of /v1/speech-to-image: Whisper's part (task auto: English out) and the image part."""
+    heard = TranscriptionRequest(_transcribe_options(form, "auto"), "json", False, form.model)
+    return heard, image_request(form, model=form.image_model)
 
 
 def parameters(executor: str, options) -> dict:
@@ -174,6 +241,79 @@ def parameters(executor: str, options) -> dict:
 
 
 # --- answers ---------------------------------------------------------------------------------
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    """GET /v1/models: the served Whisper model, its OpenAI alias, and the served image model."""
+
+    object: Literal["list"]
+    data: list[Model]
+
+
+class Transcript(BaseModel):
+    """response_format json."""
+
+    text: str
+
+
+class TranscriptSegment(BaseModel):
+    id: int
+    start: float
+    end: float
+    text: str
+
+
+class TranscriptWord(BaseModel):
+    word: str
+    start: float
+    end: float
+
+
+class VerboseTranscript(BaseModel):
+    """response_format verbose_json; `words` with timestamp_granularities[] word."""
+
+    task: Optional[str]
+    language: str = Field(description="the language's name, e.g. english")
+    duration: Optional[float]
+    text: str
+    segments: list[TranscriptSegment]
+    words: Optional[list[TranscriptWord]] = None
+
+
+class ImageData(BaseModel):
+    """One image: b64_json or url, its prompt as revised_prompt, and the settings that made it."""
+
+    model_config = ConfigDict(extra="allow")
+    b64_json: Optional[str] = None
+    url: Optional[str] = None
+    revised_prompt: str
+    seed: int
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+    model: str
+
+
+class ImagesAnswer(BaseModel):
+    created: int
+    data: list[ImageData]
+
+
+class SpeechToImageAnswer(ImagesAnswer):
+    text: Optional[str]
+    language: Optional[str]
+    task: Optional[str]
+    warnings: list[str]
+    no_images_reason: Optional[str] = Field(description="why there are no images (no speech found), else null")
+
 
 def transcript_answer(doc, request: TranscriptionRequest) -> tuple[str, Any]:
     """(media type, body) of a transcription in the asked format."""

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidRequest
 from ..limits import BEAM_SIZE, MAX_INITIAL_PROMPT_CHARS, AudioLimits, ReplicaLimits, RequestLimits
-from ..options import check_choice, check_range, option
+from ..options import check, option
 
 BACKENDS = ("faster-whisper", "openai-whisper")
 TASKS = ("auto", "transcribe", "translate")
@@ -50,16 +50,15 @@ class WhisperConfig:
         (faster-whisper) or float32 (openai-whisper).
     """
 
-    backend: str = "faster-whisper"
+    backend: str = option("faster-whisper", "the Whisper library", choices=BACKENDS)
     model: str = "small"
     device: str = "auto"
     compute_type: str = "auto"
     cache_dir: Optional[str] = None
-    cpu_threads: int = 0
+    cpu_threads: int = option(0, "threads on the CPU; 0: the library's choice", ge=0, le=1024)
 
     def __post_init__(self):
-        check_choice("backend", self.backend, BACKENDS)
-        check_range("cpu_threads", self.cpu_threads, 0, 1024)
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ class AudioSources:
     allowed_audio_dirs: tuple[str, ...] = ()
     allowed_audio_urls: tuple[str, ...] = ()
     allowed_audio_networks: tuple[str, ...] = ()
-    url_timeout_seconds: float = 30.0
+    url_timeout_seconds: float = option(30.0, "the whole download, connection to last byte", ge=0.1, le=3600)
 
     def __post_init__(self):
         for url in self.allowed_audio_urls:
@@ -94,42 +93,31 @@ class AudioSources:
                 ipaddress.ip_network(network)
             except ValueError as e:
                 raise InvalidRequest(f"invalid allowed_audio_networks entry {network!r}: {e}") from e
-        check_range("url_timeout_seconds", self.url_timeout_seconds, 0.1, 3600)
+        check(self)
 
 
 @dataclass(frozen=True)
 class TranscribeOptions:
     """Per-request options (a request's `parameters` override the executor's defaults)."""
 
-    language: Optional[str] = option(None, "a Whisper language code hint (en, fr, de, …); unset: detect it")
+    language: Optional[str] = option(None, "a Whisper language code hint (en, fr, de, …); unset: detect it",
+                                     choices=tuple(LANGUAGES))
     task: str = option("auto", "transcribe (keep the spoken language), translate (into English), or auto: "
-                               "translate what is not English, so the image step always gets English")
+                               "translate what is not English, so the image step always gets English", choices=TASKS)
     min_language_probability: float = option(0.5, "a detected language below it is unsure: the transcript is "
-                                                  "warned, and task auto translates")
-    beam_size: int = option(5, f"beam search width, {BEAM_SIZE[0]}-{BEAM_SIZE[1]}")
+                                                  "warned, and task auto translates", ge=0.0, le=1.0)
+    beam_size: int = option(5, f"beam search width, {BEAM_SIZE[0]}-{BEAM_SIZE[1]}", ge=BEAM_SIZE[0], le=BEAM_SIZE[1])
     vad_filter: bool = option(False, "transcribe only the stretches the Silero VAD marks as speech")
     initial_prompt: Optional[str] = option(None, f"text that primes the model, up to {MAX_INITIAL_PROMPT_CHARS} "
-                                                 "characters")
+                                                 "characters", max_length=MAX_INITIAL_PROMPT_CHARS)
     word_timestamps: bool = option(False, "word timings in each segment")
     temperature: float = option(0.0, "0: Whisper's own schedule (greedy, hotter when a window fails); "
-                                     "above 0: sample at this temperature only")
+                                     "above 0: sample at this temperature only", ge=0.0, le=1.0)
     skip_silence: bool = option(True, "when the VAD finds no speech at all, skip the model: empty text, "
                                       "no_speech (Whisper hears words in silence)")
 
     def __post_init__(self):
-        if self.language is not None and self.language not in LANGUAGES:
-            raise InvalidRequest(
-                f"invalid language={self.language!r}: use a Whisper language code such as en, fr, de, es, zh, "
-                "or leave it unset to detect the language"
-            )
-        check_choice("task", self.task, TASKS)
-        check_range("min_language_probability", self.min_language_probability, 0.0, 1.0)
-        check_range("beam_size", self.beam_size, *BEAM_SIZE)
-        check_range("temperature", self.temperature, 0.0, 1.0)
-        if self.initial_prompt is not None and len(self.initial_prompt) > MAX_INITIAL_PROMPT_CHARS:
-            raise InvalidRequest(
-                f"invalid initial_prompt: {len(self.initial_prompt)} characters, allowed up to {MAX_INITIAL_PROMPT_CHARS}"
-            )
+        check(self)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..cache import tiny_diffusion_dir
-from ..errors import GenerationError, ModelLoadError, one_line
+from ..errors import GenerationError, InvalidRequest, ModelLoadError, one_line
 from ..hardware import cpu_has_native_bfloat16
 from ..limits import MAX_SEED, SIZE_RANGE, TINY_MAX_SIZE
 from ..observability.names import DENOISE, PNG_ENCODE, TEXT_ENCODE, VAE_DECODE
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 TINY_VAES = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
 # zlib level 1: measured 1.1-1.8x faster than PIL's default (6) for 0-14 % larger files (README)
 PNG_COMPRESS_LEVEL = 1
+PNDM_PRK_STEPS = 4  # diffusers' PNDM starts with 4 Runge-Kutta steps, unless the model's config skips them
 
 
 @dataclass(frozen=True)
@@ -74,18 +75,23 @@ class DiffusionEngine:
 
     def resolve(self, options: GenerateOptions) -> Settings:
         """Check options against this model and fill in presets (no model work)."""
-        steps, guidance = PRESETS[self.family]
+        preset_steps, guidance = PRESETS[self.family]
         low, high = self.size_range
         width, height = options.width or self.native_size, options.height or self.native_size
         for name, value in (("width", width), ("height", height)):
             check_range(name, value, low, high)
+        steps, scheduler = options.steps or preset_steps, options.scheduler or self.default_scheduler
+        skips_prk = self._schedulers[self.default_scheduler].config.get("skip_prk_steps", False)
+        if scheduler == "pndm" and steps < PNDM_PRK_STEPS and not skips_prk:
+            raise InvalidRequest(f"invalid steps={steps}: the pndm scheduler takes {PNDM_PRK_STEPS} or more with "
+                                 "this model; ask for more steps, or another scheduler")
         seed = options.seed if options.seed is not None else secrets.randbelow(MAX_SEED + 1)
         return Settings(
             seeds=tuple((seed + k) % (MAX_SEED + 1) for k in range(options.num_images)),
-            steps=options.steps or steps,
+            steps=steps,
             guidance_scale=options.guidance_scale if options.guidance_scale is not None else guidance,
             width=width, height=height,
-            scheduler=options.scheduler or self.default_scheduler,
+            scheduler=scheduler,
             negative_prompt=options.negative_prompt,
         )
 

@@ -8,10 +8,9 @@ arguments (config.yml `with:`, flow.yml `uses_with`) ← a request's `parameters
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import InvalidRequest
 from ..limits import (GUIDANCE_SCALE, MAX_IMAGES, MAX_NEGATIVE_PROMPT_CHARS, MAX_SEED, SIZE_MULTIPLE, STEPS,
                       ReplicaLimits, RequestLimits)
-from ..options import check_choice, check_range, option
+from ..options import check, option
 
 OFFLINE_MODEL = "tiny"  # random weights, built on first use: no network (app.py --offline); its images are noise
 DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -20,7 +19,6 @@ VAES = ("auto", "full", "tiny")
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "pndm": "PNDMScheduler",
-    "lms": "LMSDiscreteScheduler",
     "euler": "EulerDiscreteScheduler",
     "euler-ancestral": "EulerAncestralDiscreteScheduler",
     "heun": "HeunDiscreteScheduler",
@@ -52,19 +50,17 @@ class DiffusionConfig:
 
     model: str = "stabilityai/sd-turbo"
     device: str = "auto"
-    dtype: str = "auto"
-    vae: str = "auto"
+    dtype: str = option("auto", "the weights' and computation's type", choices=DTYPES)
+    vae: str = option("auto", "the image decoder: the model's own (full) or taesd (tiny)", choices=VAES)
     compile: bool = False
     cache_dir: Optional[str] = None
     local_files_only: bool = False
     safety_checker: bool = False
-    cpu_threads: int = 0
+    cpu_threads: int = option(0, "threads on the CPU; 0: torch's choice", ge=0, le=1024)
     batch_images: bool = False
 
     def __post_init__(self):
-        check_choice("dtype", self.dtype, DTYPES)
-        check_choice("vae", self.vae, VAES)
-        check_range("cpu_threads", self.cpu_threads, 0, 1024)
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -72,35 +68,23 @@ class GenerateOptions:
     """Per-request options (a request's `parameters` override the executor's defaults); None means
     the model family's preset or native size."""
 
-    num_images: int = option(1, f"images per document, 1-{MAX_IMAGES}; image k uses seed + k")
-    seed: Optional[int] = option(None, f"0-{MAX_SEED}; unset: random, and recorded on each image")
-    negative_prompt: Optional[str] = option(None, f"what not to draw, up to {MAX_NEGATIVE_PROMPT_CHARS} characters")
-    steps: Optional[int] = option(None, f"denoising steps, {STEPS[0]}-{STEPS[1]}; unset: the model family's preset")
+    num_images: int = option(1, f"images per document, 1-{MAX_IMAGES}; image k uses seed + k", ge=1, le=MAX_IMAGES)
+    seed: Optional[int] = option(None, f"0-{MAX_SEED}; unset: random, and recorded on each image", ge=0, le=MAX_SEED)
+    negative_prompt: Optional[str] = option(None, f"what not to draw, up to {MAX_NEGATIVE_PROMPT_CHARS} characters",
+                                            max_length=MAX_NEGATIVE_PROMPT_CHARS)
+    steps: Optional[int] = option(None, f"denoising steps, {STEPS[0]}-{STEPS[1]}; unset: the model family's preset",
+                                  ge=STEPS[0], le=STEPS[1])
     guidance_scale: Optional[float] = option(None, f"{GUIDANCE_SCALE[0]:g}-{GUIDANCE_SCALE[1]:g}; unset: the model "
-                                                   "family's preset")
+                                                   "family's preset", ge=GUIDANCE_SCALE[0], le=GUIDANCE_SCALE[1])
     width: Optional[int] = option(None, f"a multiple of {SIZE_MULTIPLE}, a quarter to twice the model's native "
-                                        "size; unset: native")
+                                        "size; unset: native", multiple_of=SIZE_MULTIPLE)
     height: Optional[int] = option(None, f"a multiple of {SIZE_MULTIPLE}, a quarter to twice the model's native "
-                                         "size; unset: native")
-    scheduler: Optional[str] = option(None, "one of " + ", ".join(SCHEDULERS) + "; unset: the model's own")
+                                         "size; unset: native", multiple_of=SIZE_MULTIPLE)
+    scheduler: Optional[str] = option(None, "one of " + ", ".join(SCHEDULERS) + "; unset: the model's own",
+                                      choices=tuple(SCHEDULERS))
 
     def __post_init__(self):
-        check_range("num_images", self.num_images, 1, MAX_IMAGES)
-        if self.seed is not None:
-            check_range("seed", self.seed, 0, MAX_SEED)
-        if self.steps is not None:
-            check_range("steps", self.steps, *STEPS)
-        if self.guidance_scale is not None:
-            check_range("guidance_scale", self.guidance_scale, *GUIDANCE_SCALE)
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if value is not None and (value <= 0 or value % SIZE_MULTIPLE):
-                raise InvalidRequest(f"invalid {name}={value!r}: must be a positive multiple of {SIZE_MULTIPLE}")
-        if self.scheduler is not None:
-            check_choice("scheduler", self.scheduler, tuple(SCHEDULERS))
-        if self.negative_prompt is not None and len(self.negative_prompt) > MAX_NEGATIVE_PROMPT_CHARS:
-            raise InvalidRequest(f"invalid negative_prompt: {len(self.negative_prompt)} characters, "
-                                 f"allowed up to {MAX_NEGATIVE_PROMPT_CHARS}")
+        check(self)
 
 
 @dataclass(frozen=True)

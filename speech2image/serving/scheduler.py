@@ -3,12 +3,13 @@ that refuses at once when full, deadlines, and cancellation.
 
 Jina hands a replica's requests to its executor concurrently (`allow_concurrent`, async
 methods), so requests wait here, first come first served, where the wait is measured. At most
-`max_queued_requests` wait; one more is refused with Busy, whose one line says how long to wait
-(an estimate from the recent service times). A request whose deadline passes while it waits is
-dropped (DeadlineExceeded) instead of being done for nobody, and one whose call is cancelled
-(its client went away: the gateway cancels the call) leaves the queue. The model work runs in a
-thread (:meth:`Scheduler.run`) that checks its :class:`Turn` between two steps, and stops there
-when the deadline passes or the call is cancelled.
+`max_queued_requests` wait; one more is refused with Busy, which carries how long to wait
+(`retry_after`, an estimate from the recent service times) and says it in its one line. A
+request whose deadline passes while it waits is dropped (DeadlineExceeded) instead of being
+done for nobody, and one whose call is cancelled (its client went away: the gateway cancels the
+call) leaves the queue. The model work runs in a thread (:meth:`Scheduler.run`) that checks its
+:class:`Turn` between two steps, and stops there when the deadline passes or the call is
+cancelled.
 """
 
 import asyncio
@@ -66,8 +67,9 @@ class Scheduler:
         if len(self._waiting) >= self.max_queued_requests and self._running:
             self._events("refused", 1)
             ahead = len(self._waiting)
+            wait = self.retry_after(ahead)
             raise Busy(f"busy: {ahead} request(s) wait for this replica (max_queued_requests="
-                       f"{self.max_queued_requests}); retry in about {self.retry_after(ahead):.0f} s")
+                       f"{self.max_queued_requests}); retry in about {wait:.0f} s", retry_after=wait)
         entered = time.monotonic()
         if deadline is not None and deadline <= entered:  # a retried copy of a request that ran out of time
             self._events("dropped", 1)
