@@ -61,7 +61,7 @@ class AudioLimits:
 
 @dataclass(frozen=True)
 class ReplicaLimits:
-    """Bounds on one executor replica: how many requests may wait for it (README: Admission)."""
+    """Bounds on one executor replica: how many requests may wait for it (docs/admission.md)."""
 
     max_queued_requests: int = option(4, "requests that may wait for the replica; one more is refused as busy",
                                       ge=0, le=10_000)
@@ -150,9 +150,10 @@ class ConnectionLimits:
     whole request head within `header_timeout_seconds` (idle, or sending it slowly) is closed, and
     past `max_connections` open at once a new one is closed at once."""
 
-    header_timeout_seconds: float = 10.0  # the longest a connection may take to send a whole request head
-    max_connections: int = 1000  # HTTP connections open at once; a new one past it is closed at once
+    header_timeout_seconds: float = option(10.0, "the longest a connection may take to send a whole request head",
+                                           ge=0.1, le=3600)
+    max_connections: int = option(1000, "HTTP connections open at once; a new one past it is closed at once",
+                                  ge=1, le=1_000_000)
 
     def __post_init__(self):
-        check_range("header_timeout_seconds", self.header_timeout_seconds, 0.1, 3600)
-        check_range("max_connections", self.max_connections, 1, 1_000_000)
+        check(self)
