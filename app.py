@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "(16 characters or more) or sha256:HEX; lines starting with # are comments")
     parser.add_argument("--allow-unauthenticated", action="store_true",
                         help="let --listen expose the service without --api-keys, on purpose")
+    parser.add_argument("--allowed-hosts", metavar="NAME,...", default="",
+                        help="host names the HTTP port answers to besides localhost and IP addresses (a request for "
+                             "any other is refused: DNS rebinding), e.g. the name clients reach it under")
+    parser.add_argument("--public-url", metavar="URL",
+                        help="the base of the URLs of images kept for response_format=url, e.g. "
+                             "https://images.example.com (default: URLs relative to the server)")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve gRPC and HTTP over TLS with this certificate chain")
     parser.add_argument("--tls-key", metavar="FILE", help="… and this private key")
     parser.add_argument("--max-queued-requests", type=int, metavar="N",
@@ -217,7 +223,9 @@ def gateway_arguments(args: argparse.Namespace, specs: list[dict]) -> dict:
             "max_audio_bytes": whisper.audio.max_audio_bytes,
             "max_documents": min(arguments.request.max_documents for arguments in built.values()),
             "request_timeout_seconds": max(arguments.request.request_timeout_seconds for arguments in built.values()),
-            "grace_seconds": args.grace_seconds}
+            "grace_seconds": args.grace_seconds, **({"public_url": args.public_url} if args.public_url else {}),
+            **({"allowed_hosts": [name.strip() for name in args.allowed_hosts.split(",") if name.strip()]}
+               if args.allowed_hosts else {})}
 
 
 def check_front_door(args: argparse.Namespace) -> None:
@@ -231,6 +239,13 @@ def check_front_door(args: argparse.Namespace) -> None:
         ApiKeys.load(args.api_keys)  # a file that holds no key stops here, not in the gateway
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigurationError("TLS needs both --tls-cert FILE and --tls-key FILE")
+    if args.public_url:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(args.public_url)
+        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+            raise ConfigurationError(f"--public-url {args.public_url!r}: give http(s)://HOST[:PORT][/PATH], the "
+                                     "address clients reach this server's HTTP port at")
 
 
 def build_flow(args: argparse.Namespace, specs: list[dict]):

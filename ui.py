@@ -190,34 +190,20 @@ class LocalOnly:
 
     OUTSIDE = re.compile(rb"<(?:script|link)\b[^>]*?https?://[^>]*>(?:\s*</script>)?", re.S)
     NOT_SERVED = "/monitoring"
-    READING = ("GET", "HEAD", "OPTIONS")
 
     def __init__(self, app, hosts: tuple = ()):
-        self.app = app
-        self.hosts = {"localhost", *(name.strip().lower().rstrip(".") for name in hosts)} - {""}
+        from speech2image.serving.network import HostPolicy
 
-    def serves(self, host: str) -> bool:
-        """Whether `host` (a Host header: a name or an address, and a port) is one the page answers
-        to: its names, or any IP address (a page at an address is that address's own)."""
-        import ipaddress
-        from urllib.parse import urlsplit
-
-        name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
-        try:
-            ipaddress.ip_address(name)
-            return True
-        except ValueError:
-            return name in self.hosts
+        self.app, self.hosts = app, HostPolicy(hosts)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         host = header(scope, b"host").decode("latin-1")
         origin = header(scope, b"origin").decode("latin-1")
-        if not self.serves(host):
+        if not self.hosts.serves(host):
             refusal = (421, "this page is not served under that host name (ui.py --allowed-hosts NAME)")
-        elif origin and (scope["type"] == "websocket" or scope["method"] not in self.READING) and \
-                origin.partition("://")[2].lower() != host.lower():
+        elif self.hosts.foreign(origin, host, scope.get("method", "GET"), scope["type"] == "websocket"):
             refusal = (403, "requests from another site's page are refused")
         elif scope["type"] == "http" and (scope["path"] + "/").startswith(self.NOT_SERVED + "/"):
             refusal = (404, "not found")

@@ -10,10 +10,15 @@ Arguments (`uses_with`): `api_keys` (a keys file; none: no key asked), `max_requ
 (the largest gRPC message accepted), `max_audio_bytes` (with it, the largest HTTP body of each
 route: `speech2image.limits.max_body_bytes`), `request_timeout_seconds` (the longest a
 request may take, queue included: its deadline), `grace_seconds` (how long requests in flight
-may finish when the gateway stops; README: Admission).
+may finish when the gateway stops; docs/admission.md), `max_documents` (the most documents of a
+request, counted before it is forwarded), `header_timeout_seconds` and `max_connections` (the
+HTTP port's connections: `speech2image.limits.ConnectionLimits`), `allowed_hosts` (host names the
+HTTP port answers to besides localhost and IP addresses) and `public_url` (the base of kept
+images' URLs; none: relative URLs).
 """
 
 from typing import Optional
+from urllib.parse import urlsplit
 
 from jina.serve.runtimes.gateway.gateway import BaseGateway
 from jina.serve.runtimes.gateway.grpc import GRPCGateway
@@ -29,7 +34,7 @@ from speech2image.api.keys import ApiKeys
 from gateway.connections import uvicorn_settings
 from speech2image.limits import (AudioLimits, ConnectionLimits, RequestLimits,
                                  max_request_bytes as derived_max_request_bytes)
-from speech2image.serving.network import GRPC_SERVER_OPTIONS
+from speech2image.serving.network import GRPC_SERVER_OPTIONS, HostPolicy
 
 
 class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
@@ -40,7 +45,8 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
                  request_timeout_seconds: float = RequestLimits().request_timeout_seconds, grace_seconds: float = 30.0,
                  max_documents: int = RequestLimits().max_documents,
                  header_timeout_seconds: float = ConnectionLimits().header_timeout_seconds,
-                 max_connections: int = ConnectionLimits().max_connections, **kwargs):
+                 max_connections: int = ConnectionLimits().max_connections, allowed_hosts: tuple = (),
+                 public_url: Optional[str] = None, **kwargs):
         self.executor_calls = ExecutorCalls()  # before super().__init__, which builds the channels
         super().__init__(**kwargs)
         keys = ApiKeys.load(api_keys) if api_keys else None
@@ -56,7 +62,9 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
             if str(server["runtime_args"]["protocol"]).lower() == "grpc":
                 self.servers.append(GrpcServer(**common, max_documents=max_documents, **server))
             else:
-                self.servers.append(HttpServer(**common, connections=connections, **server))
+                self.servers.append(HttpServer(**common, connections=connections, max_documents=max_documents,
+                                               hosts=HostPolicy((*allowed_hosts, urlsplit(public_url or "").hostname
+                                                                 or "")), public_url=public_url, **server))
 
     def aio_tracing_client_interceptors(self):
         """Jina's tracing interceptors (when tracing), and the one that lets Admission cancel RPCs."""
@@ -95,8 +103,10 @@ class HttpServer(FastAPIBaseGateway):
     (`gateway.connections`)."""
 
     def __init__(self, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int, admission: Admission,
-                 connections: ConnectionLimits, uvicorn_kwargs: Optional[dict] = None, **kwargs):
+                 connections: ConnectionLimits, max_documents: int, hosts: HostPolicy, public_url: Optional[str],
+                 uvicorn_kwargs: Optional[dict] = None, **kwargs):
         super().__init__(uvicorn_kwargs={**(uvicorn_kwargs or {}), **uvicorn_settings(connections)}, **kwargs)
+        self.max_documents, self.hosts, self.public_url = max_documents, hosts, public_url
         self.keys, self.admission = keys, admission
         self.max_request_bytes, self.max_audio_bytes = max_request_bytes, max_audio_bytes
         self.images = ImageStore()
@@ -109,5 +119,6 @@ class HttpServer(FastAPIBaseGateway):
             return await handler.dry_run(None, None)
 
         return create_app(self.streamer, dry_run, keys=self.keys, max_request_bytes=self.max_request_bytes,
-                          max_audio_bytes=self.max_audio_bytes,
+                          max_audio_bytes=self.max_audio_bytes, max_documents=self.max_documents,
+                          hosts=self.hosts, public_url=self.public_url,
                           store=self.images, admission=self.admission)

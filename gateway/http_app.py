@@ -11,6 +11,7 @@ Errors answer in one line, never with a stack; a method a route does not have is
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,8 +33,10 @@ from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
 from speech2image.asr.options import TranscribeOptions
 from speech2image.errors import (
+    ForeignOrigin,
     InvalidRequest,
     MethodNotAllowed,
+    MisdirectedHost,
     NotFound,
     Speech2ImageError,
     TooLarge,
@@ -44,9 +47,11 @@ from speech2image.imaging.options import GenerateOptions
 from speech2image.limits import max_body_bytes
 from speech2image.options import request_field
 from speech2image.schema import FILLED_BY, SpeechImageDoc, to_blob
+from speech2image.serving.network import HostPolicy
 
 OPEN = ("/", "/dry_run")  # health (Jina installs GET /) and readiness: never behind a key
 AUDIO_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/speech-to-image")
+CALLER = "speech2image_caller"  # the request's key id (None without keys), in the ASGI scope's state
 KEPT_IMAGES = "/v1/images/"  # GET by a 192-bit name only its answer holds, for an hour: a capability, like a signed URL
 NO_SUCH_IMAGE = "no such image: it was never stored, or it is forgotten (images are kept for an hour)"
 DOCS = DocList[SpeechImageDoc]
@@ -64,12 +69,17 @@ register_url_convertor("image_name", ImageName())
 
 
 def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int,
-               store: ImageStore, admission: Admission) -> FastAPI:
-    """The HTTP app on Jina's `streamer`; `dry_run()` tells whether every part of the Flow answers."""
+               max_documents: int, store: ImageStore, admission: Admission, hosts: HostPolicy,
+               public_url: Optional[str] = None) -> FastAPI:
+    """The HTTP app on Jina's `streamer`; `dry_run()` tells whether every part of the Flow answers.
+    Images kept for `response_format: url` are linked under `public_url`, or by a relative URL."""
+    # no /docs or /redoc: their pages load Swagger and ReDoc from a CDN; /openapi.json is the document
     app = FastAPI(title="speech2image", description="Speech to images: OpenAI-compatible routes, and Jina's "
-                                                    "document route.", version="0.1.0")
+                                                    "document route.", version="0.1.0", docs_url=None,
+                  redoc_url=None)
     app.add_middleware(Guard, keys=keys, max_request_bytes=max_request_bytes, max_audio_bytes=max_audio_bytes,
-                       admission=admission)
+                       admission=admission, hosts=hosts)
+    JinaRequest = jina_request(max_documents)
     document_the_guard(app, keys)
     served: dict[str, str] = {}
 
@@ -120,7 +130,7 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         if error.status_code == 404:
             return _error(request, NotFound(f"no route {request.method} {request.url.path}; GET /v1/models, POST "
                                             "/v1/audio/transcriptions, /v1/audio/translations, /v1/images/generations, "
-                                            "/v1/speech-to-image (the routes are in /docs)"))
+                                            "/v1/speech-to-image (the routes are in /openapi.json)"))
         if error.status_code == 405:
             allowed = ", ".join(sorted((error.headers or {}).get("Allow", "").split(", ")))
             return _error(request, MethodNotAllowed(
@@ -173,7 +183,7 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         openai.check_model(asked.model, (await models())["diffusion"], "image")
         [doc] = await flow(request, DOCS([SpeechImageDoc(prompt=asked.prompt)]),
                            openai.parameters("diffusion", asked.options), target="diffusion")
-        return openai.images_answer(doc.images, asked, image_url(store, request))
+        return openai.images_answer(doc.images, asked, image_url(store, request, public_url))
 
     @app.post("/v1/speech-to-image", summary="Speech to images: the whole pipeline (this server's own route)",
               responses={200: {"model": openai.SpeechToImageAnswer}, **refusals(400, 404, 429, 503, 504)},
@@ -185,7 +195,7 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         openai.check_model(image.model, names["diffusion"], "image")
         [doc] = await flow(request, DOCS([SpeechImageDoc(audio=to_blob(await form.file.read()))]),
                            {**openai.parameters("whisper", heard.options), **openai.parameters("diffusion", image.options)})
-        return openai.speech_to_image_answer(doc, image, image_url(store, request))
+        return openai.speech_to_image_answer(doc, image, image_url(store, request, public_url))
 
     @app.post("/generate", summary="Jina's document route: SpeechImageDoc documents as JSON",
               responses={200: {"model": JinaAnswer}, **refusals(400, 429, 503, 504, shape=JinaError)})
@@ -313,7 +323,7 @@ class JinaHeader(BaseModel):
     timeout: Optional[int] = None
 
 
-class JinaRequest(BaseModel):
+class JinaRequestBase(BaseModel):
     """POST /generate: what Jina's HTTP client posts — documents (at most max_documents, 16 by
     default), parameters, and an optional target executor."""
 
@@ -323,6 +333,25 @@ class JinaRequest(BaseModel):
     target_executor: Optional[Executor] = Field(None, description="that executor alone; unset: the whole Flow")
     header: Optional[JinaHeader] = None
     exec_endpoint: Optional[str] = None
+
+
+def jina_request(max_documents: int) -> type:
+    """The /generate model of a gateway that takes at most `max_documents` documents: they are
+    counted before any is built (a small body of many empty documents costs nothing)."""
+
+    class JinaRequest(JinaRequestBase):
+        data: list[JinaDocument] = Field(max_length=max_documents)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _counted(cls, value):
+            data = value.get("data") if isinstance(value, dict) else None
+            if isinstance(data, list) and len(data) > max_documents:
+                raise ValueError(f"too many documents: {len(data)} > max_documents={max_documents}; split the "
+                                 "request, or send many files over gRPC")
+            return value
+
+    return JinaRequest
 
 
 class JinaAnswer(BaseModel):
@@ -362,8 +391,10 @@ class Readiness(BaseModel):
 REASONS = {
     400: "invalid request: one line naming the field and how to fix it",
     401: "missing or unknown API key",
+    403: "a request that changes something, from another site's page (Origin)",
     404: "no such model or image",
     413: "the body is over what the route takes",
+    421: "a host name this server is not served under (app.py --allowed-hosts)",
     429: "busy: every replica's queue is full; retry after Retry-After seconds",
     503: "a part of the Flow does not answer, or this server is stopping",
     504: "the request's deadline passed",
@@ -420,7 +451,9 @@ def document_the_guard(app: FastAPI, keys: Optional[ApiKeys]) -> None:
                 for method, operation in operations.items():
                     answers = operation["responses"]
                     answers.pop("422", None)
-                    guarded = {413} if _open(method.upper(), path) else {413, 503, *({401} if keys else ())}
+                    guarded = {413, 421} if _open(method.upper(), path) else {413, 421, 503, *({401} if keys else ())}
+                    if method.upper() not in HostPolicy.READING:
+                        guarded.add(403)
                     for status in sorted(guarded):
                         answers.setdefault(str(status), {"description": REASONS[status], "content": {
                             "application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}}})
@@ -434,11 +467,12 @@ def document_the_guard(app: FastAPI, keys: Optional[ApiKeys]) -> None:
 async def _answers(stream) -> list:
     """The documents of a Flow's answers; an executor's error as the project's own error."""
     answered = []
-    async for result in stream:
-        status = result.header.status
-        if status.code == status.ERROR:
-            raise openai.executor_error(status.exception.name, status.exception.args)
-        answered.extend(result.data.docs)
+    async with contextlib.aclosing(stream):  # however the route ends, Jina stops sending the rest
+        async for result in stream:
+            status = result.header.status
+            if status.code == status.ERROR:
+                raise openai.executor_error(status.exception.name, status.exception.args)
+            answered.extend(result.data.docs)
     return answered
 
 
@@ -456,10 +490,12 @@ def _fields_taken(request: Request) -> list[str]:
     return [field.alias or name for name, field in getattr(model, "model_fields", {}).items()]
 
 
-def image_url(store: ImageStore, request: Request):
-    """Where a stored image is served: an absolute URL on the address the request came to."""
-    base = str(request.base_url).rstrip("/")
-    return lambda png: f"{base}{KEPT_IMAGES}{store.put(png)}"
+def image_url(store: ImageStore, request: Request, public_url: Optional[str]):
+    """Where a stored image is served, kept in its caller's room of the store: under the configured
+    public URL, else a URL relative to this server (never one built from the request's Host)."""
+    base = (public_url or "").rstrip("/")
+    caller = request.scope.get("state", {}).get(CALLER)
+    return lambda png: f"{base}{KEPT_IMAGES}{store.put(png, caller)}"
 
 
 def _error(request: Request, error: Exception) -> JSONResponse:
@@ -490,8 +526,8 @@ class Guard:
     is served."""
 
     def __init__(self, app, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int,
-                 admission: Admission):
-        self.app, self.keys, self.admission = app, keys, admission
+                 admission: Admission, hosts: HostPolicy):
+        self.app, self.keys, self.admission, self.hosts = app, keys, admission, hosts
         self.max_request_bytes, self.max_audio_bytes = max_request_bytes, max_audio_bytes
 
     async def __call__(self, scope, receive, send):
@@ -500,10 +536,18 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if not self.hosts.serves(host):
+            return await self._refuse(scope, send, MisdirectedHost(
+                "this server is not served under that host name; its operator can add it (app.py --allowed-hosts)"))
+        if self.hosts.foreign(headers.get("origin", ""), host, scope["method"]):
+            return await self._refuse(scope, send, ForeignOrigin("requests from another site's page are refused"))
         open_path = _open(scope["method"], scope["path"])
-        if self.keys and not open_path and self.keys.check(headers.get("authorization")) is None:
+        caller = self.keys.check(headers.get("authorization")) if self.keys else None
+        if self.keys and not open_path and caller is None:
             return await self._refuse(scope, send, Unauthenticated(
                 "missing or unknown API key: send the header Authorization: Bearer KEY"))
+        scope.setdefault("state", {})[CALLER] = caller  # whose room of the image store
         route = "audio" if scope["path"] in AUDIO_ROUTES else "documents" if scope["path"] == "/generate" else "fields"
         limit = max_body_bytes(route, self.max_request_bytes, self.max_audio_bytes)
         declared = headers.get("content-length", "")

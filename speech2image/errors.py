@@ -38,6 +38,14 @@ class MethodNotAllowed(InvalidRequest):
         self.allowed = allowed
 
 
+class MisdirectedHost(InvalidRequest):
+    """A request for a host name this server is not served under (DNS rebinding): 421."""
+
+
+class ForeignOrigin(InvalidRequest):
+    """A request that changes something, sent by another site's page: 403."""
+
+
 class UnknownModel(NotFound):
     """A request names a model this server does not serve."""
 

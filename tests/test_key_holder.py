@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import time
+from typing import Optional
 
 import grpc
 import pytest
@@ -186,3 +187,55 @@ def test_nested_executor_parameters_cannot_move_the_deadline():
                                      "whisper": {"deadline": 9e18}, "timeout": 2})
     assert parameters["diffusion"] == {"steps": 4} and parameters["whisper"] == {}
     assert parameters["deadline"] <= time.time() + 2
+
+
+def post(app, tls, path: str, key: str = KEY_A, headers: Optional[dict] = None, **kwargs) -> requests.Response:
+    return requests.post(https(app, path), headers={"Authorization": f"Bearer {key}", **(headers or {})},
+                         verify=str(tls / "ca.pem"), timeout=120, **kwargs)
+
+
+def test_many_documents_on_the_json_route_are_counted_before_any_is_built(app, tls):
+    received = count(app, f"{metrics.REQUESTS}_total", "whisper")
+    log_lines = len(app.stderr().splitlines())
+    refused = post(app, tls, "/generate", json={"data": [{"prompt": "a red apple"}] * 20_000})
+    assert refused.status_code == 400
+    assert "too many documents: 20000 > max_documents=16" in refused.json()["header"]["status"]["description"]
+    assert count(app, f"{metrics.REQUESTS}_total", "whisper") == received  # nothing was forwarded
+    assert len(app.stderr().splitlines()) - log_lines <= 2  # a refusal is a line of log, not pages
+    models = requests.get(https(app, "/v1/models"), headers={"Authorization": f"Bearer {KEY_A}"},
+                          verify=str(tls / "ca.pem"), timeout=30)
+    assert models.status_code == 200
+
+
+def test_a_host_name_the_server_is_not_under_is_refused(app, tls):
+    """DNS rebinding: another site's name made to point at this machine gets nothing."""
+    body = {"prompt": "a red apple", "size": "64x64", "steps": 1, "response_format": "url"}
+    rebound = post(app, tls, "/v1/images/generations", headers={"Host": "rebind.evil.example"}, json=body)
+    assert rebound.status_code == 421 and "--allowed-hosts" in rebound.json()["error"]["message"]
+
+
+def test_another_sites_page_may_not_post_but_the_servers_own_may(app, tls):
+    body = {"prompt": "a red apple", "size": "64x64", "steps": 1}
+    foreign = post(app, tls, "/v1/images/generations", headers={"Origin": "https://evil.example"}, json=body)
+    assert foreign.status_code == 403
+    own = post(app, tls, "/v1/images/generations", headers={"Origin": f"https://localhost:{app.port + 1}"}, json=body)
+    assert own.status_code == 200, own.text
+
+
+def test_kept_images_are_linked_relative_to_the_server_never_by_the_requests_host(app, tls):
+    body = {"prompt": "a red apple", "size": "64x64", "steps": 1, "response_format": "url"}
+    answer = post(app, tls, "/v1/images/generations", headers={"Host": f"127.0.0.1:{app.port + 1}"}, json=body)
+    url = answer.json()["data"][0]["url"]
+    assert url.startswith("/v1/images/"), url
+    png = requests.get(https(app, url), verify=str(tls / "ca.pem"), timeout=30)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+
+
+def test_no_page_that_loads_scripts_from_a_cdn_is_served(app, tls):
+    for path in ("/docs", "/redoc"):
+        answer = requests.get(https(app, path), headers={"Authorization": f"Bearer {KEY_A}"},
+                              verify=str(tls / "ca.pem"), timeout=30)
+        assert answer.status_code == 404, path
+    document = requests.get(https(app, "/openapi.json"), headers={"Authorization": f"Bearer {KEY_A}"},
+                            verify=str(tls / "ca.pem"), timeout=30)
+    assert document.status_code == 200 and "/v1/images/generations" in document.json()["paths"]

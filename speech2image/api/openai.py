@@ -35,6 +35,8 @@ UNSUPPORTED_IMAGE_OPTIONS = ("quality", "style", "background", "moderation", "ou
 STATUSES: list[tuple[type, int, str]] = [
     (errors.NotFound, 404, "invalid_request_error"),
     (errors.MethodNotAllowed, 405, "invalid_request_error"),
+    (errors.MisdirectedHost, 421, "invalid_request_error"),
+    (errors.ForeignOrigin, 403, "invalid_request_error"),
     (errors.TooLarge, 413, "invalid_request_error"),
     (InvalidRequest, 400, "invalid_request_error"),
     (errors.Unauthenticated, 401, "invalid_request_error"),

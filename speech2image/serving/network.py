@@ -51,3 +51,38 @@ def metrics_bind_from_environment() -> None:
 
     if not isinstance(prometheus_client.start_http_server, functools.partial):
         prometheus_client.start_http_server = functools.partial(prometheus_client.start_http_server, addr=host)
+
+
+class HostPolicy:
+    """Which `Host` a server answers to, and which requests come from another site's page.
+
+    A page on any web site can make the browser of someone on this machine send requests to a
+    server on loopback; with DNS rebinding, under the site's own name. So a server answers only
+    to its names (`localhost`, and those the operator allows) and to IP addresses (a page at an
+    address is that address's own), and refuses a request that changes something (not GET, HEAD
+    or OPTIONS), or a WebSocket, whose `Origin` is another site's.
+    """
+
+    READING = ("GET", "HEAD", "OPTIONS")
+
+    def __init__(self, names=()):
+        self.names = {"localhost", *(name.strip().lower().rstrip(".") for name in names)} - {""}
+
+    def serves(self, host: str) -> bool:
+        """Whether `host` (a Host header: a name or an address, and a port) is one of this server's."""
+        from urllib.parse import urlsplit
+
+        try:
+            name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
+        except ValueError:
+            return False
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in self.names
+
+    def foreign(self, origin: str, host: str, method: str, websocket: bool = False) -> bool:
+        """Whether a request is one that changes something, sent by another site's page."""
+        changes = websocket or method not in self.READING
+        return bool(origin) and changes and origin.partition("://")[2].lower() != host.lower()
