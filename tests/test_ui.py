@@ -1,5 +1,6 @@
 """The web page in a real browser: Debian's Chromium driven by Playwright, a fake microphone
-that plays a speech clip, app.py and ui.py as processes."""
+that plays a speech clip, app.py and ui.py as processes. A run that must outlast a click lasts a
+set time at the pace measured on the same app.py (tests/support/pace.py)."""
 
 import io
 import json
@@ -13,12 +14,14 @@ from speech2image.observability import metrics
 from tests.support.app import App, Page
 from tests.support.audio_files import encode
 from tests.support.metrics import total, wait_until
+from tests.support.pace import measure
 from tests.support.ports import free_port
 from tests.support.speech import SPEECH, wer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt-get install chromium)")
 SMALL = {"width": "32", "height": "32", "steps": "1"}
+SLOW_IMAGE_SECONDS = 10  # an image still being drawn when the test clicks or submits again
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,11 @@ def server():
 @pytest.fixture(scope="module")
 def flow(server):
     return server.port
+
+
+@pytest.fixture(scope="module")
+def pace(server):
+    return measure(f"localhost:{server.port}")
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +199,7 @@ def test_a_bad_option_is_one_readable_line(page):
     assert wait_for_status(page, "Error").startswith("Error: invalid seed='seven'")
 
 
-def test_stop_after_the_first_image_draws_at_most_one_more(page, server):
+def test_stop_after_the_first_image_draws_at_most_one_more(page, server, pace):
     def drawn():
         return total(server.metrics_urls, f"{metrics.IMAGES}_total", "diffusion")
 
@@ -199,10 +207,11 @@ def test_stop_after_the_first_image_draws_at_most_one_more(page, server):
         return total(server.metrics_urls, metrics.IN_PROGRESS, "diffusion")
 
     before = drawn()
-    set_options(page, num_images=8, width=256, height=256, steps=4)  # seconds per image here
+    # three images (within the default work budget however many steps this machine needs)
+    set_options(page, **pace.options(SLOW_IMAGE_SECONDS, images=3))
     page.locator("#prompt textarea").fill("a slow lighthouse")
     generate(page)
-    wait_for_status(page, "Drew 1 of 8")
+    wait_for_status(page, "Drew 1 of 3")
     page.locator("#stop").click()
     assert wait_for_status(page, "Stopped").startswith("Stopped: the images not drawn yet were cancelled")
     wait_until(lambda: busy() == 0, 60, "the replica idle")
@@ -242,14 +251,16 @@ def test_served_png_holds_its_settings():
     assert (settings["prompt"], settings["seed"], settings["steps"], settings["vae"]) == ("a red apple", 5, 2, "tiny")
 
 
-def test_the_page_serves_a_few_people_at_once_and_tells_the_next_one_it_is_busy(flow):
+def test_the_page_serves_a_few_people_at_once_and_tells_the_next_one_it_is_busy(flow, pace):
     """One at a time and one waiting: of three people who press Generate together, the third is told."""
     from gradio_client import Client
 
     with Page(f"localhost:{flow}", "--concurrency", "1", "--queue-size", "1") as ui:
         page = Client(ui.url, verbose=False)
-        four_images = (None, "a lighthouse", "auto", "auto", 4, "", "4", "", "128", "128", "")  # the page's inputs
-        jobs = [page.submit(*four_images, fn_index=0) for _ in range(3)]
+        slow = pace.options(SLOW_IMAGE_SECONDS)  # the first still runs when the third comes
+        inputs = (None, "a lighthouse", "auto", "auto", 1, "", str(slow["steps"]), "", str(slow["width"]),
+                  str(slow["height"]), "")  # the page's inputs
+        jobs = [page.submit(*inputs, fn_index=0) for _ in range(3)]
         outcomes = []
         for job in jobs:
             try:
