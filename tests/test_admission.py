@@ -111,6 +111,7 @@ def curl(app, body: dict) -> subprocess.Popen:
                              "-d", json.dumps(body), url(app)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+@pytest.mark.flow
 def test_a_full_flow_refuses_at_once_and_a_closed_connection_stops_its_work(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     cancelled = count(app, CANCELLED)
@@ -142,6 +143,7 @@ def test_a_full_flow_refuses_at_once_and_a_closed_connection_stops_its_work(app,
     assert count(app, IMAGES) - drawn <= 2  # at most the image each running replica was drawing
 
 
+@pytest.mark.flow
 def test_a_full_replica_passes_the_request_to_one_with_room(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     refused = count(app, REFUSED)
@@ -165,6 +167,7 @@ def test_a_full_replica_passes_the_request_to_one_with_room(app, pace):
     assert by_name[full[0]] >= 1 and count(app, REFUSED) - refused >= 1  # refused there, answered by the other
 
 
+@pytest.mark.flow
 def test_a_deadline_that_passes_in_the_queue_drops_the_request_unworked(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     dropped, runs = count(app, DROPPED), count(app, RUNS)
@@ -184,6 +187,7 @@ def test_a_deadline_that_passes_in_the_queue_drops_the_request_unworked(app, pac
     assert count(app, RUNS) - runs == 2  # the two long requests only
 
 
+@pytest.mark.flow
 def test_a_client_timeout_stops_the_work_it_no_longer_waits_for(app, pace):
     """The gateway takes the client's gRPC deadline as the request's (a little earlier, so that the
     client usually hears why): the replica stops between two steps, and its one image is never drawn."""
@@ -201,6 +205,7 @@ def test_a_client_timeout_stops_the_work_it_no_longer_waits_for(app, pace):
     assert count(app, IMAGES) == images
 
 
+@pytest.mark.flow
 def test_a_grpc_client_that_goes_away_has_its_work_cancelled(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     cancelled = count(app, CANCELLED)
@@ -219,6 +224,7 @@ def test_a_grpc_client_that_goes_away_has_its_work_cancelled(app, pace):
     wait_until(lambda: idle(app), 10, "the replica idle")
 
 
+@pytest.mark.flow
 def test_sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     body = pace.body(IN_FLIGHT_SECONDS, prompt="a request in flight")
@@ -242,6 +248,7 @@ def test_sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
     assert "too_many_pings" not in app.stderr()
 
 
+@pytest.mark.flow
 def test_a_retried_call_is_never_run_twice(short_send):
     """Jina retries a call that outlives `timeout_send` on the other replica while the first copy
     runs; with the deadline at 80 % of it, the first copy stops first and answers."""
@@ -260,6 +267,7 @@ def test_a_retried_call_is_never_run_twice(short_send):
     assert count(app, RUNS) - runs == 1
 
 
+@pytest.mark.flow
 def test_ctrl_c_in_a_terminal_drains_too(short_send):
     """A terminal's Ctrl-C reaches every process of its group, the executors too: they leave the
     stopping to app.py, so the request in flight still finishes, and app.py exits 0."""

@@ -11,6 +11,8 @@ from tests.support.app import run_client as client
 from tests.support.ports import free_port
 from tests.support.speech import FOREIGN_SPEECH, ROOT, SPEECH, wer
 
+pytestmark = pytest.mark.flow
+
 
 @pytest.fixture(scope="module")
 def server():

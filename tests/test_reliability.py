@@ -19,6 +19,8 @@ from tests.support.app import App
 from tests.support.load import cases, run_load
 from tests.support.speech import ROOT
 
+pytestmark = pytest.mark.flow
+
 TOKEN = "hf_SENTINELsecretTOKEN0123456789"
 
 

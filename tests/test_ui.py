@@ -142,6 +142,7 @@ def rendered_images(page) -> list[dict]:
     return [image for image in found if image["loaded"] and image["width"] > 0]
 
 
+@pytest.mark.flow
 def test_speak_into_the_microphone_and_watch_the_images_arrive(page, clips, screenshots):
     set_options(page, seed=7, **SMALL)
     record(page, 12)  # jfk.flac is 11 s
@@ -159,6 +160,7 @@ def test_speak_into_the_microphone_and_watch_the_images_arrive(page, clips, scre
     page.screenshot(path=str(screenshots / "ui.png"), full_page=True)
 
 
+@pytest.mark.flow
 def test_upload_a_file(page):
     set_options(page, num_images=1, **SMALL)
     upload(page, SPEECH / "prompt4.wav")
@@ -168,6 +170,7 @@ def test_upload_a_file(page):
     assert len(rendered_images(page)) == 1
 
 
+@pytest.mark.flow
 def test_type_a_prompt(page):
     set_options(page, seed=3, num_images=3, **SMALL)
     page.locator("#prompt textarea").fill("a lighthouse at dusk")
@@ -177,6 +180,7 @@ def test_type_a_prompt(page):
     assert len(rendered_images(page)) == 3
 
 
+@pytest.mark.flow
 def test_a_file_that_is_not_audio_says_so_and_the_page_keeps_working(page, tmp_path):
     notes = tmp_path / "notes.wav"
     notes.write_text("these are not the samples you are looking for\n" * 40)
@@ -192,6 +196,7 @@ def test_a_file_that_is_not_audio_says_so_and_the_page_keeps_working(page, tmp_p
     assert wait_for_status(page, "Done", "Error") == "Done: 1 image(s)"
 
 
+@pytest.mark.flow
 def test_a_bad_option_is_one_readable_line(page):
     set_options(page, seed="seven", **SMALL)
     page.locator("#prompt textarea").fill("a red apple")
@@ -199,6 +204,7 @@ def test_a_bad_option_is_one_readable_line(page):
     assert wait_for_status(page, "Error").startswith("Error: invalid seed='seven'")
 
 
+@pytest.mark.flow
 def test_stop_after_the_first_image_draws_at_most_one_more(page, server, pace):
     def drawn():
         return total(server.metrics_urls, f"{metrics.IMAGES}_total", "diffusion")
@@ -224,6 +230,7 @@ def test_stop_after_the_first_image_draws_at_most_one_more(page, server, pace):
     assert len(rendered_images(page)) == 1
 
 
+@pytest.mark.flow
 def test_an_unreachable_flow_is_one_readable_line(browser):
     with Page(f"localhost:{free_port()}") as ui:
         page = browser.new_page()
@@ -251,6 +258,7 @@ def test_served_png_holds_its_settings():
     assert (settings["prompt"], settings["seed"], settings["steps"], settings["vae"]) == ("a red apple", 5, 2, "tiny")
 
 
+@pytest.mark.flow
 def test_the_page_serves_a_few_people_at_once_and_tells_the_next_one_it_is_busy(flow, pace):
     """One at a time and one waiting: of three people who press Generate together, the third is told."""
     from gradio_client import Client
@@ -272,6 +280,7 @@ def test_the_page_serves_a_few_people_at_once_and_tells_the_next_one_it_is_busy(
         assert any("queue is full" in outcome.lower() for outcome in outcomes), outcomes
 
 
+@pytest.mark.flow
 def test_an_upload_over_the_audio_limit_is_refused(flow, tmp_path):
     import requests
 
