@@ -47,6 +47,13 @@ def ui(flow):
 
 
 @pytest.fixture(scope="module")
+def lonely_ui():
+    """ui.py talking to a port where no Flow listens, taking uploads of at most 1000 bytes."""
+    with Page(f"localhost:{free_port()}", "--max-upload-bytes", "1000") as page:
+        yield page.url
+
+
+@pytest.fixture(scope="module")
 def microphone(tmp_path_factory):
     """jfk.flac as the WAV file Chromium's fake capture device plays (48 kHz, 16-bit)."""
     path = tmp_path_factory.mktemp("mic") / "jfk.wav"
@@ -231,13 +238,12 @@ def test_stop_after_the_first_image_draws_at_most_one_more(page, server, pace):
 
 
 @pytest.mark.flow
-def test_an_unreachable_flow_is_one_readable_line(browser):
-    with Page(f"localhost:{free_port()}") as ui:
-        page = browser.new_page()
-        page.goto(ui.url, wait_until="networkidle")
-        page.locator("#prompt textarea").fill("a red apple")
-        generate(page)
-        assert wait_for_status(page, "Error").startswith("Error: cannot reach the speech2image server at localhost:")
+def test_an_unreachable_flow_is_one_readable_line(browser, lonely_ui):
+    page = browser.new_page()
+    page.goto(lonely_ui, wait_until="networkidle")
+    page.locator("#prompt textarea").fill("a red apple")
+    generate(page)
+    assert wait_for_status(page, "Error").startswith("Error: cannot reach the speech2image server at localhost:")
 
 
 def test_served_png_holds_its_settings():
@@ -281,12 +287,11 @@ def test_the_page_serves_a_few_people_at_once_and_tells_the_next_one_it_is_busy(
 
 
 @pytest.mark.flow
-def test_an_upload_over_the_audio_limit_is_refused(flow, tmp_path):
+def test_an_upload_over_the_audio_limit_is_refused(lonely_ui, tmp_path):
     import requests
 
-    with Page(f"localhost:{flow}", "--max-upload-bytes", "1000") as ui:
-        big = tmp_path / "long.wav"
-        big.write_bytes(b"RIFF" + bytes(5000))
-        with big.open("rb") as file:
-            answer = requests.post(f"{ui.url}/gradio_api/upload", files={"files": file}, timeout=30)
-        assert answer.status_code == 413, answer.text
+    big = tmp_path / "long.wav"
+    big.write_bytes(b"RIFF" + bytes(5000))
+    with big.open("rb") as file:
+        answer = requests.post(f"{lonely_ui}/gradio_api/upload", files={"files": file}, timeout=30)
+    assert answer.status_code == 413, answer.text
