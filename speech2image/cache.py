@@ -14,4 +14,4 @@ def cache_dir() -> Path:
 
 def tiny_diffusion_dir() -> Path:
     """The cached tiny random-weights diffusion pipeline."""
-    return cache_dir() / "tiny-sd-v2"  # v2: with its random tiny VAE
+    return cache_dir() / "tiny-sd-v3"  # v3: latent scale 8, like SD's

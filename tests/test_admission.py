@@ -1,9 +1,12 @@
 """Admission under load, against `python app.py --offline` with two diffusion replicas that
-each run one request and queue one more (`--max-queued-requests 1`), and Jina's `timeout_send`
-at 8 s (the gateway caps every request's deadline at 80 % of it, 6.4 s).
+each run one request and queue one more (`--max-queued-requests 1`); the retry and Ctrl-C tests
+against one whose Jina `timeout_send` is 8 s (the gateway caps every request's deadline at 80 %
+of it, 6.4 s).
 
 Real clients (curl, client.py, requests, Jina's client), the replicas' own counters read from
-their Prometheus endpoints; every wait is on a condition those counters show.
+their Prometheus endpoints; every wait is on a condition those counters show. A long request
+lasts a set time at the pace measured on the same app just before (tests/support/pace.py), so
+no verdict depends on the CPU's speed; the limits on waits only stop a test that hangs.
 """
 
 import asyncio
@@ -27,30 +30,63 @@ from speech2image.observability import names
 from speech2image.serving.deadline import CLOSE_SECONDS, drain_seconds, longest_request, stop_seconds
 from tests.support.app import App, run_client
 from tests.support.metrics import by_replica, total, wait_until
+from tests.support.pace import measure
 from tests.support.speech import ROOT
 
 IN_PROGRESS, QUEUE_LENGTH = names.IN_PROGRESS, names.QUEUE_LENGTH
 IMAGES, CANCELLED = f"{names.IMAGES}_total", f"{names.CANCELLED}_total"
 REFUSED, DROPPED = f"{names.REFUSED}_total", f"{names.DROPPED}_total"
 RUNS = f"{names.QUEUE_SECONDS}_count"  # one per request that got its turn: a model run
-LONG = {"prompt": "a long request", "n": 8, "size": "256x256", "steps": 30}  # far more than 6.4 s here
+# A long request: 8 images of 15 s each here, far longer than any test's own steps; the test that
+# sends one ends it (its client goes away) or lets its deadline stop it
+LONG_IMAGES, LONG_IMAGE_SECONDS = 8, 15
+GRACE_SECONDS = 120  # app.py --grace-seconds: far longer than the request in flight at SIGTERM
+IN_FLIGHT_SECONDS = 10  # that request: far longer than the checks made while it runs
+
+
+def flow_file(directory, timeout_send_ms=None):
+    """flow.yml with room for long requests (a work budget they fit in), and `timeout_send`."""
+    flow = yaml.safe_load((ROOT / "flow.yml").read_text())
+    if timeout_send_ms:
+        flow["with"]["timeout_send"] = timeout_send_ms
+    diffusion = next(executor for executor in flow["executors"] if executor["name"] == "diffusion")
+    diffusion["uses_with"] = {**diffusion.get("uses_with", {}), "max_megapixel_steps": 1e6}
+    path = directory / "flow.yml"
+    path.write_text(yaml.safe_dump(flow))
+    return path
+
+
+def serving(app) -> bool:
+    return len(by_replica(app.metrics_urls, IN_PROGRESS, "diffusion")) == 2
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    flow = yaml.safe_load((ROOT / "flow.yml").read_text())
-    flow["with"]["timeout_send"] = 8000
-    path = tmp_path_factory.mktemp("admission") / "flow.yml"
-    path.write_text(yaml.safe_dump(flow))
-    # on the CPU even where there is a GPU: the long requests must outlast the test's steps
-    with App("--diffusion-replicas", "2", "--max-queued-requests", "1", "--flow", str(path),
-             "--device", "cpu") as server:
-        wait_until(lambda: len(by_replica(server.metrics_urls, IN_PROGRESS, "diffusion")) == 2, 60,
-                   "both diffusion replicas serving metrics")
-        for seed in range(2):  # one per replica (round robin): their first request of a size is slow
-            warm = requests.post(url(server), json={**LONG, "n": 1, "steps": 2, "seed": seed}, timeout=120)
-            assert warm.status_code == 200, warm.text
+    # on the CPU even where there is a GPU: its pace is measured on the CPU
+    with App("--diffusion-replicas", "2", "--max-queued-requests", "1", "--device", "cpu",
+             "--flow", str(flow_file(tmp_path_factory.mktemp("admission"))),
+             "--grace-seconds", str(GRACE_SECONDS)) as server:
+        wait_until(lambda: serving(server), 60, "both diffusion replicas serving metrics")
         yield server
+
+
+@pytest.fixture(scope="module")
+def pace(app):
+    return measure(f"localhost:{app.port}")
+
+
+@pytest.fixture(scope="module")
+def short_send(tmp_path_factory):
+    """app.py whose Flow has `timeout_send` 8 s (every deadline 6.4 s), and its pace."""
+    with App("--diffusion-replicas", "2", "--device", "cpu",
+             "--flow", str(flow_file(tmp_path_factory.mktemp("short-send"), timeout_send_ms=8000))) as server:
+        wait_until(lambda: serving(server), 60, "both diffusion replicas serving metrics")
+        yield server, measure(f"localhost:{server.port}")
+
+
+def long(pace, **fields) -> dict:
+    """A long request's body for the OpenAI-compatible route."""
+    return pace.body(LONG_IMAGE_SECONDS, LONG_IMAGES, prompt="a long request", **fields)
 
 
 def url(app, route="/v1/images/generations") -> str:
@@ -76,10 +112,11 @@ def curl(app, body: dict) -> subprocess.Popen:
                              "-d", json.dumps(body), url(app)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_a_full_flow_refuses_at_once_and_a_closed_connection_stops_its_work(app):
+@pytest.mark.flow
+def test_a_full_flow_refuses_at_once_and_a_closed_connection_stops_its_work(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     cancelled = count(app, CANCELLED)
-    long = [curl(app, {**LONG, "seed": k}) for k in range(4)]  # 2 replicas x (1 running + 1 queued)
+    long_requests = [curl(app, long(pace, seed=k)) for k in range(4)]  # 2 replicas x (1 running + 1 queued)
     try:
         wait_until(lambda: count(app, IN_PROGRESS) == 2 and count(app, QUEUE_LENGTH) == 2, 30,
                    lambda: f"2 running, 2 queued ({state(app)})")
@@ -89,13 +126,14 @@ def test_a_full_flow_refuses_at_once_and_a_closed_connection_stops_its_work(app)
         refused = run_client("--host", f"localhost:{app.port}", "--text", "one more", "--num-images", "1")
         drawn = count(app, IMAGES)
     finally:
-        for curled in long:
+        for curled in long_requests:
             curled.kill()
     assert answer.status_code == 429, answer.text
     assert int(answer.headers["Retry-After"]) >= 1
     message = answer.json()["error"]["message"]
     assert message.startswith("busy: 1 request(s) wait for this replica (max_queued_requests=1); retry in about ")
-    assert http_seconds < 5  # refused at once, not after a wait (the benchmark measures it: bench/load.py)
+    # refused at once: a wait for room would last until a long request ended (bench/load.py measures it)
+    assert http_seconds < LONG_IMAGE_SECONDS
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "busy: " in refused.stderr and "Traceback" not in refused.stderr
     log = app.stderr() + "".join(app.output)  # the replica's: one line per refusal, not Jina's stack
@@ -106,15 +144,16 @@ def test_a_full_flow_refuses_at_once_and_a_closed_connection_stops_its_work(app)
     assert count(app, IMAGES) - drawn <= 2  # at most the image each running replica was drawing
 
 
-def test_a_full_replica_passes_the_request_to_one_with_room(app):
+@pytest.mark.flow
+def test_a_full_replica_passes_the_request_to_one_with_room(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     refused = count(app, REFUSED)
     short = {"prompt": "a short request", "n": 1, "size": "64x64", "steps": 2}
-    first = curl(app, LONG)
+    first = curl(app, long(pace))
     try:
         wait_until(lambda: count(app, IN_PROGRESS) == 1, 30, "one replica running")
         assert requests.post(url(app), json=short, timeout=30).status_code == 200  # the other replica: round robin
-        second = curl(app, {**LONG, "seed": 7})  # round robin: queued behind the first; that replica is full
+        second = curl(app, long(pace, seed=7))  # round robin: queued behind the first; that replica is full
         try:
             wait_until(lambda: count(app, QUEUE_LENGTH) == 1, 30, "one request queued")
             full = [name for name, length in by_replica(app.metrics_urls, QUEUE_LENGTH, "diffusion").items() if length]
@@ -129,16 +168,17 @@ def test_a_full_replica_passes_the_request_to_one_with_room(app):
     assert by_name[full[0]] >= 1 and count(app, REFUSED) - refused >= 1  # refused there, answered by the other
 
 
-def test_a_deadline_that_passes_in_the_queue_drops_the_request_unworked(app):
+@pytest.mark.flow
+def test_a_deadline_that_passes_in_the_queue_drops_the_request_unworked(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     dropped, runs = count(app, DROPPED), count(app, RUNS)
-    long = [curl(app, {**LONG, "seed": k}) for k in range(2)]
+    long_requests = [curl(app, long(pace, seed=k)) for k in range(2)]
     try:
         wait_until(lambda: count(app, IN_PROGRESS) == 2, 30, "both replicas running")
         answer = requests.post(url(app, "/generate"), timeout=30, json={
             "data": [{"prompt": "a request with one second"}], "parameters": {"timeout": 1, "num_images": 1}})
     finally:
-        for curled in long:
+        for curled in long_requests:
             curled.kill()
     assert answer.status_code == 504, answer.text
     # Jina's answer shape on its own route; the error in one line: in the queue, before any work
@@ -148,15 +188,16 @@ def test_a_deadline_that_passes_in_the_queue_drops_the_request_unworked(app):
     assert count(app, RUNS) - runs == 2  # the two long requests only
 
 
-def test_a_client_timeout_stops_the_work_it_no_longer_waits_for(app):
+@pytest.mark.flow
+def test_a_client_timeout_stops_the_work_it_no_longer_waits_for(app, pace):
     """The gateway takes the client's gRPC deadline as the request's (a little earlier, so that the
     client usually hears why): the replica stops between two steps, and its one image is never drawn."""
     wait_until(lambda: idle(app), 30, "the replicas idle")
     images = count(app, IMAGES)
-    # 100 steps of one 256² image: a step takes 0.6 s (Xeon AMX) to about 1 s (EPYC AVX2), the whole
-    # request a minute or more, far beyond the 4 s timeout
+    options = pace.options(LONG_IMAGE_SECONDS)  # one image, far beyond the 4 s timeout
     gone = run_client("--host", f"localhost:{app.port}", "--text", "a request nobody waits for", "--num-images", "1",
-                      "--width", "256", "--height", "256", "--steps", "100", "--timeout", "4")
+                      "--width", options["width"], "--height", options["height"], "--steps", options["steps"],
+                      "--timeout", "4")
     assert gone.returncode == 1 and len(gone.stderr.strip().splitlines()) == 1, gone.stderr
     # the replica's answer ("deadline passed at step k") when its step ended inside the client's margin
     # (0.4 s), else the client's own "no answer within --timeout": which comes first is the CPU's speed
@@ -165,14 +206,15 @@ def test_a_client_timeout_stops_the_work_it_no_longer_waits_for(app):
     assert count(app, IMAGES) == images
 
 
-def test_a_grpc_client_that_goes_away_has_its_work_cancelled(app):
+@pytest.mark.flow
+def test_a_grpc_client_that_goes_away_has_its_work_cancelled(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     cancelled = count(app, CANCELLED)
 
     async def call_then_leave():
         docs = make_documents([], "a request its client cancels")
         call = asyncio.ensure_future(post_async(docs, f"localhost:{app.port}", request_parameters(
-            {"num_images": 8, "width": 256, "height": 256, "steps": 30})))
+            pace.options(LONG_IMAGE_SECONDS, LONG_IMAGES))))
         await asyncio.to_thread(wait_until, lambda: count(app, IN_PROGRESS) == 1, 30, "the request running")
         call.cancel()  # as the page's Stop does
         with pytest.raises(asyncio.CancelledError):
@@ -183,26 +225,10 @@ def test_a_grpc_client_that_goes_away_has_its_work_cancelled(app):
     wait_until(lambda: idle(app), 10, "the replica idle")
 
 
-def test_a_retried_call_is_never_run_twice(app):
-    """Jina retries a call that outlives `timeout_send` on the other replica while the first copy
-    runs; with the deadline at 80 % of it, the first copy stops first and answers."""
+@pytest.mark.flow
+def test_sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
-    runs = count(app, RUNS)
-
-    async def long_over_grpc():
-        docs = make_documents([], "a request longer than timeout_send")
-        return await post_async(docs, f"localhost:{app.port}",
-                                request_parameters({"num_images": 8, "width": 256, "height": 256, "steps": 30}))
-
-    with pytest.raises(ClientError, match=r"deadline passed at step \d+ of 30 of image \d of 8"):
-        asyncio.run(long_over_grpc())
-    wait_until(lambda: idle(app), 30, "the replicas idle")
-    assert count(app, RUNS) - runs == 1
-
-
-def test_sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(app):
-    wait_until(lambda: idle(app), 30, "the replicas idle")
-    body = {"prompt": "a request in flight", "n": 1, "size": "256x256", "steps": 8}  # a few seconds
+    body = pace.body(IN_FLIGHT_SECONDS, prompt="a request in flight")
     in_flight = subprocess.Popen(["curl", "-s", "-w", "\n%{http_code}", "-H", "content-type: application/json",
                                   "-d", json.dumps(body), url(app)], stdout=subprocess.PIPE, text=True)
     wait_until(lambda: count(app, IN_PROGRESS) == 1, 30, "the request running")
@@ -215,25 +241,49 @@ def test_sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert not Client(host="localhost", port=app.port).is_flow_ready(timeout=5)  # Jina's dry run
-    out, _ = in_flight.communicate(timeout=60)
+    assert count(app, IN_PROGRESS) == 1  # all of that while the request was in flight
+    out, _ = in_flight.communicate(timeout=GRACE_SECONDS)
     assert out.rstrip().endswith("200") and '"b64_json"' in out
     assert app.process.wait(timeout=60) == 0
     # no channel of the Flow was closed for pinging "too often" (Jina's keepalive against gRPC's default)
     assert "too_many_pings" not in app.stderr()
 
 
-def test_ctrl_c_in_a_terminal_drains_too():
+@pytest.mark.flow
+def test_a_retried_call_is_never_run_twice(short_send):
+    """Jina retries a call that outlives `timeout_send` on the other replica while the first copy
+    runs; with the deadline at 80 % of it, the first copy stops first and answers."""
+    app, pace = short_send
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    runs = count(app, RUNS)
+    options = pace.options(4, LONG_IMAGES)  # 8 images of 4 s: five times the 6.4 s deadline
+
+    async def long_over_grpc():
+        docs = make_documents([], "a request longer than timeout_send")
+        return await post_async(docs, f"localhost:{app.port}", request_parameters(options))
+
+    with pytest.raises(ClientError, match=rf"deadline passed at step \d+ of {options['steps']} of image \d of 8"):
+        asyncio.run(long_over_grpc())
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    assert count(app, RUNS) - runs == 1
+
+
+@pytest.mark.flow
+def test_ctrl_c_in_a_terminal_drains_too(short_send):
     """A terminal's Ctrl-C reaches every process of its group, the executors too: they leave the
     stopping to app.py, so the request in flight still finishes, and app.py exits 0."""
-    with App("--device", "cpu") as app:
-        body = {"prompt": "a request in flight", "n": 1, "size": "256x256", "steps": 8}
-        in_flight = subprocess.Popen(["curl", "-s", "-w", "\n%{http_code}", "-H", "content-type: application/json",
-                                      "-d", json.dumps(body), url(app)], stdout=subprocess.PIPE, text=True)
-        wait_until(lambda: count(app, IN_PROGRESS) == 1, 60, "the request running")
-        os.killpg(app.process.pid, signal.SIGINT)  # app.py leads its own session: the terminal's group
-        out, _ = in_flight.communicate(timeout=60)
-        assert out.rstrip().endswith("200") and '"b64_json"' in out, out[-300:]
-        assert app.process.wait(timeout=60) == 0, app.tail()
+    app, pace = short_send
+    wait_until(lambda: idle(app), 30, "the replicas idle")
+    # one second: many looks at the counters long, and far inside the 6.4 s deadline and the 30 s of grace
+    body = pace.body(1, prompt="a request in flight")
+    in_flight = subprocess.Popen(["curl", "-s", "-w", "\n%{http_code}", "-H", "content-type: application/json",
+                                  "-d", json.dumps(body), url(app)], stdout=subprocess.PIPE, text=True)
+    wait_until(lambda: count(app, IN_PROGRESS) == 1, 30, "the request running")
+    os.killpg(app.process.pid, signal.SIGINT)  # app.py leads its own session: the terminal's group
+    out, _ = in_flight.communicate(timeout=60)
+    assert out.rstrip().endswith("200") and '"b64_json"' in out, out[-300:]
+    assert app.process.wait(timeout=60) == 0, app.tail()
+
 
 def test_the_deadline_is_the_gateways_a_clients_own_for_any_executor_is_replaced():
     """Jina hands `diffusion__deadline` to the diffusion executor as its `deadline`: a client must

@@ -22,7 +22,7 @@ import yaml
 from tests.support.ports import free_port
 from tests.support.speech import ROOT, SPEECH, wer
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.flow]
 
 VERSION = re.search(r"docker://speech2image-whisper:(\S+)", (ROOT / "flow.yml").read_text()).group(1)
 IMAGES = {name: f"speech2image-{name}:{VERSION}" for name in ("whisper", "diffusion", "gateway")}

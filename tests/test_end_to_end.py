@@ -9,7 +9,9 @@ import pytest
 from tests.support.app import App
 from tests.support.app import run_client as client
 from tests.support.ports import free_port
-from tests.support.speech import SPEECH, ROOT, SPEECH, wer
+from tests.support.speech import ROOT, SPEECH, wer
+
+pytestmark = pytest.mark.flow
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +19,20 @@ def server():
     with App("--whisper-compute-type", "float32") as app:
         assert f"grpc://localhost:{app.port}, http://localhost:{app.port + 1}" in app.ready_line
         yield app.port
+
+
+@pytest.fixture(scope="module")
+def multilingual():
+    """app.py with Whisper base (multilingual) and no metrics, shared: the German test first, then
+    the tests that stop it."""
+    with App("--whisper-model", "embedded-base", "--no-monitoring") as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def stopped(multilingual):
+    """The multilingual app.py stopped with SIGTERM, as an operator stops it: its exit code."""
+    return multilingual.terminate()
 
 
 def test_client_json_files_and_contact_sheet(server, tmp_path, clips):
@@ -68,10 +84,21 @@ def test_client_failures_are_one_line_and_non_zero(server, tmp_path):
     assert client(SPEECH / "prompt4.wav", "--host", f"localhost:{port}", "--out", tmp_path).returncode == 0
 
 
-def test_sigterm_stops_the_server_cleanly():
-    with App("--no-monitoring") as app:
-        assert app.terminate() == 0
-        assert "speech2image stopped" in "".join(app.output)
+def test_german_speech_becomes_english_text_and_images_with_embedded_base(multilingual, tmp_path):
+    done = client(SPEECH / "de-bicycle.flac", SPEECH / "jfk.flac", "--host", f"localhost:{multilingual.port}",
+                  "--width", 32, "--steps", 1, "--out", tmp_path, "--json")
+    assert done.returncode == 0, done.stderr
+    german, english = [json.loads(line) for line in done.stdout.splitlines()]
+    # de-bicycle is detected as German at 0.977-0.985 on every CPU path measured (test_multilingual)
+    assert (german["language"], german["task"], german["warnings"]) == ("de", "translate", [])
+    assert german["text"].isascii() and len(german["images"]) == 1
+    assert german["models"]["whisper"] == "embedded-base (base)"
+    assert (english["language"], english["task"]) == ("en", "transcribe") and english["language_probability"] > 0.9
+
+
+def test_sigterm_stops_the_server_cleanly(multilingual, stopped):
+    assert stopped == 0
+    assert "speech2image stopped" in "".join(multilingual.output)
 
 
 def test_unavailable_model_stops_start_up_with_one_line():
@@ -85,24 +112,9 @@ def test_unavailable_model_stops_start_up_with_one_line():
     assert lines[0].endswith("or start with --offline")
 
 
-def test_german_speech_becomes_english_text_and_images_with_embedded_base(tmp_path):
-    with App("--whisper-model", "embedded-base", "--no-monitoring") as app:
-        done = client(SPEECH / "de-bicycle.flac", SPEECH / "jfk.flac", "--host", f"localhost:{app.port}",
-                      "--width", 32, "--steps", 1, "--out", tmp_path, "--json")
-    assert done.returncode == 0, done.stderr
-    german, english = [json.loads(line) for line in done.stdout.splitlines()]
-    # de-bicycle is detected as German at 0.977-0.985 on every CPU path measured (test_multilingual)
-    assert (german["language"], german["task"], german["warnings"]) == ("de", "translate", [])
-    assert german["text"].isascii() and len(german["images"]) == 1
-    assert german["models"]["whisper"] == "embedded-base (base)"
-    assert (english["language"], english["task"]) == ("en", "transcribe") and english["language_probability"] > 0.9
-
-
-def test_start_up_is_quiet_but_for_the_ready_lines():
-    with App("--no-monitoring") as app:
-        app.terminate()
-        noise = ("start_method", "start method", "pkg_resources", "torchvision")
-        assert not [line for line in app.stderr().splitlines() if any(n in line for n in noise)]
+def test_start_up_is_quiet_but_for_the_ready_lines(multilingual, stopped):
+    noise = ("start_method", "start method", "pkg_resources", "torchvision")
+    assert not [line for line in multilingual.stderr().splitlines() if any(n in line for n in noise)]
 
 
 def test_an_allow_list_given_as_a_string_stops_start_up_with_one_line(tmp_path):

@@ -16,6 +16,8 @@ from tests.support.audio_files import encode
 from tests.support.ports import free_port_pair
 from tests.support.speech import SPEECH, wer
 
+pytestmark = pytest.mark.flow
+
 PROMPTS = ["prompt1.wav", "prompt2.wav", "prompt3.wav", "prompt4.wav"]
 
 

@@ -48,11 +48,13 @@ def openai_client(server, tls):
     return make
 
 
+@pytest.mark.flow
 def test_the_ready_line_gives_the_tls_addresses_and_the_openai_base_url(server):
     assert f"grpcs://localhost:{server.port}, https://localhost:{server.port + 1}" in server.ready_line
     assert f"OpenAI base URL https://localhost:{server.port + 1}/v1; API keys required" in server.ready_line
 
 
+@pytest.mark.flow
 def test_every_listening_socket_of_the_process_group_is_on_loopback(server):
     group = os.getpgid(server.process.pid)
     listening = []
@@ -67,11 +69,13 @@ def test_every_listening_socket_of_the_process_group_is_on_loopback(server):
     assert all(address.ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for address in listening), listening
 
 
+@pytest.mark.flow
 def test_the_openai_sdk_transcribes_jfk(openai_client, jfk_bytes, jfk_text):
     text = openai_client().audio.transcriptions.create(model="whisper-1", file=("jfk.flac", jfk_bytes)).text
     assert wer(jfk_text, text) == 0
 
 
+@pytest.mark.flow
 def test_the_openai_sdk_translates_german_with_embedded_base(openai_client):
     translated = openai_client().audio.translations.create(
         model="embedded-base", file=("de.flac", (SPEECH / "de-bicycle.flac").read_bytes()))
@@ -79,6 +83,7 @@ def test_the_openai_sdk_translates_german_with_embedded_base(openai_client):
     assert translated.text.isascii() and len(words & {"morning", "bike", "city", "bread", "cheese"}) >= 2
 
 
+@pytest.mark.flow
 def test_verbose_json_has_language_duration_segments_and_words(openai_client, jfk_bytes):
     verbose = openai_client().audio.transcriptions.create(
         model="whisper-1", file=("jfk.flac", jfk_bytes), response_format="verbose_json",
@@ -88,6 +93,7 @@ def test_verbose_json_has_language_duration_segments_and_words(openai_client, jf
     assert [w.word.strip(",.").lower() for w in verbose.words][:4] == ["and", "so", "my", "fellow"]
 
 
+@pytest.mark.flow
 def test_the_openai_sdk_draws_two_pngs_and_the_same_seed_draws_the_same_bytes(openai_client):
     def draw():
         answer = openai_client().images.generate(prompt="a red apple", n=2, response_format="b64_json", size="32x32",
@@ -102,6 +108,7 @@ def test_the_openai_sdk_draws_two_pngs_and_the_same_seed_draws_the_same_bytes(op
     assert again == first
 
 
+@pytest.mark.flow
 def test_images_by_url_are_served_for_a_while(openai_client, tls):
     import httpx
 
@@ -113,6 +120,7 @@ def test_images_by_url_are_served_for_a_while(openai_client, tls):
     assert missing.status_code == 404 and missing.json()["error"]["message"].startswith("no such image")
 
 
+@pytest.mark.flow
 def test_models_lists_the_served_ones_and_an_unknown_model_is_404(openai_client, jfk_bytes):
     import openai
 
@@ -122,6 +130,7 @@ def test_models_lists_the_served_ones_and_an_unknown_model_is_404(openai_client,
         openai_client().audio.transcriptions.create(model="whisper-9", file=("jfk.flac", jfk_bytes))
 
 
+@pytest.mark.flow
 def test_openai_errors_a_wrong_key_and_a_file_that_is_not_audio(openai_client):
     import openai
 
@@ -134,6 +143,7 @@ def test_openai_errors_a_wrong_key_and_a_file_that_is_not_audio(openai_client):
     assert "Traceback" not in json.dumps(refused.value.body)
 
 
+@pytest.mark.flow
 def test_curl_transcription_and_speech_to_image(server, tls, tmp_path):
     base = f"https://localhost:{server.port + 1}/v1"
     curl = ["curl", "-s", "--cacert", str(tls / "ca.pem"), "-H", f"Authorization: Bearer {KEY}"]
@@ -151,6 +161,7 @@ def test_curl_transcription_and_speech_to_image(server, tls, tmp_path):
     assert Image.open(io.BytesIO(base64.b64decode(answer["data"][0]["b64_json"]))).size == (32, 32)
 
 
+@pytest.mark.flow
 def test_client_py_over_grpcs_and_https_with_a_private_ca_and_keys(server, tls, tmp_path):
     common = ["--text", "a red apple", "--steps", 1, "--width", 32, "--out", tmp_path, "--ca", tls / "ca.pem"]
     for host in (f"grpcs://localhost:{server.port}", f"https://localhost:{server.port + 1}"):
@@ -164,6 +175,7 @@ def test_client_py_over_grpcs_and_https_with_a_private_ca_and_keys(server, tls, 
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
 
 
+@pytest.mark.flow
 def test_health_and_readiness_stay_open(server, tls):
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -178,6 +190,7 @@ def test_health_and_readiness_stay_open(server, tls):
     assert httpx.get(f"https://localhost:{server.port + 1}/docs", verify=str(tls / "ca.pem")).status_code == 401
 
 
+@pytest.mark.flow
 def test_an_oversized_request_is_refused_at_the_gateway(server, tls, tmp_path):
     import httpx
 
@@ -192,6 +205,7 @@ def test_an_oversized_request_is_refused_at_the_gateway(server, tls, tmp_path):
     assert answer.json()["error"]["message"].startswith("request too large: ")
 
 
+@pytest.mark.flow
 def test_each_http_route_takes_the_body_it_needs_and_a_streamed_one_over_it_is_413(server, tls):
     import httpx
 
@@ -211,6 +225,7 @@ def test_each_http_route_takes_the_body_it_needs_and_a_streamed_one_over_it_is_4
         assert streamed.status_code == 413, streamed.text
 
 
+@pytest.mark.flow
 def test_a_call_without_a_key_is_refused_before_its_message_is_read(server, tls):
     """gRPC reads a unary call's whole message before its handler: a refused call must not be."""
     import grpc
@@ -227,6 +242,7 @@ def test_a_call_without_a_key_is_refused_before_its_message_is_read(server, tls)
         assert compressed.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+@pytest.mark.flow
 def test_the_keys_never_reach_the_log_or_the_metrics(server):
     import urllib.request
 
@@ -236,6 +252,7 @@ def test_the_keys_never_reach_the_log_or_the_metrics(server):
     assert KEY not in everything and OTHER_KEY not in everything
 
 
+@pytest.mark.flow
 def test_the_page_uses_the_key_on_its_server_and_never_shows_it(server, tls):
     import httpx
     from gradio_client import Client
@@ -250,6 +267,7 @@ def test_the_page_uses_the_key_on_its_server_and_never_shows_it(server, tls):
         assert KEY not in page
 
 
+@pytest.mark.flow
 def test_exposing_the_page_without_users_is_refused_with_one_line():
     import sys
 
@@ -276,6 +294,7 @@ def test_a_keys_file_keeps_a_hash_inside_a_key_and_refuses_short_keys(tmp_path):
 
 
 
+@pytest.mark.flow
 def test_the_pages_users_file_keeps_a_hash_inside_a_password_and_refuses_a_user_without_one(tmp_path):
     """A `#` cut a password short (its prefix logged in) and a line without a password let that
     user in with an empty one."""
@@ -313,6 +332,7 @@ def test_a_failed_dry_run_names_the_part_not_its_address():
     assert list(scrubbed.exception.stacks) == []
 
 
+@pytest.mark.flow
 def test_websocket_is_not_served_even_with_a_key(server, tls):
     """Jina's gateways can speak WebSocket; this one does not: the upgrade is refused (1008)."""
     import ssl

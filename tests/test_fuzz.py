@@ -46,6 +46,7 @@ def tiny_engine():
 @fuzz
 @given(parameters)
 def test_request_parameters_are_accepted_or_refused_as_invalid_request(tiny_engine, request):
+    """Checks more than crashes: a refusal is one line, and what resolves is a size and count the model allows."""
     for defaults in (GenerateOptions(), TranscribeOptions()):
         try:
             options = merge(defaults, request)
@@ -68,6 +69,7 @@ def test_request_parameters_are_accepted_or_refused_as_invalid_request(tiny_engi
 @fuzz
 @given(parameters)
 def test_limits_and_client_side_checks_raise_only_invalid_request(request):
+    """Crash check only: nothing but InvalidRequest is raised; what is accepted is not looked at."""
     for cls in (RequestLimits, AudioLimits):
         try:
             merge(cls(), request)
@@ -82,6 +84,7 @@ def test_limits_and_client_side_checks_raise_only_invalid_request(request):
 @fuzz
 @given(st.integers(0, 10**4), st.integers(1, 8), st.integers(1, 150), st.integers(1, 4096), st.integers(1, 4096))
 def test_the_work_budget_refuses_exactly_what_is_over_it(documents, images, steps, width, height):
+    """Checks the verdict: refused exactly when over max_megapixel_steps, and the message names it."""
     limits = RequestLimits()
     over = documents * images * steps * width * height > limits.max_megapixel_steps * 2**20
     try:
@@ -125,6 +128,7 @@ limits_small = AudioLimits(max_audio_seconds=30, max_audio_bytes=1_000_000)
 @fuzz
 @given(st.data(), edits)
 def test_mutated_audio_files_decode_or_raise_audio_error(seed_files, data, changes):
+    """Checks more than crashes: a refusal is one line, a decoded waveform float32 mono within the limit."""
     original = data.draw(st.sampled_from(seed_files))
     try:
         waveform = decode_audio(mutate(original, changes), limits_small)
@@ -137,6 +141,7 @@ def test_mutated_audio_files_decode_or_raise_audio_error(seed_files, data, chang
 @fuzz
 @given(st.binary(max_size=2048))
 def test_random_bytes_decode_or_raise_audio_error(data):
+    """Crash check only: nothing but AudioError is raised; what decodes is not looked at."""
     try:
         decode_audio(data, limits_small)
     except AudioError:
@@ -157,6 +162,7 @@ SHAPES = [b"ffconcat version 1.0\nfile %s\n", b"#EXTM3U\n#EXTINF:10,\n%s\n#EXT-X
 @example(SHAPES[0], "tests/data/de-car.flac", []).via("the 45 bytes of the security review, aimed at a clip of ours")
 @example(SHAPES[1], "tests/data/de-car.flac", [])
 def test_playlists_and_session_descriptions_never_open_what_they_name(shape, path, changes):
+    """Checks more than crashes: the file a playlist names is never read, nor its path echoed."""
     data = shape.replace(b"%s", path.encode("utf-8", "replace"))
     data = mutate(data, changes) if changes else data
     try:
@@ -177,6 +183,7 @@ hostile_uris = st.sampled_from([
 @fuzz
 @given(hostile_uris)
 def test_uris_are_refused_unless_allow_listed(uri):
+    """Checks the verdict: every uri is refused when no source is allow-listed."""
     with pytest.raises(InvalidRequest) as refused:
         load_audio(SpeechImageDoc(uri=uri), AudioSources(), limits_small)
     assert isinstance(refused.value, (ForbiddenSource, AudioError))
@@ -189,6 +196,7 @@ def test_uris_are_refused_unless_allow_listed(uri):
     st.lists(st.lists(st.floats(-1, 1), min_size=2, max_size=2), max_size=8).map(np.array),
 ))
 def test_waveforms_are_used_or_refused_with_audio_error(array):
+    """Checks more than crashes: a waveform used is one-dimensional and finite."""
     try:
         waveform = load_audio(SpeechImageDoc(waveform=array), AudioSources(), limits_small)
     except AudioError:
@@ -199,6 +207,7 @@ def test_waveforms_are_used_or_refused_with_audio_error(array):
 @fuzz
 @given(st.binary(max_size=512))
 def test_audio_blobs_of_any_bytes_are_handled(data):
+    """Crash check only: nothing but AudioError is raised; what decodes is not looked at."""
     try:
         load_audio(SpeechImageDoc(audio=to_blob(data)), AudioSources(), limits_small)
     except AudioError:

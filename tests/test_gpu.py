@@ -44,6 +44,7 @@ def test_whisper_runs_on_cuda_in_float16(backend, jfk_bytes, jfk_text):
     assert wer(jfk_text, transcribe(engine, decode_audio(jfk_bytes)).text) == 0
 
 
+@pytest.mark.flow
 def test_the_whole_flow_on_the_gpu(tmp_path):
     from tests.support.app import App, run_client
 

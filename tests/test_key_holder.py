@@ -123,8 +123,9 @@ def test_another_keys_call_with_my_request_id_cancels_nothing_of_mine(app, tls):
                 return stub.process_single_data(data_request(1, parameters, request_id),
                                                 metadata=(("authorization", f"Bearer {key}"),), timeout=300)
 
-            blocker = send(KEY_A, "blocker", {"diffusion__num_images": 8, "diffusion__steps": 50,
-                                              "diffusion__width": 256, "diffusion__height": 256})
+            # the most work a request may ask for (max_megapixel_steps): minutes here, cancelled below
+            blocker = send(KEY_A, "blocker", {"diffusion__num_images": 4, "diffusion__steps": 128,
+                                              "diffusion__width": 512, "diffusion__height": 512})
             await asyncio.to_thread(wait_until, lambda: count(app, metrics.IN_PROGRESS) == 1, 120, "the blocker running")
             mine = send(KEY_A, "shared-id", {"diffusion__num_images": 1, "diffusion__steps": 1,
                                              "diffusion__width": 64, "diffusion__height": 64})

@@ -8,8 +8,12 @@ import os
 import re
 import shutil
 
+import pytest
+
 from tests.support.app import App, Page, run_client
 from tests.support.speech import ROOT, SPEECH
+
+pytestmark = pytest.mark.flow
 
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "ip6-localhost"}
 

@@ -71,6 +71,7 @@ def served(server, tmp_path_factory):
     return server
 
 
+@pytest.mark.flow
 def test_ready_line_is_followed_by_every_metrics_url(server):
     _, urls = server
     assert len(urls) == 4  # gateway, whisper, 2 diffusion replicas
@@ -78,6 +79,7 @@ def test_ready_line_is_followed_by_every_metrics_url(server):
     assert len(set(urls)) == 4
 
 
+@pytest.mark.flow
 def test_histograms_counters_and_gauges_per_executor_and_replica(served):
     _, urls = served
     gateway, whisper, *replicas = (scrape(url) for url in urls)
@@ -102,6 +104,7 @@ def test_histograms_counters_and_gauges_per_executor_and_replica(served):
         assert PROMPT not in text and "jfk" not in text and "country" not in text.lower()
 
 
+@pytest.mark.flow
 def test_one_trace_per_request_with_stage_spans_under_the_executor_spans(served, receiver):
     spans = receiver[1].spans
     deadline = time.monotonic() + 30  # Jina exports in batches
@@ -133,6 +136,7 @@ def test_one_trace_per_request_with_stage_spans_under_the_executor_spans(served,
 
 @pytest.mark.skipif(not shutil.which("prometheus") and not shutil.which("apt-get"),
                     reason="needs Debian's prometheus package (apt-get install prometheus)")
+@pytest.mark.flow
 def test_every_dashboard_query_returns_data_on_a_real_prometheus(served, tmp_path):
     from tools.prometheus import Prometheus
 
@@ -167,6 +171,7 @@ def test_the_shipped_dashboards_are_the_generated_ones():
     assert {t["datasource"]["uid"] for p in grafana["panels"] for t in p["targets"]} == {"${datasource}"}
 
 
+@pytest.mark.flow
 def test_no_monitoring_and_a_dead_trace_collector_never_fail_a_request(tmp_path):
     with App("--no-monitoring", "--tracing", f"http://localhost:{free_port()}") as app:
         done = client(SPEECH / "prompt4.wav", "--host", f"localhost:{app.port}", "--width", 32, "--steps", 1,

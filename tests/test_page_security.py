@@ -19,6 +19,8 @@ from tests.support.ports import free_port
 from tests.support.speech import ROOT
 from tests.support.tls import private_ca
 
+pytestmark = pytest.mark.flow  # starts ui.py
+
 NOWHERE = f"localhost:{free_port()}"  # no Flow: the page starts without one
 PASSWORD = "correct-horse-battery"
 UPLOAD_BYTES = 1000  # the page's --max-upload-bytes here

@@ -19,6 +19,8 @@ from tests.support.app import App
 from tests.support.load import cases, run_load
 from tests.support.speech import ROOT
 
+pytestmark = pytest.mark.flow
+
 TOKEN = "hf_SENTINELsecretTOKEN0123456789"
 
 
@@ -55,8 +57,9 @@ def test_the_hf_token_never_reaches_logs_answers_or_exports(server, tmp_path):
     pids = [server.process.pid, *server.replica_pids("whisper"), *server.replica_pids("diffusion")]
     started = time.monotonic()
     assert server.terminate(seconds=60) == 0  # the whole log, through the end of shutdown
-    # a replica was lost above (SIGKILL): Jina would wait 60 s for it; app.py stops within 10 s
-    assert time.monotonic() - started <= 10
+    # a replica was lost above (SIGKILL): Jina's default would wait 60 s for it, app.py waits 5 (its
+    # timeout_ctrl); the bound is Jina's wait, not this machine's speed
+    assert time.monotonic() - started < 60
     assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     log = "".join(server.output) + server.stderr()
     assert "speech2image ready" in log and "DEBUG" in log and "serving (pid" in log  # the whole log, both streams

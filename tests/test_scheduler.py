@@ -2,7 +2,8 @@
 and the replica's log of a refusal.
 
 Work is a function that waits on threading events the test sets, so nothing here sleeps to
-make something happen; the test waits on the conditions it checks.
+make something happen; the test waits on the conditions it checks. Deadlines are instants of a
+clock the test moves by hand: no verdict depends on how fast the machine runs the test.
 """
 
 import asyncio
@@ -15,6 +16,19 @@ import pytest
 from speech2image.errors import Busy, DeadlineExceeded
 from speech2image.serving.logs import one_line_refusals
 from speech2image.serving.scheduler import Scheduler, Turn
+
+
+class Clock:
+    """A monotonic clock that stands still until the test moves it."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class Recorder:
@@ -149,15 +163,16 @@ def test_no_queue_still_serves_one_at_a_time():
 def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_unworked():
     async def scenario():
         events = Recorder()
-        scheduler = Scheduler(max_queued_requests=4, events=events)
+        clock = Clock()
+        scheduler = Scheduler(max_queued_requests=4, events=events, clock=clock)
         running, release = await occupy(scheduler)
         worked = []
 
-        async def request():
-            async with scheduler.turn(deadline=time.monotonic() + 0.05):
+        async def request():  # the clock stands still: the deadline is ahead when it arrives, passed in the queue
+            async with scheduler.turn(deadline=clock() + 0.05):
                 worked.append(True)
 
-        with pytest.raises(DeadlineExceeded, match=r"^deadline passed after \d+\.\d s in the queue, before any model "
+        with pytest.raises(DeadlineExceeded, match=r"^deadline passed after 0\.0 s in the queue, before any model "
                                                    r"work; ask again with a longer timeout"):
             await request()
         assert len(scheduler._waiting) == 0 and not worked
@@ -175,9 +190,10 @@ def test_a_deadline_already_past_is_dropped_before_queueing():
 
     async def scenario():
         events = Recorder()
-        scheduler = Scheduler(max_queued_requests=4, events=events)
+        clock = Clock()
+        scheduler = Scheduler(max_queued_requests=4, events=events, clock=clock)
         with pytest.raises(DeadlineExceeded, match="before the request reached the replica"):
-            async with scheduler.turn(deadline=time.monotonic() - 1):
+            async with scheduler.turn(deadline=clock() - 1):
                 pass
         return events
 
@@ -269,10 +285,15 @@ def test_a_request_handed_the_turn_but_cancelled_before_it_wakes_passes_it_on():
 
 def test_running_work_stops_at_its_deadline_between_steps():
     async def scenario():
-        scheduler = Scheduler(max_queued_requests=4)
+        clock = Clock()
+        scheduler = Scheduler(max_queued_requests=4, clock=clock)
         started, never = threading.Event(), threading.Event()
-        async with scheduler.turn(deadline=time.monotonic() + 0.2) as turn:
-            return await scheduler.run(turn, blocking_work(started, never))
+        async with scheduler.turn(deadline=clock() + 1) as turn:
+            running = asyncio.ensure_future(scheduler.run(turn, blocking_work(started, never)))
+            await until(started.is_set)
+            assert not running.done()  # stepping while its deadline is ahead
+            clock.advance(2)
+            return await running
 
     with pytest.raises(DeadlineExceeded, match=r"^deadline passed at step \d+; ask again with a longer timeout"):
         asyncio.run(scenario())

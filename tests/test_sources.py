@@ -182,7 +182,7 @@ def test_one_time_limit_covers_the_whole_download(web):
     started = time.monotonic()
     with pytest.raises(InvalidRequest, match="url_timeout_seconds=1"):  # 10 bytes every 0.2 s: each read is quick
         read_source(f"{url}/slow/a.wav", sources(f"{url}/", networks=["127.0.0.0/8"], timeout=1))
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # the whole body takes 20 s: a limit per read would wait for all of it
 
 
 def test_no_proxy_or_netrc_from_the_environment(web, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """The web page in a real browser: Debian's Chromium driven by Playwright, a fake microphone
-that plays a speech clip, app.py and ui.py as processes."""
+that plays a speech clip, app.py and ui.py as processes. A run that must outlast a click lasts a
+set time at the pace measured on the same app.py (tests/support/pace.py)."""
 
 import io
 import json
@@ -13,6 +14,7 @@ from speech2image.observability import names
 from tests.support.app import App, Page
 from tests.support.audio_files import encode
 from tests.support.metrics import total, wait_until
+from tests.support.pace import measure
 from tests.support.ports import free_port
 from tests.support.speech import SPEECH, wer
 from tests.support.tls import private_ca
@@ -20,6 +22,7 @@ from tests.support.tls import private_ca
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt-get install chromium)")
 SMALL = {"width": "32", "height": "32", "steps": "1"}
+SLOW_IMAGE_SECONDS = 10  # an image still being drawn when the test clicks or submits again
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +37,20 @@ def flow(server):
 
 
 @pytest.fixture(scope="module")
+def pace(server):
+    return measure(f"localhost:{server.port}")
+
+
+@pytest.fixture(scope="module")
 def ui(flow):
     with Page(f"localhost:{flow}") as page:
+        yield page.url
+
+
+@pytest.fixture(scope="module")
+def lonely_ui():
+    """ui.py talking to a port where no Flow listens, taking uploads of at most 1000 bytes."""
+    with Page(f"localhost:{free_port()}", "--max-upload-bytes", "1000") as page:
         yield page.url
 
 
@@ -135,6 +150,7 @@ def rendered_images(page) -> list[dict]:
     return [image for image in found if image["loaded"] and image["width"] > 0]
 
 
+@pytest.mark.flow
 def test_speak_into_the_microphone_and_watch_the_images_arrive(page, clips, screenshots):
     set_options(page, seed=7, **SMALL)
     record(page, 12)  # jfk.flac is 11 s
@@ -152,6 +168,7 @@ def test_speak_into_the_microphone_and_watch_the_images_arrive(page, clips, scre
     page.screenshot(path=str(screenshots / "ui.png"), full_page=True)
 
 
+@pytest.mark.flow
 def test_upload_a_file(page):
     set_options(page, num_images=1, **SMALL)
     upload(page, SPEECH / "prompt4.wav")
@@ -161,6 +178,7 @@ def test_upload_a_file(page):
     assert len(rendered_images(page)) == 1
 
 
+@pytest.mark.flow
 def test_type_a_prompt(page):
     set_options(page, seed=3, num_images=3, **SMALL)
     page.locator("#prompt textarea").fill("a lighthouse at dusk")
@@ -170,6 +188,7 @@ def test_type_a_prompt(page):
     assert len(rendered_images(page)) == 3
 
 
+@pytest.mark.flow
 def test_a_file_that_is_not_audio_says_so_and_the_page_keeps_working(page, tmp_path):
     notes = tmp_path / "notes.wav"
     notes.write_text("these are not the samples you are looking for\n" * 40)
@@ -185,6 +204,7 @@ def test_a_file_that_is_not_audio_says_so_and_the_page_keeps_working(page, tmp_p
     assert wait_for_status(page, "Done", "Error") == "Done: 1 image(s)"
 
 
+@pytest.mark.flow
 def test_a_bad_option_is_one_readable_line(page):
     set_options(page, seed="seven", **SMALL)
     page.locator("#prompt textarea").fill("a red apple")
@@ -192,7 +212,8 @@ def test_a_bad_option_is_one_readable_line(page):
     assert wait_for_status(page, "Error").startswith("Error: invalid seed='seven'")
 
 
-def test_stop_after_the_first_image_draws_at_most_one_more(page, server):
+@pytest.mark.flow
+def test_stop_after_the_first_image_draws_at_most_one_more(page, server, pace):
     def drawn():
         return total(server.metrics_urls, f"{names.IMAGES}_total", "diffusion")
 
@@ -200,10 +221,11 @@ def test_stop_after_the_first_image_draws_at_most_one_more(page, server):
         return total(server.metrics_urls, names.IN_PROGRESS, "diffusion")
 
     before = drawn()
-    set_options(page, num_images=8, width=256, height=256, steps=4)  # seconds per image here
+    # three images (within the default work budget however many steps this machine needs)
+    set_options(page, **pace.options(SLOW_IMAGE_SECONDS, images=3))
     page.locator("#prompt textarea").fill("a slow lighthouse")
     generate(page)
-    wait_for_status(page, "Drew 1 of 8")
+    wait_for_status(page, "Drew 1 of 3")
     page.locator("#stop").click()
     assert wait_for_status(page, "Stopped").startswith("Stopped: the images not drawn yet were cancelled")
     wait_until(lambda: busy() == 0, 60, "the replica idle")
@@ -216,13 +238,13 @@ def test_stop_after_the_first_image_draws_at_most_one_more(page, server):
     assert len(rendered_images(page)) == 1
 
 
-def test_an_unreachable_flow_is_one_readable_line(browser):
-    with Page(f"localhost:{free_port()}") as ui:
-        page = browser.new_page()
-        page.goto(ui.url, wait_until="networkidle")
-        page.locator("#prompt textarea").fill("a red apple")
-        generate(page)
-        assert wait_for_status(page, "Error").startswith("Error: cannot reach the speech2image server at localhost:")
+@pytest.mark.flow
+def test_an_unreachable_flow_is_one_readable_line(browser, lonely_ui):
+    page = browser.new_page()
+    page.goto(lonely_ui, wait_until="networkidle")
+    page.locator("#prompt textarea").fill("a red apple")
+    generate(page)
+    assert wait_for_status(page, "Error").startswith("Error: cannot reach the speech2image server at localhost:")
 
 
 def test_served_png_holds_its_settings():
@@ -243,14 +265,17 @@ def test_served_png_holds_its_settings():
     assert (settings["prompt"], settings["seed"], settings["steps"], settings["vae"]) == ("a red apple", 5, 2, "tiny")
 
 
-def test_the_page_serves_a_few_people_at_once_and_tells_the_next_one_it_is_busy(flow):
+@pytest.mark.flow
+def test_the_page_serves_a_few_people_at_once_and_tells_the_next_one_it_is_busy(flow, pace):
     """One at a time and one waiting: of three people who press Generate together, the third is told."""
     from gradio_client import Client
 
     with Page(f"localhost:{flow}", "--concurrency", "1", "--queue-size", "1") as ui:
         page = Client(ui.url, verbose=False)
-        four_images = (None, "a lighthouse", "auto", "auto", 4, "", "4", "", "128", "128", "")  # the page's inputs
-        jobs = [page.submit(*four_images, fn_index=0) for _ in range(3)]
+        slow = pace.options(SLOW_IMAGE_SECONDS)  # the first still runs when the third comes
+        inputs = (None, "a lighthouse", "auto", "auto", 1, "", str(slow["steps"]), "", str(slow["width"]),
+                  str(slow["height"]), "")  # the page's inputs
+        jobs = [page.submit(*inputs, fn_index=0) for _ in range(3)]
         outcomes = []
         for job in jobs:
             try:
@@ -262,17 +287,18 @@ def test_the_page_serves_a_few_people_at_once_and_tells_the_next_one_it_is_busy(
         assert any("queue is full" in outcome.lower() for outcome in outcomes), outcomes
 
 
-def test_an_upload_over_the_audio_limit_is_refused(flow, tmp_path):
+@pytest.mark.flow
+def test_an_upload_over_the_audio_limit_is_refused(lonely_ui, tmp_path):
     import requests
 
-    with Page(f"localhost:{flow}", "--max-upload-bytes", "1000") as ui:
-        big = tmp_path / "long.wav"
-        big.write_bytes(b"RIFF" + bytes(5000))
-        with big.open("rb") as file:
-            answer = requests.post(f"{ui.url}/gradio_api/upload", files={"files": file}, timeout=30)
-        assert answer.status_code == 413, answer.text
+    big = tmp_path / "long.wav"
+    big.write_bytes(b"RIFF" + bytes(5000))
+    with big.open("rb") as file:
+        answer = requests.post(f"{lonely_ui}/gradio_api/upload", files={"files": file}, timeout=30)
+    assert answer.status_code == 413, answer.text
 
 
+@pytest.mark.flow
 def test_log_in_over_tls_and_upload(browser, tmp_path):
     """gradio's login page over TLS (a private CA; the browser told to take it): its Secure
     cookies are kept, the page opens, and an upload passes the page's own checks (its Origin,
@@ -293,4 +319,3 @@ def test_log_in_over_tls_and_upload(browser, tmp_path):
         assert len(cookies) == 2 and all(cookie["secure"] for cookie in cookies), cookies
         upload(page, SPEECH / "prompt4.wav")
         context.close()
-

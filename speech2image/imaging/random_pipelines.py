@@ -1,7 +1,7 @@
 """Stable Diffusion pipelines with random weights, for tests and benchmarks offline.
 
-`tiny`: the SD architecture (UNet, VAE, CLIP text encoder and tokenizer) shrunk to a
-few hundred thousand parameters; its images are noise. `sd15`: the full SD 1.5
+`tiny`: the SD architecture (UNet, VAE, CLIP text encoder and tokenizer) shrunk to
+about 2.6 M parameters, with SD's latent scale (8); its images are noise. `sd15`: the full SD 1.5
 architecture (UNet ≈ 860 M parameters, VAE, CLIP ViT-L/14 text encoder); `sd-turbo`: the
 SD 2.1 architecture SD-Turbo uses (UNet ≈ 866 M parameters with linear projections,
 OpenCLIP ViT-H text encoder, the same VAE): speed does not depend on weight values, so
@@ -20,16 +20,20 @@ RANDOM_WEIGHTS_MARKER = "speech2image_random_weights.json"
 TINY_VAE_SUBFOLDER = "vae_tiny"
 
 ARCHITECTURES = {
+    # SD's latent scale (8: four VAE blocks), so an image has as many latents as a real model's
+    # (256²: 32x32), not 16 times more. Native size 64 (8x8 latents); the smallest size allowed,
+    # 16², gives 2x2 latents, which the UNet's one downsampling halves.
     "tiny": dict(
-        unet=dict(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, cross_attention_dim=32,
+        unet=dict(block_out_channels=(32, 64), layers_per_block=2, sample_size=8, cross_attention_dim=32,
                   down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                   up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8),
-        vae=dict(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-                 up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4, sample_size=64),
+        vae=dict(block_out_channels=(32, 32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 4,
+                 up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, latent_channels=4, sample_size=64),
         text=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=5, projection_dim=32),
-        # the same latent scale (2) as the VAE above
-        vae_tiny=dict(encoder_block_out_channels=(32, 32), decoder_block_out_channels=(32, 32),
-                      num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)),
+        # the same latent scale (8) as the VAE above: taesd's shape, 16 channels wide (AutoencoderTiny
+        # needs one width for all blocks); with one block each its random decoder draws a black image
+        vae_tiny=dict(encoder_block_out_channels=(16,) * 4, decoder_block_out_channels=(16,) * 4,
+                      num_encoder_blocks=(1, 2, 2, 2), num_decoder_blocks=(2, 2, 2, 1)),
     ),
     "sd15": dict(
         unet=dict(block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, sample_size=64,

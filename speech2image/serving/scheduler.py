@@ -24,17 +24,19 @@ from ..errors import Busy, Cancelled, DeadlineExceeded
 
 
 class Turn:
-    """A request's deadline (time.monotonic()) and cancellation, checked between two steps."""
+    """A request's deadline (an instant of `clock`, time.monotonic by default) and cancellation,
+    checked between two steps."""
 
-    def __init__(self, deadline: Optional[float] = None):
+    def __init__(self, deadline: Optional[float] = None, clock: Callable[[], float] = time.monotonic):
         self.deadline = deadline
+        self.clock = clock
         self.cancelled = threading.Event()
 
     def check(self, where: str) -> None:
         """Raise Cancelled or DeadlineExceeded, naming `where` the work stopped, when due."""
         if self.cancelled.is_set():
             raise Cancelled(f"cancelled at {where}: the client went away")
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if self.deadline is not None and self.clock() > self.deadline:
             raise DeadlineExceeded(f"deadline passed at {where}; ask again with a longer timeout, or for less work")
 
 
@@ -45,11 +47,16 @@ class Scheduler:
     The turn passes by futures: a request that finishes hands it to the first one waiting, at
     once and without awaiting anything, so no cancellation can fall between the two and leave
     the replica held by nobody; a waiter handed the turn that is cancelled or out of time
-    before it wakes passes it on."""
+    before it wakes passes it on.
 
-    def __init__(self, max_queued_requests: int, events: Optional[Callable[[str, float], None]] = None):
+    `clock` (time.monotonic) is what deadlines are instants of: tests pass one they move by hand
+    (a wait in the queue lasts, in the event loop's time, what its deadline left it on arrival)."""
+
+    def __init__(self, max_queued_requests: int, events: Optional[Callable[[str, float], None]] = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.max_queued_requests = max_queued_requests
         self._events = events or (lambda kind, value: None)
+        self._clock = clock
         self._waiting: collections.deque = collections.deque()  # futures, set when handed the turn
         self._running = False
         self._service_seconds: collections.deque = collections.deque(maxlen=20)
@@ -70,7 +77,7 @@ class Scheduler:
             wait = self.retry_after(ahead)
             raise Busy(f"busy: {ahead} request(s) wait for this replica (max_queued_requests="
                        f"{self.max_queued_requests}); retry in about {wait:.0f} s", retry_after=wait)
-        entered = time.monotonic()
+        entered = self._clock()
         if deadline is not None and deadline <= entered:  # a retried copy of a request that ran out of time
             self._events("dropped", 1)
             raise DeadlineExceeded("deadline passed before the request reached the replica; ask again with a "
@@ -78,12 +85,12 @@ class Scheduler:
         if self._running:
             await self._wait(asyncio.get_running_loop().create_future(), deadline, entered)
         self._running = True
-        self._events("waited", time.monotonic() - entered)
-        started = time.monotonic()
+        self._events("waited", self._clock() - entered)
+        started = self._clock()
         try:
-            yield Turn(deadline)
+            yield Turn(deadline, self._clock)
         finally:
-            self._service_seconds.append(time.monotonic() - started)
+            self._service_seconds.append(self._clock() - started)
             self._pass_on()
 
     async def _wait(self, handed, deadline: Optional[float], entered: float) -> None:
@@ -91,7 +98,7 @@ class Scheduler:
         self._waiting.append(handed)
         self._events("queued", len(self._waiting))
         try:
-            async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()):
+            async with asyncio.timeout(None if deadline is None else deadline - self._clock()):
                 await asyncio.shield(handed)  # (not wait_for: in 3.11 it may swallow a cancellation)
         except BaseException as e:
             if handed.done() and not handed.cancelled():  # handed the turn, but leaving: pass it on
@@ -102,7 +109,7 @@ class Scheduler:
                 self._events("queued", len(self._waiting))
             if isinstance(e, TimeoutError):
                 self._events("dropped", 1)
-                raise DeadlineExceeded(f"deadline passed after {time.monotonic() - entered:.1f} s in the queue, "
+                raise DeadlineExceeded(f"deadline passed after {self._clock() - entered:.1f} s in the queue, "
                                        "before any model work; ask again with a longer timeout, or when the "
                                        "service is less busy") from None
             if isinstance(e, asyncio.CancelledError):
