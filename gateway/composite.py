@@ -11,7 +11,7 @@ Arguments (`uses_with`): `api_keys` (a keys file; none: no key asked), `max_requ
 route: `speech2image.limits.max_body_bytes`), `request_timeout_seconds` (the longest a
 request may take, queue included: its deadline), `grace_seconds` (how long requests in flight
 may finish when the gateway stops; docs/admission.md), `max_documents` (the most documents of a
-request, counted before it is forwarded), `header_timeout_seconds` and `max_connections` (the
+request, counted before it is forwarded), `header_timeout_seconds`, `max_connections` and `min_body_bytes_per_second` (the
 HTTP port's connections: `speech2image.limits.ConnectionLimits`), `allowed_hosts` (host names the
 HTTP port answers to besides localhost and IP addresses) and `public_url` (the base of kept
 images' URLs; none: relative URLs).
@@ -45,7 +45,8 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
                  request_timeout_seconds: float = RequestLimits().request_timeout_seconds, grace_seconds: float = 30.0,
                  max_documents: int = RequestLimits().max_documents,
                  header_timeout_seconds: float = ConnectionLimits().header_timeout_seconds,
-                 max_connections: int = ConnectionLimits().max_connections, allowed_hosts: tuple = (),
+                 max_connections: int = ConnectionLimits().max_connections,
+                 min_body_bytes_per_second: int = ConnectionLimits().min_body_bytes_per_second, allowed_hosts: tuple = (),
                  public_url: Optional[str] = None, **kwargs):
         self.executor_calls = ExecutorCalls()  # before super().__init__, which builds the channels
         super().__init__(**kwargs)
@@ -55,7 +56,7 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
                                    request_timeout_seconds=request_timeout_seconds,
                                    timeout_send_seconds=getattr(self.runtime_args, "timeout_send", None),
                                    grace_seconds=grace_seconds, logger=self.logger)
-        connections = ConnectionLimits(header_timeout_seconds, max_connections)
+        connections = ConnectionLimits(header_timeout_seconds, max_connections, min_body_bytes_per_second)
         self.servers = []
         for server in server_kwargs(self):
             common = dict(keys=keys, max_request_bytes=limit, max_audio_bytes=max_audio_bytes, admission=self.admission)
@@ -107,6 +108,7 @@ class HttpServer(FastAPIBaseGateway):
                  uvicorn_kwargs: Optional[dict] = None, **kwargs):
         super().__init__(uvicorn_kwargs={**(uvicorn_kwargs or {}), **uvicorn_settings(connections)}, **kwargs)
         self.max_documents, self.hosts, self.public_url = max_documents, hosts, public_url
+        self.connections = connections
         self.keys, self.admission = keys, admission
         self.max_request_bytes, self.max_audio_bytes = max_request_bytes, max_audio_bytes
         self.images = ImageStore()
@@ -120,5 +122,5 @@ class HttpServer(FastAPIBaseGateway):
 
         return create_app(self.streamer, dry_run, keys=self.keys, max_request_bytes=self.max_request_bytes,
                           max_audio_bytes=self.max_audio_bytes, max_documents=self.max_documents,
-                          hosts=self.hosts, public_url=self.public_url,
+                          hosts=self.hosts, public_url=self.public_url, connections=self.connections,
                           store=self.images, admission=self.admission)

@@ -27,9 +27,11 @@ from speech2image.api.openai import executor_error, retry_after
 DRY_RUN = "/jina.JinaGatewayDryRunRPC/dry_run"  # readiness
 HEALTH = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")  # gRPC's own: nothing to scrub
 OPEN = (*HEALTH, DRY_RUN)
-DATA_CALLS = ("/jina.JinaRPC/Call", "/jina.JinaSingleDataRequestRPC/process_single_data",
-              "/jina.JinaSingleDocumentRequestRPC/stream_doc")
-NOT_SERVED = ("/jina.JinaInfoRPC/_status",)
+DATA_CALLS = ("/jina.JinaRPC/Call", "/jina.JinaSingleDataRequestRPC/process_single_data")
+# Jina's info call (library versions, every executor's address), and its single-document streaming
+# call, which reaches only a Flow's first executor and needs a generator endpoint this Flow has not
+NOT_SERVED = ("/jina.JinaInfoRPC/_status", "/jina.JinaSingleDocumentRequestRPC/stream_doc")
+MAX_PARAMETER_BYTES = 64 * 1024  # a request's parameters, as protobuf: converted, sent to every executor, echoed
 DEPLOYMENT = re.compile(r"deployment (\w+)")
 
 
@@ -109,16 +111,12 @@ def _admitted(handler, admission: Admission, max_documents: int):
     answer turned into RESOURCE_EXHAUSTED."""
     kind = _kind(handler)
     behaviour = getattr(handler, kind)
-    if kind == "unary_stream":  # the single-document call: one document by construction
-        max_documents = None
     clients: dict[str, str] = {}  # the gateway's request id → the client's
 
     async def with_deadline(request, context, seen: list):
-        if max_documents is not None:
-            count = _document_count(request)
-            if count > max_documents:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"too many documents: {count} > max_documents={max_documents}; split the request")
+        refusal = _refusal(request, max_documents)
+        if refusal:
+            raise _Refused(refusal)
         request.parameters = admission.deadline(request.parameters, context.time_remaining())
         ours = uuid.uuid4().hex
         clients[ours] = request.proto_wo_data.header.request_id
@@ -151,33 +149,57 @@ def _admitted(handler, admission: Admission, max_documents: int):
 
     if kind == "stream_stream":
         async def streamed(requests, context):
-            seen = []
+            seen, refused = [], []
 
-            async def deadlined():
+            async def deadlined():  # a refused request ends the stream Jina reads: the call is refused after
                 async for request in requests:
-                    yield await with_deadline(request, context, seen)
+                    try:
+                        yield await with_deadline(request, context, seen)
+                    except _Refused as refusal:
+                        refused.append(str(refusal))
+                        return
 
             async with call(seen):
                 async for message in behaviour(deadlined(), _Context(context)):
                     yield await answered(message, context)
+            if refused:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused[0])
 
         return handler._replace(stream_stream=streamed)
-    if kind == "unary_stream":
-        async def unary_streamed(request, context):
-            seen = []
-            async with call(seen):
-                async for message in behaviour(await with_deadline(request, context, seen), _Context(context)):
-                    yield await answered(message, context)
-
-        return handler._replace(unary_stream=unary_streamed)
 
     async def single(request, context):
         seen = []
+        try:
+            admitted = await with_deadline(request, context, seen)
+        except _Refused as refusal:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refusal))
         async with call(seen):
-            return await answered(await behaviour(await with_deadline(request, context, seen), _Context(context)),
-                                  context)
+            return await answered(await behaviour(admitted, _Context(context)), context)
 
     return handler._replace(**{kind: single})
+
+
+class _Refused(Exception):
+    """A request refused at the gateway, before it is forwarded (one line: why, and the fix)."""
+
+
+def _refusal(request, max_documents: int) -> Optional[str]:
+    """Why a request is refused before it is forwarded, if it is: a message that does not parse,
+    parameters over MAX_PARAMETER_BYTES, more documents than max_documents."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        parameters = request.proto_wo_data.parameters.ByteSize()
+        count = _document_count(request)
+    except DecodeError:
+        return ("the request is not a Jina data request this server can read (its documents or parameters do not "
+                "parse, or nest too deep); send documents of the Flow's schema and options as name: value")
+    if parameters > MAX_PARAMETER_BYTES:
+        return (f"parameters too large: {parameters} bytes > {MAX_PARAMETER_BYTES}; send the options you mean, as "
+                "name: value")
+    if count > max_documents:
+        return f"too many documents: {count} > max_documents={max_documents}; split the request"
+    return None
 
 
 def _document_count(request) -> int:

@@ -38,13 +38,14 @@ from speech2image.errors import (
     MethodNotAllowed,
     MisdirectedHost,
     NotFound,
+    SlowRequest,
     Speech2ImageError,
     TooLarge,
     Unauthenticated,
     Unavailable,
 )
 from speech2image.imaging.options import GenerateOptions
-from speech2image.limits import max_body_bytes
+from speech2image.limits import ConnectionLimits, max_body_bytes
 from speech2image.options import request_field
 from speech2image.schema import FILLED_BY, SpeechImageDoc, to_blob
 from speech2image.serving.network import HostPolicy
@@ -56,7 +57,8 @@ KEPT_IMAGES = "/v1/images/"  # GET by a 192-bit name only its answer holds, for 
 NO_SUCH_IMAGE = "no such image: it was never stored, or it is forgotten (images are kept for an hour)"
 DOCS = DocList[SpeechImageDoc]
 EXECUTORS = ("whisper", "diffusion")
-MAX_PARAMETERS, MAX_PARAMETER_DEPTH = 64, 8  # Jina's parameters become protobuf Structs, converted recursively
+# Jina's parameters become protobuf Structs, converted recursively, sent to every executor and echoed
+MAX_PARAMETERS, MAX_PARAMETER_DEPTH, MAX_PARAMETER_VALUES = 64, 8, 1000
 
 
 class ImageName(StringConvertor):
@@ -70,7 +72,7 @@ register_url_convertor("image_name", ImageName())
 
 def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int,
                max_documents: int, store: ImageStore, admission: Admission, hosts: HostPolicy,
-               public_url: Optional[str] = None) -> FastAPI:
+               connections: ConnectionLimits = ConnectionLimits(), public_url: Optional[str] = None) -> FastAPI:
     """The HTTP app on Jina's `streamer`; `dry_run()` tells whether every part of the Flow answers.
     Images kept for `response_format: url` are linked under `public_url`, or by a relative URL."""
     # no /docs or /redoc: their pages load Swagger and ReDoc from a CDN; /openapi.json is the document
@@ -78,7 +80,7 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
                                                     "document route.", version="0.1.0", docs_url=None,
                   redoc_url=None)
     app.add_middleware(Guard, keys=keys, max_request_bytes=max_request_bytes, max_audio_bytes=max_audio_bytes,
-                       admission=admission, hosts=hosts)
+                       admission=admission, hosts=hosts, connections=connections)
     JinaRequest = jina_request(max_documents)
     document_the_guard(app, keys)
     served: dict[str, str] = {}
@@ -125,16 +127,17 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
-        if error.status_code == 404 and request.method == "GET" and request.url.path.startswith(KEPT_IMAGES):
+        path = request.scope["path"]
+        if error.status_code == 404 and request.method == "GET" and path.startswith(KEPT_IMAGES):
             return _error(request, NotFound(NO_SUCH_IMAGE))  # not even the shape of an image's name
         if error.status_code == 404:
-            return _error(request, NotFound(f"no route {request.method} {request.url.path}; GET /v1/models, POST "
+            return _error(request, NotFound(f"no route {request.method} {path}; GET /v1/models, POST "
                                             "/v1/audio/transcriptions, /v1/audio/translations, /v1/images/generations, "
                                             "/v1/speech-to-image (the routes are in /openapi.json)"))
         if error.status_code == 405:
             allowed = ", ".join(sorted((error.headers or {}).get("Allow", "").split(", ")))
             return _error(request, MethodNotAllowed(
-                f"method {request.method} not allowed on {request.url.path}: use {allowed}", allowed))
+                f"method {request.method} not allowed on {path}: use {allowed}", allowed))
         return _error(request, InvalidRequest(f"{error.detail}"))
 
     @app.exception_handler(Exception)
@@ -271,15 +274,17 @@ def _filled_fields() -> dict:
 JinaDocument = create_model("JinaDocument", __base__=DocumentInput, **_filled_fields())
 
 
-def _depth(value: Any) -> int:
-    """How deep lists and objects nest in `value` (counted without recursion: a client chooses it)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack and deepest <= MAX_PARAMETER_DEPTH:
+def _shape(value: Any) -> tuple[int, int]:
+    """How deep lists and objects nest in `value`, and how many values it holds (counted without
+    recursion, and only until either is over its bound: a client chooses them)."""
+    deepest, values, stack = 0, 0, [(value, 1)]
+    while stack and deepest <= MAX_PARAMETER_DEPTH and values <= MAX_PARAMETER_VALUES:
         item, depth = stack.pop()
+        values += 1
         if isinstance(item, (dict, list)):
             deepest = max(deepest, depth)
             stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
+    return deepest, values
 
 
 class ParametersInput(BaseModel):
@@ -295,8 +300,12 @@ class ParametersInput(BaseModel):
     def _bounded(cls, value):
         if isinstance(value, dict) and len(value) > MAX_PARAMETERS:
             raise ValueError(f"{len(value)} keys, more than {MAX_PARAMETERS}; send the options you mean")
-        if isinstance(value, dict) and _depth(value) > MAX_PARAMETER_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_PARAMETER_DEPTH} levels; send options as name: value")
+        if isinstance(value, dict):
+            depth, values = _shape(value)
+            if depth > MAX_PARAMETER_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_PARAMETER_DEPTH} levels; send options as name: value")
+            if values > MAX_PARAMETER_VALUES:
+                raise ValueError(f"more than {MAX_PARAMETER_VALUES} values; send the options you mean")
         return value
 
 
@@ -393,6 +402,7 @@ REASONS = {
     401: "missing or unknown API key",
     403: "a request that changes something, from another site's page (Origin)",
     404: "no such model or image",
+    408: "the body paused too long or arrived too slowly",
     413: "the body is over what the route takes",
     421: "a host name this server is not served under (app.py --allowed-hosts)",
     429: "busy: every replica's queue is full; retry after Retry-After seconds",
@@ -451,7 +461,8 @@ def document_the_guard(app: FastAPI, keys: Optional[ApiKeys]) -> None:
                 for method, operation in operations.items():
                     answers = operation["responses"]
                     answers.pop("422", None)
-                    guarded = {413, 421} if _open(method.upper(), path) else {413, 421, 503, *({401} if keys else ())}
+                    guarded = {413, 421} if _open(method.upper(), path) else {408, 413, 421, 503,
+                                                                              *({401} if keys else ())}
                     if method.upper() not in HostPolicy.READING:
                         guarded.add(403)
                     for status in sorted(guarded):
@@ -500,13 +511,15 @@ def image_url(store: ImageStore, request: Request, public_url: Optional[str]):
 
 def _error(request: Request, error: Exception) -> JSONResponse:
     """OpenAI's error shape on /v1; Jina's status header on its document route (its HTTP client reads
-    it); Busy with Retry-After, a method not allowed with Allow."""
+    it); Busy with Retry-After, a method not allowed with Allow. It reads the path from the scope,
+    never from a URL made of the request's Host (which may not parse)."""
     status, body = openai.error_answer(error)
+    path = request.scope["path"]
     headers = {"Retry-After": str(openai.retry_after(error))} if status == 429 else \
         {"Allow": error.allowed} if status == 405 else None
     if status == 500:
-        logging.getLogger("speech2image.gateway").error("bug while answering %s", request.url.path, exc_info=error)
-    if request.url.path.startswith("/v1"):
+        logging.getLogger("speech2image.gateway").error("bug while answering %s", path, exc_info=error)
+    if path.startswith("/v1"):
         return JSONResponse(body, status_code=status, headers=headers)
     name = type(error).__name__ if status != 500 else "InternalError"
     return JSONResponse({"header": {"status": {"code": 1, "description": f"{name}: {body['error']['message']}",
@@ -516,7 +529,7 @@ def _error(request: Request, error: Exception) -> JSONResponse:
 
 def _open(method: str, path: str) -> bool:
     """Whether a route answers without a key: health, readiness, and the kept images (by name)."""
-    return path in OPEN or (method == "GET" and path.startswith(KEPT_IMAGES))
+    return path in OPEN or (method in ("GET", "HEAD") and path.startswith(KEPT_IMAGES))
 
 
 class Guard:
@@ -526,8 +539,9 @@ class Guard:
     is served."""
 
     def __init__(self, app, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int,
-                 admission: Admission, hosts: HostPolicy):
+                 admission: Admission, hosts: HostPolicy, connections: ConnectionLimits):
         self.app, self.keys, self.admission, self.hosts = app, keys, admission, hosts
+        self.connections = connections
         self.max_request_bytes, self.max_audio_bytes = max_request_bytes, max_audio_bytes
 
     async def __call__(self, scope, receive, send):
@@ -553,19 +567,33 @@ class Guard:
         declared = headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
             return await self._refuse(scope, send, self._too_large(int(declared), limit))
-        received, over = 0, False
+        received, over, body_done = 0, None, False
+        loop = asyncio.get_running_loop()
+        started, grace = loop.time(), self.connections.header_timeout_seconds
 
         async def counted():
-            nonlocal received, over
-            message = await receive()
+            nonlocal received, over, body_done
+            if body_done:  # the body is in: what follows is a disconnect, however late
+                return await receive()
+            try:  # a body that pauses for as long as a head may take is refused
+                message = await asyncio.wait_for(receive(), grace)
+            except asyncio.TimeoutError:
+                over = SlowRequest(f"the request body paused for {grace:g} s; send it without pauses")
+                raise _BodyRefused from None
             received += len(message.get("body", b""))
+            body_done = not message.get("more_body", False)
             if received > limit:
-                over = True
-                raise _BodyTooLarge
+                over = self._too_large(received, limit)
+                raise _BodyRefused
+            late = loop.time() - started - grace
+            if not body_done and late > 0 and received < self.connections.min_body_bytes_per_second * late:
+                over = SlowRequest(f"the request body arrives slower than "
+                                   f"{self.connections.min_body_bytes_per_second} bytes/s; send it faster")
+                raise _BodyRefused
             return message
 
         async def sent(message):
-            if not over:  # once over, whatever the route makes of the cut body is not sent: 413 is
+            if over is None:  # once refused, whatever the route makes of the cut body is not sent
                 await send(message)
 
         if self.admission.draining and not open_path:
@@ -574,10 +602,10 @@ class Guard:
         try:
             with self.admission.request():
                 await self.app(scope, counted, sent)
-        except _BodyTooLarge:
+        except _BodyRefused:
             pass
-        if over:
-            await self._refuse(scope, send, self._too_large(received, limit))
+        if over is not None:
+            await self._refuse(scope, send, over)
 
     @staticmethod
     def _too_large(size: int, limit: int) -> TooLarge:
@@ -589,5 +617,5 @@ class Guard:
         await response(scope, None, send)
 
 
-class _BodyTooLarge(Exception):
-    """The body streamed in passed max_request_bytes."""
+class _BodyRefused(Exception):
+    """The body streamed in is refused: too large, or too slow."""

@@ -38,6 +38,10 @@ class MethodNotAllowed(InvalidRequest):
         self.allowed = allowed
 
 
+class SlowRequest(InvalidRequest):
+    """A request body that paused too long or arrived too slowly: 408."""
+
+
 class MisdirectedHost(InvalidRequest):
     """A request for a host name this server is not served under (DNS rebinding): 421."""
 

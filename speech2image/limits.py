@@ -147,13 +147,16 @@ def max_body_bytes(route: str, max_request_bytes: int, max_audio_bytes: int) -> 
 @dataclass(frozen=True)
 class ConnectionLimits:
     """Bounds on the gateway's HTTP connections (its `uses_with`): a connection that has not sent a
-    whole request head within `header_timeout_seconds` (idle, or sending it slowly) is closed, and
-    past `max_connections` open at once a new one is closed at once."""
+    whole request head within `header_timeout_seconds` (idle, or sending it slowly) is closed; a
+    body that pauses for as long, or arrives slower than `min_body_bytes_per_second` after that
+    grace, is refused (408); past `max_connections` open at once a new one is closed at once."""
 
     header_timeout_seconds: float = option(10.0, "the longest a connection may take to send a whole request head",
                                            ge=0.1, le=3600)
     max_connections: int = option(1000, "HTTP connections open at once; a new one past it is closed at once",
                                   ge=1, le=1_000_000)
+    min_body_bytes_per_second: int = option(16 * 1024, "the slowest a request body may arrive, on average, after "
+                                            "header_timeout_seconds (a 25 MB file: 26 minutes)", ge=1, le=2**30)
 
     def __post_init__(self):
         check(self)

@@ -173,7 +173,7 @@ def refusal(data: bytes) -> str:
 
 
 @pytest.mark.parametrize("playlist", [
-    lambda path: concat(path.relative_to(path.parent.parent)),  # the 45 bytes of the security review
+    lambda path: concat(path.relative_to(path.parent.parent)),  # a 45-byte playlist naming a server file
     lambda path: concat(path),
     lambda path: concat(f"file:{path}"),
     lambda path: hls(path),
@@ -205,7 +205,7 @@ def test_a_playlist_behind_a_wav_name_in_an_allowed_directory_is_not_audio(priva
         load_audio(SpeechImageDoc(uri=str(private_recording.parent / "notes.wav")), sources, AudioLimits())
 
 
-# Files that cost far more to open or decode than their size: found by an attacker's review.
+# Files that cost far more to open or decode than their size.
 # A 1 Hz FLAC makes the resampler allocate gigabytes per frame; a MOV declaring 84 M samples per
 # track makes FFmpeg build gigabytes of sample tables while opening it; a compressed MOV header
 # (cmov) is a zlib bomb. Decoding runs in a worker process with a memory cap and a time limit.

@@ -62,6 +62,7 @@ def test_invalid_parameters_are_rejected_before_any_model_work(executor, paramet
     assert len(run(executor, SpeechImageDoc(prompt="a cat"))[0].images) == 2  # still serving
 
 
+@pytest.mark.flow
 def test_one_executor_flow_over_grpc():
     flow = Flow().add(uses=str(ROOT / "executors" / "diffusion" / "config.yml"), name="diffusion",
                       uses_with={"model": "tiny"})

@@ -100,6 +100,7 @@ def test_same_seed_gives_the_same_bytes_with_the_fast_defaults(engines):
     assert from_blob(draw(engine)[0].png) == from_blob(draw(engine)[0].png)
 
 
+@pytest.mark.flow
 def test_compiled_pipeline_draws_the_same_image_size():
     engine = load_engine(DiffusionConfig(model="tiny", device="cpu", dtype="float32", vae="tiny", compile=True))
     [image] = draw(engine, GenerateOptions(seed=3, width=32, height=32, steps=1))

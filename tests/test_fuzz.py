@@ -159,7 +159,7 @@ SHAPES = [b"ffconcat version 1.0\nfile %s\n", b"#EXTM3U\n#EXTINF:10,\n%s\n#EXT-X
 
 @fuzz
 @given(st.sampled_from(SHAPES), paths, edits | st.just([]))
-@example(SHAPES[0], "tests/data/de-car.flac", []).via("the 45 bytes of the security review, aimed at a clip of ours")
+@example(SHAPES[0], "tests/data/de-car.flac", []).via("a 45-byte playlist aimed at a clip of ours")
 @example(SHAPES[1], "tests/data/de-car.flac", [])
 def test_playlists_and_session_descriptions_never_open_what_they_name(shape, path, changes):
     """Checks more than crashes: the file a playlist names is never read, nor its path echoed."""

@@ -240,3 +240,66 @@ def test_no_page_that_loads_scripts_from_a_cdn_is_served(app, tls):
     document = requests.get(https(app, "/openapi.json"), headers={"Authorization": f"Bearer {KEY_A}"},
                             verify=str(tls / "ca.pem"), timeout=30)
     assert document.status_code == 200 and "/v1/images/generations" in document.json()["paths"]
+
+
+def test_wide_parameters_are_refused_before_they_are_converted(app, tls):
+    wide = post(app, tls, "/generate", json={"data": [{"prompt": "x"}], "parameters": {"z": [0] * 200_000}})
+    assert wide.status_code == 400 and "more than 1000 values" in wide.json()["header"]["status"]["description"]
+    request = data_request(1, {"z": list(range(20_000))}, "wide-parameters")
+    with pytest.raises(grpc.RpcError) as refused:
+        call(app, tls, request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith("parameters too large")
+
+
+def test_a_message_that_does_not_parse_is_one_line_without_python(app, tls):
+    request = data_request(0, {}, "garbage")
+    request.proto_with_data.data.docs_bytes = b"\xff\xff\xff"
+    with pytest.raises(grpc.RpcError) as refused:
+        call(app, tls, request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "class" not in refused.value.details() and "Error" not in refused.value.details()
+
+
+def test_a_host_header_that_does_not_parse_is_refused_without_a_stack(app, tls):
+    context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+    with context.wrap_socket(socket.create_connection(("localhost", app.port + 1)), server_hostname="localhost") as s:
+        s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n")
+        s.settimeout(30)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 421"), answer[:200]
+    assert "Exception in ASGI application" not in app.stderr()
+
+
+def test_a_body_that_trickles_in_is_refused(app, tls):
+    context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+    with context.wrap_socket(socket.create_connection(("localhost", app.port + 1)), server_hostname="localhost") as s:
+        s.sendall(f"POST /v1/images/generations HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY_A}\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode())
+        s.settimeout(1)
+        answer = b""
+        for _ in range(int(60 * HEADER_TIMEOUT)):  # a byte a second at most: far slower than allowed
+            try:
+                s.sendall(b" ")
+                answer += s.recv(65536)
+            except (TimeoutError, socket.timeout):
+                continue
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                break
+            if answer.count(b"\r\n\r\n"):
+                break
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+
+
+def test_jinas_single_document_streaming_call_is_not_served(app, tls):
+    from jina.proto import jina_pb2_grpc
+    from jina.types.request.data import SingleDocumentRequest
+
+    with channel(app, tls) as chan:
+        stub = jina_pb2_grpc.JinaSingleDocumentRequestRPCStub(chan)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.stream_doc(SingleDocumentRequest(), metadata=(("authorization", f"Bearer {KEY_A}"),),
+                                 timeout=30))
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -2,7 +2,7 @@
 generates requests from `/openapi.json` (with a key) against app.py, and checks every answer
 against the document — no server error, only documented status codes, content types, headers and
 bodies, data outside the schema refused with 4xx, data inside it accepted, 405 for a method a
-route does not have. And inputs a review found answered with a 500 (and pages of log) are one-line
+route does not have. And inputs that could make a 500 (and pages of log) are one-line
 400s."""
 
 import json
@@ -51,7 +51,7 @@ def refusal(answer: httpx.Response) -> str:
 
 
 def test_a_size_of_unicode_digits_is_a_one_line_400(http):
-    """"²".isdigit() is true and int("²") fails: it was a 500."""
+    """"²".isdigit() is true and int("²") fails: a one-line 400, never a 500."""
     answer = http.post("/v1/images/generations", json={"prompt": "a cat", "size": "²x²"})
     assert answer.status_code == 400, answer.text[:500]
     assert refusal(answer).startswith("invalid size='²x²'")
@@ -71,7 +71,7 @@ def test_deeply_nested_parameters_are_a_one_line_400_and_a_short_log(app, http):
 
 @pytest.mark.parametrize("target", ["(", "whisper|diffusion", ".*"])
 def test_target_executor_must_name_an_executor(http, target):
-    """It was put into a regex unchecked: "(" was a 500, and "whisper|diffusion" reached both."""
+    """Never a regex: "(" would be a 500, and "whisper|diffusion" would reach both."""
     answer = http.post("/generate", json={"data": [{"prompt": "a cat"}], "target_executor": target})
     assert answer.status_code == 400, answer.text[:500]
     message = refusal(answer)

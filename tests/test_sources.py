@@ -41,7 +41,7 @@ def test_executor_arguments_of_the_wrong_type_stop_start_up_with_one_line(argume
 
 
 def test_a_string_for_allowed_dirs_never_opens_the_root():
-    """The review's case: `allowed_audio_dirs: /srv/audio` became a tuple of characters, `/` among them."""
+    """The case: `allowed_audio_dirs: /srv/audio` became a tuple of characters, `/` among them."""
     from speech2image.asr.options import WhisperArguments
 
     with pytest.raises(ConfigurationError):

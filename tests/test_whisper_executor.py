@@ -88,6 +88,7 @@ def test_allow_listed_directory_is_read(tmp_path, jfk_bytes, jfk_text):
     assert wer(jfk_text, run(executor, SpeechImageDoc(uri=str(tmp_path / "jfk.flac")))[0].text) == 0
 
 
+@pytest.mark.flow
 def test_one_executor_flow_over_grpc(jfk_bytes, jfk_text):
     flow = Flow().add(uses=str(ROOT / "executors" / "whisper" / "config.yml"), name="whisper",
                       uses_with={"backend": "openai-whisper", "model": "embedded"})

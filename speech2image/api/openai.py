@@ -36,6 +36,7 @@ STATUSES: list[tuple[type, int, str]] = [
     (errors.NotFound, 404, "invalid_request_error"),
     (errors.MethodNotAllowed, 405, "invalid_request_error"),
     (errors.MisdirectedHost, 421, "invalid_request_error"),
+    (errors.SlowRequest, 408, "invalid_request_error"),
     (errors.ForeignOrigin, 403, "invalid_request_error"),
     (errors.TooLarge, 413, "invalid_request_error"),
     (InvalidRequest, 400, "invalid_request_error"),
@@ -183,7 +184,9 @@ def invalid(error: dict, taken: Sequence[str]) -> InvalidRequest:
         message = str(error.get("ctx", {}).get("error", message))
     value = error.get("input")
     shown_value = f"={shown(value)}" if value is None or isinstance(value, (str, int, float, bool)) else ""
-    return InvalidRequest(" ".join(f"invalid {where}{shown_value}: {message[:1].lower()}{message[1:]}".split()))
+    if not message[1:2].isupper():  # "Input should be" → "input should be"; "JSON decode error" stays
+        message = message[:1].lower() + message[1:]
+    return InvalidRequest(" ".join(f"invalid {where}{shown_value}: {message}".split()))
 
 
 def check_model(model: Optional[str], served: str, kind: str, aliases: tuple[str, ...] = ()) -> None:
