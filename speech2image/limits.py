@@ -8,6 +8,7 @@ the limit.
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 from .errors import AudioError, InvalidRequest
 from .options import check, option
@@ -164,3 +165,17 @@ class ConnectionLimits:
     def __post_init__(self):
         check(self)
 
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """Bounds on each API key at the gateway (its `uses_with`): a token bucket of
+    `requests_per_minute_per_key` requests, refilled at that many a minute (a key may send a
+    minute's worth at once); past it a request is refused (429, RESOURCE_EXHAUSTED) with when to
+    retry. Every HTTP request with a key counts (health, readiness and kept images ask none), and
+    every gRPC data request. Unset: no rate; without keys nothing is counted."""
+
+    requests_per_minute_per_key: Optional[float] = option(None, "requests one API key may send a minute; unset: any",
+                                                          ge=1, le=1e6)
+
+    def __post_init__(self):
+        check(self)
