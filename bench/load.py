@@ -2,6 +2,7 @@
 
     python bench/load.py [--requests 1000] [--clients 8] [--replicas 2] [--kill-after 300]
     python bench/load.py --open-loop [--seconds 45] [--rates 0.5,1,2,4] [--replicas 1,2]  # bench/admission.py
+    python bench/load.py --open-loop --two-keys [--seconds 60]  # fairness between keys: bench/admission.py
 
 The requests (tests/support/load.py) mix good clips, text prompts and seven kinds of bad
 input; every answer is checked against its own request and every bad input must be
@@ -15,6 +16,7 @@ faults, the open loop about admission.
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,9 +42,16 @@ def main():
     parser.add_argument("--rates", default="0.5,1,2,4", help="open loop: loads, in multiples of the capacity")
     parser.add_argument("--max-queued-requests", type=int, default=ReplicaLimits().max_queued_requests)
     parser.add_argument("--screenshot", type=Path, help="open loop: the dashboard during the heaviest load")
+    parser.add_argument("--two-keys", action="store_true", help="open loop: a heavy key (4x) and a light one "
+                                                                "(0.25x) at once, without and with the share")
     parser.add_argument("--port", type=int, default=54660)
     args = parser.parse_args()
     print(f"CPU: {describe_cpu()}", flush=True)
+    print(f"load: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
+    if args.open_loop and args.two_keys:
+        admission.two_keys(args.port, args.max_queued_requests, args.seconds)
+        print(f"load: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
+        return
     if args.open_loop:
         args.replicas = [int(r) for r in (args.replicas or "1,2").split(",")]
         args.rates = [float(r) for r in args.rates.split(",")]

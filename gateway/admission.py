@@ -1,11 +1,16 @@
 """What the gateway does for every request on its way to the executors (README: Admission).
 
+- **A rate per key.** With `requests_per_minute_per_key`, each API key has a token bucket: a
+  minute's worth of requests at once, then that many a minute; one more is refused (Busy:
+  429, RESOURCE_EXHAUSTED) with the seconds until the key may send again.
 - **One deadline**, set where the request enters — the client's own timeout, a `timeout`
   parameter, or the server's `request_timeout_seconds`, whichever is shortest — and carried to
   every executor as the `deadline` parameter (a client's own is replaced). It is never later
   than a share of Jina's `timeout_send` (`speech2image.serving.deadline.longest_request`), so the
   executors stop the work before Jina would give up on the call and retry it on another replica
   while the first copy still runs.
+- **The caller**, the key's id, carried to every executor as the `caller` parameter (a client's
+  own is dropped): each replica's scheduler shares its places between callers.
 - **Busy replicas.** A replica whose queue is full answers Busy at once, before any work; Jina
   does not retry that, so the gateway sends the call on to a replica of the deployment that has
   not refused it yet, until one takes it or every one has refused (then it answers Busy).
@@ -33,17 +38,44 @@ from typing import Optional
 import grpc
 
 from gateway.jina_internals import SkippingReplicas, intercept_sending, replica_count, replicas_of, send_to
+from speech2image.errors import Busy
 from speech2image.serving.deadline import PARAMETER as DEADLINE, longest_request, wall_deadline
+from speech2image.serving.scheduler import CALLER
 
 TIMEOUT = "timeout"  # a request parameter: the client's time, in seconds
+SERVER_FILLED = (DEADLINE, CALLER)  # request parameters only the gateway sets
+
+
+class KeyRates:
+    """A token bucket per API key: a key may send a minute's worth of requests at once, then
+    `requests_per_minute` a minute."""
+
+    def __init__(self, requests_per_minute: float, clock=time.monotonic):
+        self.requests_per_minute = requests_per_minute
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key id → (tokens, when counted)
+
+    def take(self, key: str) -> None:
+        """Count one request of `key`; Busy, with the seconds until it may send one, past its rate."""
+        now = self._clock()
+        tokens, then = self._buckets.get(key, (self.requests_per_minute, now))
+        tokens = min(self.requests_per_minute, tokens + (now - then) * self.requests_per_minute / 60)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            wait = (1 - tokens) * 60 / self.requests_per_minute
+            raise Busy(f"rate limit: more than requests_per_minute_per_key={self.requests_per_minute:g} requests a "
+                       f"minute from this key; retry in about {max(1.0, wait):.0f} s", retry_after=wait)
+        self._buckets[key] = (tokens - 1, now)
 
 
 class Admission:
-    """The gateway's deadlines, Busy retries, cancellations and drain, over Jina's connection pool."""
+    """The gateway's rate per key, deadlines, callers, Busy retries, cancellations and drain, over
+    Jina's connection pool."""
 
     def __init__(self, pool, rpcs: "ExecutorCalls", *, request_timeout_seconds: float, timeout_send_seconds: Optional[float],
-                 grace_seconds: float, logger=None):
+                 grace_seconds: float, requests_per_minute_per_key: Optional[float] = None, logger=None):
         self.longest = longest_request(request_timeout_seconds, timeout_send_seconds)
+        self.rates = KeyRates(requests_per_minute_per_key) if requests_per_minute_per_key else None
         self.grace_seconds = grace_seconds
         self.draining = False
         self.in_flight = 0
@@ -53,16 +85,23 @@ class Admission:
         self._pool = pool
         self._send_once = intercept_sending(pool, self._send_with_busy_retries)
 
-    def deadline(self, parameters: dict, client_seconds: Optional[float] = None) -> dict:
-        """`parameters` with the request's deadline: the shortest of the server's, the client's own
-        time and its `timeout` parameter. A client's own time is cut by a margin (a tenth, at most
-        a second) so that it hears why the work stopped rather than its own timeout."""
+    def limit_rate(self, caller: Optional[str]) -> None:
+        """Count a request of key `caller` (Busy past its rate); without keys nothing is counted."""
+        if self.rates and caller is not None:
+            self.rates.take(caller)
+
+    def admit(self, parameters: dict, client_seconds: Optional[float] = None, caller: Optional[str] = None) -> dict:
+        """`parameters` with what only the server sets: the request's deadline — the shortest of the
+        server's, the client's own time and its `timeout` parameter — and its `caller` (the key's
+        id; none without keys). A client's own time is cut by a margin (a tenth, at most a second)
+        so that it hears why the work stopped rather than its own timeout."""
         if client_seconds:
             client_seconds -= min(1.0, client_seconds / 10)
         asked = parameters.get(TIMEOUT)
         if isinstance(asked, (int, float)) and not isinstance(asked, bool) and asked > 0:
             client_seconds = min(asked, client_seconds) if client_seconds else asked
-        return {**without_deadlines(parameters), DEADLINE: wall_deadline(self.longest, client_seconds)}
+        return {**without_server_parameters(parameters), DEADLINE: wall_deadline(self.longest, client_seconds),
+                **({CALLER: caller} if caller is not None else {})}
 
     def cancel(self, request_id: str) -> None:
         """Cancel the executor calls of a request whose client went away."""
@@ -119,12 +158,16 @@ class Admission:
         return call
 
 
-def without_deadlines(parameters: dict) -> dict:
-    """`parameters` without a client's own deadline, in each form Jina hands an executor: for the
-    whole Flow (`deadline`), for one executor (`diffusion__deadline`) and inside one executor's
-    own parameters (`{"diffusion": {"deadline": …}}`, which Jina merges into that executor's)."""
-    return {key: ({k: v for k, v in value.items() if k != DEADLINE} if isinstance(value, dict) else value)
-            for key, value in parameters.items() if key != DEADLINE and not key.endswith(f"__{DEADLINE}")}
+def without_server_parameters(parameters: dict) -> dict:
+    """`parameters` without a client's own deadline or caller, in each form Jina hands an executor:
+    for the whole Flow (`deadline`), for one executor (`diffusion__deadline`) and inside one
+    executor's own parameters (`{"diffusion": {"deadline": …}}`, which Jina merges into that
+    executor's)."""
+    def filled(key) -> bool:
+        return key in SERVER_FILLED or any(str(key).endswith(f"__{name}") for name in SERVER_FILLED)
+
+    return {key: ({k: v for k, v in value.items() if not filled(k)} if isinstance(value, dict) else value)
+            for key, value in parameters.items() if not filled(key)}
 
 
 class ExecutorCalls(grpc.aio.UnaryUnaryClientInterceptor):

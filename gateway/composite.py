@@ -11,8 +11,9 @@ Arguments (`uses_with`): `api_keys` (a keys file; none: no key asked), `max_requ
 route: `speech2image.limits.max_body_bytes`), `request_timeout_seconds` (the longest a
 request may take, queue included: its deadline), `grace_seconds` (how long requests in flight
 may finish when the gateway stops; docs/admission.md), `max_documents` (the most documents of a
-request, counted before it is forwarded), `header_timeout_seconds`, `max_connections` and `min_body_bytes_per_second` (the
-HTTP port's connections: `speech2image.limits.ConnectionLimits`), `allowed_hosts` (host names the
+request, counted before it is forwarded), `header_timeout_seconds`, `max_connections` and
+`min_body_bytes_per_second` (the HTTP port's connections: `speech2image.limits.ConnectionLimits`),
+`requests_per_minute_per_key` (each key's rate: `speech2image.limits.KeyLimits`; none: any), `allowed_hosts` (host names the
 HTTP port answers to besides localhost and IP addresses) and `public_url` (the base of kept
 images' URLs; none: relative URLs).
 """
@@ -32,7 +33,7 @@ from gateway.jina_internals import connection_pool, request_handler, server_kwar
 from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
 from gateway.connections import uvicorn_settings
-from speech2image.limits import (AudioLimits, ConnectionLimits, RequestLimits,
+from speech2image.limits import (AudioLimits, ConnectionLimits, KeyLimits, RequestLimits,
                                  max_request_bytes as derived_max_request_bytes)
 from speech2image.serving.network import GRPC_SERVER_OPTIONS, HostPolicy
 
@@ -46,16 +47,19 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
                  max_documents: int = RequestLimits().max_documents,
                  header_timeout_seconds: float = ConnectionLimits().header_timeout_seconds,
                  max_connections: int = ConnectionLimits().max_connections,
-                 min_body_bytes_per_second: int = ConnectionLimits().min_body_bytes_per_second, allowed_hosts: tuple = (),
-                 public_url: Optional[str] = None, **kwargs):
+                 min_body_bytes_per_second: int = ConnectionLimits().min_body_bytes_per_second,
+                 requests_per_minute_per_key: Optional[float] = KeyLimits().requests_per_minute_per_key,
+                 allowed_hosts: tuple = (), public_url: Optional[str] = None, **kwargs):
         self.executor_calls = ExecutorCalls()  # before super().__init__, which builds the channels
         super().__init__(**kwargs)
         keys = ApiKeys.load(api_keys) if api_keys else None
         limit = max_request_bytes or derived_max_request_bytes(AudioLimits(), RequestLimits())
+        rate = KeyLimits(requests_per_minute_per_key).requests_per_minute_per_key  # checked: in range
         self.admission = Admission(connection_pool(self), self.executor_calls,
                                    request_timeout_seconds=request_timeout_seconds,
                                    timeout_send_seconds=getattr(self.runtime_args, "timeout_send", None),
-                                   grace_seconds=grace_seconds, logger=self.logger)
+                                   grace_seconds=grace_seconds, requests_per_minute_per_key=rate,
+                                   logger=self.logger)
         connections = ConnectionLimits(header_timeout_seconds, max_connections, min_body_bytes_per_second)
         self.servers = []
         for server in server_kwargs(self):

@@ -2,12 +2,12 @@
 
 The interceptor asks for an API key (`authorization: Bearer KEY` metadata) on every call but
 the health check and Jina's dry run; never serves Jina's info call (library versions, the
-kernel, every executor's address); admits data calls (`gateway.admission`: their deadline,
-cancellation when the client goes away, RESOURCE_EXHAUSTED when every replica is busy, none
-while draining); refuses a request of more than `max_documents` documents before it is
-forwarded; and sends clients no Python stack and no internal address: an executor's error
-keeps its name and one-line message, a connection error inside the Flow becomes one line
-naming the part that does not answer.
+kernel, every executor's address); admits data calls (`gateway.admission`: the key's rate,
+their deadline and caller, cancellation when the client goes away, RESOURCE_EXHAUSTED when the
+key is over its rate or every replica is busy, none while draining); refuses a request of more
+than `max_documents` documents before it is forwarded; and sends clients no Python stack and no
+internal address: an executor's error keeps its name and one-line message, a connection error
+inside the Flow becomes one line naming the part that does not answer.
 
 A data call's requests travel inside the Flow under an id the gateway makes, and go back to the
 client under its own: a client's id names nothing another client's calls can be cancelled by.
@@ -23,6 +23,7 @@ import grpc
 from gateway.admission import Admission, busy
 from speech2image.api.keys import ApiKeys
 from speech2image.api.openai import executor_error, retry_after
+from speech2image.errors import Busy
 
 DRY_RUN = "/jina.JinaGatewayDryRunRPC/dry_run"  # readiness
 HEALTH = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")  # gRPC's own: nothing to scrub
@@ -89,9 +90,11 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if details.method in NOT_SERVED:
             return _refusing(handler, grpc.StatusCode.UNIMPLEMENTED, "not served by this gateway")
+        caller = None
         if self.keys and details.method not in OPEN:
             metadata = {key: value for key, value in details.invocation_metadata or ()}
-            if self.keys.check(metadata.get("authorization")) is None:
+            caller = self.keys.check(metadata.get("authorization"))
+            if caller is None:
                 return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED,
                                  "missing or unknown API key: send metadata authorization: Bearer KEY")
         if self.admission.draining and details.method == DRY_RUN:  # not ready: stopping
@@ -101,23 +104,29 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 return _refusing(handler, grpc.StatusCode.UNAVAILABLE,
                                  "draining: this server is stopping; retry in a moment (elsewhere, behind a load "
                                  "balancer)")
-            return _admitted(handler, self.admission, self.max_documents)
+            return _admitted(handler, self.admission, self.max_documents, caller)
         return _scrubbing(handler)
 
 
-def _admitted(handler, admission: Admission, max_documents: int):
-    """A data call with its deadline set on every request, each request counted and renamed, the
-    call counted in flight, its executor calls cancelled if the client goes away, and a Busy
-    answer turned into RESOURCE_EXHAUSTED."""
+def _admitted(handler, admission: Admission, max_documents: int, caller: Optional[str]):
+    """A data call of key `caller` whose every request is counted against the key's rate, has
+    its documents counted, its deadline and caller set and is renamed; the call counted in
+    flight, its executor calls cancelled if the client goes away, and a Busy answer (or a
+    key over its rate) turned into RESOURCE_EXHAUSTED."""
     kind = _kind(handler)
     behaviour = getattr(handler, kind)
     clients: dict[str, str] = {}  # the gateway's request id → the client's
 
-    async def with_deadline(request, context, seen: list):
+    async def admitted(request, context, seen: list):
+        try:
+            admission.limit_rate(caller)
+        except Busy as refusal:
+            raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal),
+                           (("retry-after", str(retry_after(refusal))),)) from None
         refusal = _refusal(request, max_documents)
         if refusal:
-            raise _Refused(refusal)
-        request.parameters = admission.deadline(request.parameters, context.time_remaining())
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+        request.parameters = admission.admit(request.parameters, context.time_remaining(), caller)
         ours = uuid.uuid4().hex
         clients[ours] = request.proto_wo_data.header.request_id
         request.proto_wo_data.header.request_id = ours
@@ -151,36 +160,44 @@ def _admitted(handler, admission: Admission, max_documents: int):
         async def streamed(requests, context):
             seen, refused = [], []
 
-            async def deadlined():  # a refused request ends the stream Jina reads: the call is refused after
+            async def admitted_requests():  # a refused request ends the stream Jina reads; the call is refused after
                 async for request in requests:
                     try:
-                        yield await with_deadline(request, context, seen)
+                        yield await admitted(request, context, seen)
                     except _Refused as refusal:
-                        refused.append(str(refusal))
+                        refused.append(refusal)
                         return
 
             async with call(seen):
-                async for message in behaviour(deadlined(), _Context(context)):
+                async for message in behaviour(admitted_requests(), _Context(context)):
                     yield await answered(message, context)
             if refused:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refused[0])
+                await refused[0].abort(context)
 
         return handler._replace(stream_stream=streamed)
 
     async def single(request, context):
         seen = []
         try:
-            admitted = await with_deadline(request, context, seen)
+            admitted_request = await admitted(request, context, seen)
         except _Refused as refusal:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refusal))
+            await refusal.abort(context)
         async with call(seen):
-            return await answered(await behaviour(admitted, _Context(context)), context)
+            return await answered(await behaviour(admitted_request, _Context(context)), context)
 
     return handler._replace(**{kind: single})
 
 
 class _Refused(Exception):
-    """A request refused at the gateway, before it is forwarded (one line: why, and the fix)."""
+    """A request refused at the gateway, before it is forwarded: its status, one line (why, and the
+    fix) and trailing metadata (when to retry)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, metadata: tuple = ()):
+        super().__init__(details)
+        self.code, self.details, self.metadata = code, details, metadata
+
+    async def abort(self, context):
+        await context.abort(self.code, self.details, trailing_metadata=self.metadata)
 
 
 def _refusal(request, max_documents: int) -> Optional[str]:

@@ -6,7 +6,8 @@ whose refusal is a one-line 400; it turns the model into documents and options, 
 through the Flow with Jina's streamer (to one executor, or both), and turns the documents that
 come back into the answer. Every answer a route can give is in the document with its shape.
 Before any route: a body over what the route takes is refused (413), and with keys every route
-but the health and readiness checks and the kept images needs `Authorization: Bearer KEY` (401).
+but the health and readiness checks and the kept images needs `Authorization: Bearer KEY` (401)
+and counts against the key's rate (429 past it).
 Errors answer in one line, never with a stack; a method a route does not have is 405.
 """
 
@@ -33,6 +34,7 @@ from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
 from speech2image.asr.options import TranscribeOptions
 from speech2image.errors import (
+    Busy,
     ForeignOrigin,
     InvalidRequest,
     MethodNotAllowed,
@@ -82,19 +84,20 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
     app.add_middleware(Guard, keys=keys, max_request_bytes=max_request_bytes, max_audio_bytes=max_audio_bytes,
                        admission=admission, hosts=hosts, connections=connections)
     JinaRequest = jina_request(max_documents)
-    document_the_guard(app, keys)
+    document_the_guard(app, keys, rated=bool(keys and admission.rates))
     served: dict[str, str] = {}
 
     async def flow(request: Optional[Request], docs, parameters: dict, target: Optional[str] = None,
                    endpoint: str = "/generate") -> list:
         """Documents through the Flow (to the `target` executor alone when given), with the request's
-        deadline; its executor calls are cancelled if the client disconnects."""
+        deadline and caller; its executor calls are cancelled if the client disconnects."""
         from jina.excepts import InternalNetworkError
 
         request_id = uuid.uuid4().hex
         streamed = asyncio.ensure_future(_answers(streamer.stream_docs(
-            docs=docs, exec_endpoint=endpoint, parameters=admission.deadline(parameters), request_id=request_id,
-            target_executor=f"^{target}$" if target else None, return_results=True, return_type=DOCS)))
+            docs=docs, exec_endpoint=endpoint, parameters=admission.admit(parameters, caller=_caller(request)),
+            request_id=request_id, target_executor=f"^{target}$" if target else None, return_results=True,
+            return_type=DOCS)))
         try:
             while not streamed.done():
                 await asyncio.wait({streamed}, timeout=0.25)
@@ -405,7 +408,7 @@ REASONS = {
     408: "the body paused too long or arrived too slowly",
     413: "the body is over what the route takes",
     421: "a host name this server is not served under (app.py --allowed-hosts)",
-    429: "busy: every replica's queue is full; retry after Retry-After seconds",
+    429: "busy (every replica's queue is full) or over the key's rate; retry after Retry-After seconds",
     503: "a part of the Flow does not answer, or this server is stopping",
     504: "the request's deadline passed",
 }
@@ -437,10 +440,10 @@ def refusals(*statuses: int, shape: type = openai.ErrorAnswer) -> dict:
                                                                         else {})} for status in statuses}
 
 
-def document_the_guard(app: FastAPI, keys: Optional[ApiKeys]) -> None:
+def document_the_guard(app: FastAPI, keys: Optional[ApiKeys], rated: bool = False) -> None:
     """FastAPI's OpenAPI document, with what the Guard answers before any route (413; with keys 401
-    and the bearer scheme; 503 while draining) and without the 422 FastAPI adds to every route (a
-    request a model refuses is 400 here)."""
+    and the bearer scheme, and 429 with a rate per key; 503 while draining) and without the 422
+    FastAPI adds to every route (a request a model refuses is 400 here)."""
     build = app.openapi
 
     def openapi() -> dict:
@@ -462,12 +465,14 @@ def document_the_guard(app: FastAPI, keys: Optional[ApiKeys]) -> None:
                     answers = operation["responses"]
                     answers.pop("422", None)
                     guarded = {413, 421} if _open(method.upper(), path) else {408, 413, 421, 503,
-                                                                              *({401} if keys else ())}
+                                                                              *({401} if keys else ()),
+                                                                              *({429} if rated else ())}
                     if method.upper() not in HostPolicy.READING:
                         guarded.add(403)
                     for status in sorted(guarded):
                         answers.setdefault(str(status), {"description": REASONS[status], "content": {
-                            "application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}}})
+                            "application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}},
+                            **({"headers": RETRY_AFTER} if status == 429 else {})})
                     if keys and not _open(method.upper(), path):
                         operation["security"] = [{"bearer": []}]
         return app.openapi_schema
@@ -501,12 +506,16 @@ def _fields_taken(request: Request) -> list[str]:
     return [field.alias or name for name, field in getattr(model, "model_fields", {}).items()]
 
 
+def _caller(request: Optional[Request]) -> Optional[str]:
+    """The key id of a request (the Guard's), none without keys or without a request."""
+    return request.scope.get("state", {}).get(CALLER) if request is not None else None
+
+
 def image_url(store: ImageStore, request: Request, public_url: Optional[str]):
     """Where a stored image is served, kept in its caller's room of the store: under the configured
     public URL, else a URL relative to this server (never one built from the request's Host)."""
     base = (public_url or "").rstrip("/")
-    caller = request.scope.get("state", {}).get(CALLER)
-    return lambda png: f"{base}{KEPT_IMAGES}{store.put(png, caller)}"
+    return lambda png: f"{base}{KEPT_IMAGES}{store.put(png, _caller(request))}"
 
 
 def _error(request: Request, error: Exception) -> JSONResponse:
@@ -535,8 +544,8 @@ def _open(method: str, path: str) -> bool:
 class Guard:
     """ASGI middleware before every route: a body over what the route takes is refused (413: one
     audio file and its fields, Jina's JSON documents, or fields alone; `max_body_bytes`), and
-    with keys, a request without a valid one (401); health and readiness stay open. No WebSocket
-    is served."""
+    with keys, a request without a valid one (401) or past its key's rate (429); health and
+    readiness stay open. No WebSocket is served."""
 
     def __init__(self, app, keys: Optional[ApiKeys], max_request_bytes: int, max_audio_bytes: int,
                  admission: Admission, hosts: HostPolicy, connections: ConnectionLimits):
@@ -561,7 +570,12 @@ class Guard:
         if self.keys and not open_path and caller is None:
             return await self._refuse(scope, send, Unauthenticated(
                 "missing or unknown API key: send the header Authorization: Bearer KEY"))
-        scope.setdefault("state", {})[CALLER] = caller  # whose room of the image store
+        if not open_path:
+            try:
+                self.admission.limit_rate(caller)
+            except Busy as refusal:
+                return await self._refuse(scope, send, refusal)
+        scope.setdefault("state", {})[CALLER] = caller  # whose room of the image store, whose turn in a replica
         route = "audio" if scope["path"] in AUDIO_ROUTES else "documents" if scope["path"] == "/generate" else "fields"
         limit = max_body_bytes(route, self.max_request_bytes, self.max_audio_bytes)
         declared = headers.get("content-length", "")

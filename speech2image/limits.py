@@ -8,6 +8,7 @@ the limit.
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 from .errors import AudioError, InvalidRequest
 from .options import check, option
@@ -61,10 +62,14 @@ class AudioLimits:
 
 @dataclass(frozen=True)
 class ReplicaLimits:
-    """Bounds on one executor replica: how many requests may wait for it (docs/admission.md)."""
+    """Bounds on one executor replica: how many requests may wait for it, and how many of its places
+(the one running and the queue's) one caller may hold while another's waits (docs/admission.md)."""
 
     max_queued_requests: int = option(4, "requests that may wait for the replica; one more is refused as busy",
                                       ge=0, le=10_000)
+    max_caller_share: float = option(0.5, "the share of the replica's places (1 + max_queued_requests) one caller "
+                                          "(API key) may hold while another's request waits (at least one place); "
+                                          "1: no share", ge=0.01, le=1.0)
 
     def __post_init__(self):
         check(self)
@@ -108,8 +113,8 @@ class RequestLimits:
                     f"max_prompt_chars={self.max_prompt_chars}; shorten it"
                 )
 
-    def check_transcription(self, *, audio_seconds: float, beam_size: int) -> None:
-        """Refuse a request whose transcription would take more than max_audio_beam_seconds."""
+    def check_transcription(self, *, audio_seconds: float, beam_size: int) -> float:
+        """The work of a transcription, in beam-seconds; refused over max_audio_beam_seconds."""
         work = audio_seconds * beam_size
         if work > self.max_audio_beam_seconds:
             raise InvalidRequest(
@@ -117,9 +122,10 @@ class RequestLimits:
                 f"{work:.0f} beam-seconds > max_audio_beam_seconds={self.max_audio_beam_seconds:g}; "
                 "send shorter audio, fewer documents or a smaller beam_size"
             )
+        return work
 
-    def check_work(self, *, documents: int, num_images: int, steps: int, width: int, height: int) -> None:
-        """Refuse a request whose images would take more than max_megapixel_steps."""
+    def check_work(self, *, documents: int, num_images: int, steps: int, width: int, height: int) -> float:
+        """The work of a request's images, in megapixel-steps; refused over max_megapixel_steps."""
         work = documents * num_images * steps * width * height / MEGA
         if work > self.max_megapixel_steps:
             raise InvalidRequest(
@@ -127,6 +133,7 @@ class RequestLimits:
                 f"{width}x{height} = {work:.1f} megapixel-steps > max_megapixel_steps={self.max_megapixel_steps:g}; "
                 "ask for fewer images, fewer steps or a smaller size"
             )
+        return work
 
 
 def max_request_bytes(audio: AudioLimits, request: RequestLimits) -> int:
@@ -157,6 +164,21 @@ class ConnectionLimits:
                                   ge=1, le=1_000_000)
     min_body_bytes_per_second: int = option(16 * 1024, "the slowest a request body may arrive, on average, after "
                                             "header_timeout_seconds (a 25 MB file: 26 minutes)", ge=1, le=2**30)
+
+    def __post_init__(self):
+        check(self)
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """Bounds on each API key at the gateway (its `uses_with`): a token bucket of
+    `requests_per_minute_per_key` requests, refilled at that many a minute (a key may send a
+    minute's worth at once); past it a request is refused (429, RESOURCE_EXHAUSTED) with when to
+    retry. Every HTTP request with a key counts (health, readiness and kept images ask none), and
+    every gRPC data request. Unset: no rate; without keys nothing is counted."""
+
+    requests_per_minute_per_key: Optional[float] = option(None, "requests one API key may send a minute; unset: any",
+                                                          ge=1, le=1e6)
 
     def __post_init__(self):
         check(self)

@@ -292,8 +292,8 @@ def test_the_deadline_is_the_gateways_a_clients_own_for_any_executor_is_replaced
     admission = Admission(pool, ExecutorCalls(), request_timeout_seconds=300, timeout_send_seconds=-1,
                           grace_seconds=30)
     before = time.time()
-    parameters = admission.deadline({"deadline": 9e18, "diffusion__deadline": 9e18, "whisper__deadline": 9e18,
-                                     "diffusion__steps": 4, "timeout": 20}, client_seconds=None)
+    parameters = admission.admit({"deadline": 9e18, "diffusion__deadline": 9e18, "whisper__deadline": 9e18,
+                                  "diffusion__steps": 4, "timeout": 20}, client_seconds=None)
     assert set(parameters) == {"deadline", "diffusion__steps", "timeout"}
     assert before + 19 < parameters["deadline"] <= time.time() + 20  # the `timeout` asked; -1: no timeout_send cap
 
@@ -303,7 +303,7 @@ def test_the_deadline_comes_before_jinas_timeout_send_and_the_stop_waits_for_the
     pool = type("Pool", (), {"send_requests_once": None})()
     admission = Admission(pool, ExecutorCalls(), request_timeout_seconds=300, timeout_send_seconds=10,
                           grace_seconds=30)
-    parameters = admission.deadline({})
+    parameters = admission.admit({})
     assert parameters["deadline"] <= time.time() + 8  # 80 % of timeout_send
     assert longest_request(300, None) == longest_request(300, -1) == 300 and longest_request(5, 10) == 5
     assert stop_seconds(drain_seconds(longest_request(299.5, 600))) == 300 + CLOSE_SECONDS

@@ -114,9 +114,10 @@ def test_images_by_url_are_served_for_a_while(openai_client, tls):
 
     answer = openai_client().images.generate(prompt="a red apple", response_format="url", size="32x32",
                                              extra_body={"steps": 1})
-    fetched = httpx.get(answer.data[0].url, verify=str(tls / "ca.pem"))  # the unguessable name is the key
+    url = str(openai_client().base_url).removesuffix("/v1/") + answer.data[0].url  # relative to the server
+    fetched = httpx.get(url, verify=str(tls / "ca.pem"))  # the unguessable name is the key
     assert fetched.status_code == 200 and fetched.content.startswith(b"\x89PNG")
-    missing = httpx.get(answer.data[0].url + "x", verify=str(tls / "ca.pem"))
+    missing = httpx.get(url + "x", verify=str(tls / "ca.pem"))
     assert missing.status_code == 404 and missing.json()["error"]["message"].startswith("no such image")
 
 

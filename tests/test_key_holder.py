@@ -1,11 +1,14 @@
 """What one caller holding a key must not be able to do to the service or to the other callers.
 
-One `app.py --offline` with two keys, TLS on both ports and one diffusion replica that queues two
-requests; attacks made with real clients (gRPC stubs of Jina's own protocol, raw TLS sockets,
-openssl, requests), every wait on a condition the replicas' counters show.
+One `app.py --offline` with three keys (the third for the rate test alone), a rate per key no other
+test reaches, TLS on both ports and one diffusion replica that queues two requests (three places:
+a key may hold one while another key's request waits); attacks made with real clients (gRPC stubs
+of Jina's own protocol, raw TLS sockets, openssl, requests), every wait on a condition the
+replicas' counters show.
 """
 
 import asyncio
+import re
 import socket
 import ssl
 import subprocess
@@ -18,7 +21,8 @@ import requests
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.admission import Admission, ExecutorCalls
+from gateway.admission import Admission, ExecutorCalls, KeyRates
+from speech2image.errors import Busy
 from speech2image.observability import names as metrics
 from tests.support.app import App
 from tests.support.metrics import total, wait_until
@@ -29,7 +33,12 @@ pytestmark = pytest.mark.flow
 
 KEY_A = "sk-key-holder-a-0123456789"
 KEY_B = "sk-key-holder-b-0123456789"
+KEY_C = "sk-key-holder-c-0123456789"  # the rate test's alone
 HEADER_TIMEOUT = 2.0  # seconds: short here, so that the test need not wait the default's
+RATE = 30  # requests_per_minute_per_key: more than the other tests send with one key
+# the most work a request may ask for (max_megapixel_steps): minutes here, cancelled by the tests
+LONG = {"diffusion__num_images": 4, "diffusion__steps": 128, "diffusion__width": 512, "diffusion__height": 512}
+SHORT = {"diffusion__num_images": 1, "diffusion__steps": 1, "diffusion__width": 64, "diffusion__height": 64}
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +50,9 @@ def tls(tmp_path_factory):
 def app(tls, tmp_path_factory):
     directory = tmp_path_factory.mktemp("key-holder")
     keys = directory / "keys.txt"
-    keys.write_text(f"{KEY_A}\n{KEY_B}\n")
+    keys.write_text(f"{KEY_A}\n{KEY_B}\n{KEY_C}\n")
     flow = yaml.safe_load((ROOT / "flow.yml").read_text())
-    flow["gateway"]["uses_with"] = {"header_timeout_seconds": HEADER_TIMEOUT}
+    flow["gateway"]["uses_with"] = {"header_timeout_seconds": HEADER_TIMEOUT, "requests_per_minute_per_key": RATE}
     (directory / "flow.yml").write_text(yaml.safe_dump(flow))
     with App("--api-keys", str(keys), "--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key"),
              "--max-queued-requests", "2", "--flow", str(directory / "flow.yml"), "--device", "cpu") as server:
@@ -123,15 +132,11 @@ def test_another_keys_call_with_my_request_id_cancels_nothing_of_mine(app, tls):
                 return stub.process_single_data(data_request(1, parameters, request_id),
                                                 metadata=(("authorization", f"Bearer {key}"),), timeout=300)
 
-            # the most work a request may ask for (max_megapixel_steps): minutes here, cancelled below
-            blocker = send(KEY_A, "blocker", {"diffusion__num_images": 4, "diffusion__steps": 128,
-                                              "diffusion__width": 512, "diffusion__height": 512})
+            blocker = send(KEY_A, "blocker", LONG)
             await asyncio.to_thread(wait_until, lambda: count(app, metrics.IN_PROGRESS) == 1, 120, "the blocker running")
-            mine = send(KEY_A, "shared-id", {"diffusion__num_images": 1, "diffusion__steps": 1,
-                                             "diffusion__width": 64, "diffusion__height": 64})
+            mine = send(KEY_A, "shared-id", SHORT)
             await asyncio.to_thread(wait_until, lambda: count(app, metrics.QUEUE_LENGTH) == 1, 60, "mine queued")
-            theirs = send(KEY_B, "shared-id", {"diffusion__num_images": 1, "diffusion__steps": 1,
-                                               "diffusion__width": 64, "diffusion__height": 64})
+            theirs = send(KEY_B, "shared-id", SHORT)
             await asyncio.to_thread(wait_until, lambda: count(app, metrics.QUEUE_LENGTH) == 2, 60, "theirs queued")
             theirs.cancel()
             await asyncio.to_thread(wait_until, lambda: count(app, metrics.QUEUE_LENGTH) == 1, 60, "theirs dropped")
@@ -184,10 +189,44 @@ def test_nested_executor_parameters_cannot_move_the_deadline():
     pool = type("Pool", (), {"send_requests_once": None})()  # Admission wraps its sending; unused here
     admission = Admission(pool, ExecutorCalls(), request_timeout_seconds=300, timeout_send_seconds=-1,
                           grace_seconds=30)
-    parameters = admission.deadline({"diffusion": {"deadline": time.time() + 3600, "steps": 4},
-                                     "whisper": {"deadline": 9e18}, "timeout": 2})
+    parameters = admission.admit({"diffusion": {"deadline": time.time() + 3600, "steps": 4},
+                                  "whisper": {"deadline": 9e18}, "timeout": 2})
     assert parameters["diffusion"] == {"steps": 4} and parameters["whisper"] == {}
     assert parameters["deadline"] <= time.time() + 2
+
+
+def test_a_client_cannot_name_another_caller():
+    """The executors share their places by the `caller` parameter: the gateway sets it to the key's
+    id and drops a client's own, in every form Jina hands an executor."""
+    pool = type("Pool", (), {"send_requests_once": None})()  # Admission wraps its sending; unused here
+    admission = Admission(pool, ExecutorCalls(), request_timeout_seconds=300, timeout_send_seconds=-1,
+                          grace_seconds=30)
+    asked = {"caller": "someone-else", "diffusion__caller": "someone-else", "whisper": {"caller": "x", "beam_size": 2}}
+    parameters = admission.admit(asked, caller="0123abcd")
+    assert parameters["caller"] == "0123abcd" and "diffusion__caller" not in parameters
+    assert parameters["whisper"] == {"beam_size": 2}
+    assert "caller" not in admission.admit(asked)  # without keys: no caller, and not the client's
+
+
+def test_a_keys_rate_is_a_minutes_worth_at_once_then_refilled_as_time_passes():
+    now = [1000.0]
+    rates = KeyRates(6, clock=lambda: now[0])  # one request every 10 s
+    for _ in range(6):
+        rates.take("a")
+    with pytest.raises(Busy) as refused:
+        rates.take("a")
+    assert str(refused.value) == ("rate limit: more than requests_per_minute_per_key=6 requests a minute from this "
+                                  "key; retry in about 10 s")
+    assert refused.value.retry_after == pytest.approx(10)
+    rates.take("b")  # each key has its own
+    now[0] += 4
+    with pytest.raises(Busy) as refused:
+        rates.take("a")
+    assert refused.value.retry_after == pytest.approx(6)  # 0.4 of a request back: 6 s to a whole one
+    now[0] += 6
+    rates.take("a")
+    with pytest.raises(Busy):
+        rates.take("a")
 
 
 def post(app, tls, path: str, key: str = KEY_A, headers: Optional[dict] = None, **kwargs) -> requests.Response:
@@ -303,3 +342,82 @@ def test_jinas_single_document_streaming_call_is_not_served(app, tls):
             list(stub.stream_doc(SingleDocumentRequest(), metadata=(("authorization", f"Bearer {KEY_A}"),),
                                  timeout=30))
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_key_holding_every_place_gives_one_up_to_another_keys_request(app, tls):
+    """A fills the replica's three places with long requests; B's request is admitted all the same:
+    A's newest gives its place up (RESOURCE_EXHAUSTED, with when to retry), and B's is served
+    next, before A's older queued one (turns go round between keys)."""
+    wait_until(lambda: count(app, metrics.IN_PROGRESS) == 0 and count(app, metrics.QUEUE_LENGTH) == 0, 60,
+               "the replica idle")
+    body = {"prompt": "a red apple", "size": "64x64", "steps": 1}
+
+    async def scenario():
+        from jina.proto import jina_pb2_grpc
+
+        credentials = grpc.ssl_channel_credentials((tls / "ca.pem").read_bytes())
+        async with grpc.aio.secure_channel(f"localhost:{app.port}", credentials) as chan:
+            stub = jina_pb2_grpc.JinaSingleDataRequestRPCStub(chan)
+
+            def send(name):
+                return asyncio.ensure_future(stub.process_single_data(
+                    data_request(1, LONG, name), metadata=(("authorization", f"Bearer {KEY_A}"),), timeout=300))
+
+            a_running = send("a-running")
+            sent = [a_running]
+            try:
+                await asyncio.to_thread(wait_until, lambda: count(app, metrics.IN_PROGRESS) == 1, 120, "A running")
+                a_queued = send("a-queued")
+                sent.append(a_queued)
+                await asyncio.to_thread(wait_until, lambda: count(app, metrics.QUEUE_LENGTH) == 1, 60, "A queued")
+                a_newest = send("a-newest")
+                sent.append(a_newest)
+                await asyncio.to_thread(wait_until, lambda: count(app, metrics.QUEUE_LENGTH) == 2, 60, "A's newest")
+                b = asyncio.ensure_future(asyncio.to_thread(post, app, tls, "/v1/images/generations", KEY_B,
+                                                            json=body))
+                await asyncio.wait({a_newest, b}, return_when=asyncio.FIRST_COMPLETED)
+                assert not b.done(), f"B was answered while A held every place: {b.result().status_code}"
+                refusal = a_newest.exception()
+                a_running.cancel()  # the replica's next turn
+                answer = await b
+                assert not a_queued.done()  # B's request went before A's older one
+                return refusal, answer
+            finally:
+                for call in sent:
+                    call.cancel()
+
+    refusal, answer = asyncio.run(scenario())
+    assert answer.status_code == 200, answer.text
+    assert refusal.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert re.fullmatch(r"busy: your requests held 3 of this replica's 3 places while another caller's waited "
+                        r"\(max_caller_share=0\.5\): the newest gave its place up; retry in about \d+ s",
+                        refusal.details()), refusal.details()
+    assert int(refusal.trailing_metadata()["retry-after"]) >= 1
+    wait_until(lambda: count(app, metrics.IN_PROGRESS) == 0 and count(app, metrics.QUEUE_LENGTH) == 0, 60,
+               "A's requests cancelled")
+
+
+def test_a_key_past_its_rate_is_refused_with_when_to_retry(app, tls):
+    """A bucket of RATE requests, refilled at RATE a minute: past it, HTTP 429 with Retry-After and
+    gRPC RESOURCE_EXHAUSTED with retry-after, one line naming the limit."""
+    line = (rf"rate limit: more than requests_per_minute_per_key={RATE} requests a minute from this key; "
+            r"retry in about \d+ s")
+    statuses = []
+    with requests.Session() as session:
+        for _ in range(4 * RATE):  # the bucket refills at one every 2 s: far slower than these are answered
+            answer = session.get(https(app, "/v1/models"), headers={"Authorization": f"Bearer {KEY_C}"},
+                                 verify=str(tls / "ca.pem"), timeout=30)
+            statuses.append(answer.status_code)
+            if answer.status_code != 200:
+                break
+    assert statuses[-1] == 429 and len(statuses) > RATE, statuses
+    assert re.fullmatch(line, answer.json()["error"]["message"]) and int(answer.headers["Retry-After"]) >= 1
+    assert requests.get(https(app, "/v1/models"), headers={"Authorization": f"Bearer {KEY_A}"},
+                        verify=str(tls / "ca.pem"), timeout=30).status_code == 200  # another key's own rate
+    for _ in range(RATE):  # each one that passes is refused for its documents, and spends a request
+        with pytest.raises(grpc.RpcError) as refused:
+            call(app, tls, data_request(17, {}, "over-rate"), key=KEY_C)
+        if refused.value.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            break
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and re.fullmatch(line, refused.value.details())
+    assert int(dict(refused.value.trailing_metadata())["retry-after"]) >= 1

@@ -106,7 +106,7 @@ def test_the_document_states_each_routes_fields_bounds_and_answers(http):
     busy = document["paths"]["/v1/images/generations"]["post"]["responses"]["429"]
     assert busy["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
     assert set(document["paths"]["/v1/audio/transcriptions"]["post"]["responses"]) == {
-        "200", "400", "401", "404", "413", "429", "503", "504"}
+        "200", "400", "401", "403", "404", "408", "413", "421", "429", "503", "504"}
 
 
 def test_schemathesis_finds_every_answer_as_documented(app, tmp_path):

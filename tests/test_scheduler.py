@@ -1,5 +1,6 @@
-"""The replica scheduler alone: its bounded queue, deadlines and cancellation, with no model;
-and the replica's log of a refusal.
+"""The replica scheduler alone: its bounded queue, fair turns between callers, how long a refused
+request is told to wait, deadlines and cancellation, with no model; and the replica's log of a
+refusal.
 
 Work is a function that waits on threading events the test sets, so nothing here sleeps to
 make something happen; the test waits on the conditions it checks. Deadlines are instants of a
@@ -65,12 +66,12 @@ async def until(condition, timeout=10.0):
         await asyncio.sleep(0.005)
 
 
-async def occupy(scheduler: Scheduler):
-    """A request holding the replica until its `release` is set; returns (task, started, release)."""
+async def occupy(scheduler: Scheduler, caller=None, work=None):
+    """A request holding the replica until its `release` is set; returns (task, release)."""
     started, release = threading.Event(), threading.Event()
 
     async def request():
-        async with scheduler.turn() as turn:
+        async with scheduler.turn(caller=caller, work=work) as turn:
             return await scheduler.run(turn, blocking_work(started, release))
 
     task = asyncio.ensure_future(request())
@@ -122,11 +123,147 @@ def test_a_full_queue_refuses_at_once_with_how_long_to_wait():
     assert events.count("refused") == 1 and ("queued", 1) in events.events
 
 
-def test_the_wait_estimate_follows_the_recent_service_time():
-    scheduler = Scheduler(max_queued_requests=1)
-    scheduler._service_seconds.extend([4.0, 5.0, 6.0])
-    assert scheduler.retry_after(ahead=2) == 15.0  # three requests ahead of a retry, 5 s each
-    assert Scheduler(max_queued_requests=1).retry_after(ahead=0) == 1.0  # no history: at least 1 s
+async def queue(scheduler: Scheduler, name: str, caller, served: list, work=None):
+    """A request of `caller` that waits in the queue (returned once it does) and, given its turn,
+    appends `name` to `served` and ends; its task raises what refused it."""
+    async def request():
+        async with scheduler.turn(caller=caller, work=work):
+            served.append(name)
+
+    before = list(scheduler._waiting)
+    task = asyncio.ensure_future(request())
+    await until(lambda: any(place not in before for place in scheduler._waiting) or task.done())
+    return task
+
+
+async def finished(scheduler: Scheduler, clock: Clock, work: float, seconds: float) -> None:
+    """A request of `work` that takes `seconds` of the clock: what the scheduler learns its pace from."""
+    async with scheduler.turn(work=work):
+        clock.advance(seconds)
+
+
+def test_turns_go_round_between_callers_oldest_request_of_the_one_served_least_recently_first():
+    async def scenario():
+        scheduler = Scheduler(max_queued_requests=4)  # no share: every request queues
+        served = []
+        running, release = await occupy(scheduler, caller="a")
+        tasks = [await queue(scheduler, name, name[0], served) for name in ("a1", "a2", "b1", "b2")]
+        release.set()
+        await asyncio.gather(running, *tasks)
+        return served
+
+    assert asyncio.run(scenario()) == ["b1", "a1", "b2", "a2"]  # b was never served; a just was
+
+
+def test_a_newcomer_takes_the_newest_queued_place_of_a_caller_over_its_share():
+    """Two callers, three places (one running, two queued), a share of half: one place each while
+    the other waits. a holds all three; b's request takes a2's place, and is served before a1."""
+    async def scenario():
+        events = Recorder()
+        scheduler = Scheduler(max_queued_requests=2, events=events, max_caller_share=0.5)
+        served = []
+        running, release = await occupy(scheduler, caller="a")
+        a1, a2 = [await queue(scheduler, name, "a", served) for name in ("a1", "a2")]
+        b1 = await queue(scheduler, "b1", "b", served)
+        with pytest.raises(Busy) as given_up:
+            await a2
+        assert [place.turn.caller for place in scheduler._waiting] == ["a", "b"]
+        release.set()
+        await asyncio.gather(running, a1, b1)
+        return given_up.value, served, events
+
+    given_up, served, events = asyncio.run(scenario())
+    assert str(given_up).startswith("busy: your requests held 3 of this replica's 3 places while another caller's "
+                                    "waited (max_caller_share=0.5): the newest gave its place up; retry in about ")
+    assert served == ["b1", "a1"] and events.count("refused") == 1
+
+
+def test_a_caller_alone_may_hold_every_place():
+    async def scenario():
+        scheduler = Scheduler(max_queued_requests=2, max_caller_share=0.5)
+        served = []
+        running, release = await occupy(scheduler, caller="a")
+        queued = [await queue(scheduler, name, "a", served) for name in ("a1", "a2")]
+        with pytest.raises(Busy, match=r"^busy: 2 request\(s\) wait for this replica \(max_queued_requests=2\)"):
+            async with scheduler.turn(caller="a"):
+                pass
+        release.set()
+        await asyncio.gather(running, *queued)
+        return served
+
+    assert asyncio.run(scenario()) == ["a1", "a2"]
+
+
+def test_refused_requests_wait_for_the_work_queued_ahead_at_the_learned_pace():
+    """5 s per unit of work, learned from a finished request. Four places, a share of two: a runs 4
+    units (20 s, 5 s gone) with 2 queued; b has 1 and 3 queued. A newcomer of a, holding its share,
+    waits for a's first request (the one running: 15 s); of b, for b's first (next in turn: 15 + 5
+    s); of c, under its share but with nobody over theirs, for a place (the one running: 15 s)."""
+    async def scenario():
+        clock = Clock()
+        scheduler = Scheduler(max_queued_requests=3, clock=clock, max_caller_share=0.5)
+        await finished(scheduler, clock, work=2, seconds=10)
+        running, release = await occupy(scheduler, caller="a", work=4)
+        clock.advance(5)
+        served = []
+        tasks = [await queue(scheduler, name, name[0], served, work) for name, work in (("a1", 2), ("b1", 1),
+                                                                                          ("b2", 3))]
+        refusals = {}
+        for caller in "abc":
+            with pytest.raises(Busy) as refused:
+                async with scheduler.turn(caller=caller, work=1):
+                    pass
+            refusals[caller] = refused.value
+        release.set()
+        await asyncio.gather(running, *tasks)
+        return refusals
+
+    refusals = asyncio.run(scenario())
+    assert {caller: refusal.retry_after for caller, refusal in refusals.items()} == {"a": 15, "b": 20, "c": 15}
+    assert str(refusals["b"]) == ("busy: your requests hold 2 of this replica's 4 places, your share while other "
+                                  "callers' wait (max_caller_share=0.5); retry in about 20 s")
+    assert str(refusals["c"]) == "busy: 3 request(s) wait for this replica (max_queued_requests=3); retry in about 15 s"
+
+
+def test_a_request_that_gave_its_place_up_waits_for_its_callers_first_request():
+    async def scenario():
+        clock = Clock()
+        scheduler = Scheduler(max_queued_requests=2, clock=clock, max_caller_share=0.5)
+        await finished(scheduler, clock, work=1, seconds=5)
+        running, release = await occupy(scheduler, caller="a", work=4)
+        clock.advance(5)
+        served = []
+        a1, a2 = [await queue(scheduler, name, "a", served, work=2) for name in ("a1", "a2")]
+        b1 = await queue(scheduler, "b1", "b", served, work=1)
+        with pytest.raises(Busy) as given_up:
+            await a2
+        release.set()
+        await asyncio.gather(running, a1, b1)
+        return given_up.value
+
+    assert asyncio.run(scenario()).retry_after == 15  # a's first request, running: 20 s of work, 5 s done
+
+
+def test_before_any_request_finished_the_one_running_gives_the_pace_so_far():
+    """Nothing learned yet: the running request (1 unit, 6 s so far) is taken as done now, and a
+    queued one of 2 units as twice as long (a lower bound: the running one is not done)."""
+    async def scenario():
+        clock = Clock()
+        scheduler = Scheduler(max_queued_requests=1, clock=clock, max_caller_share=0.5)
+        running, release = await occupy(scheduler, caller="a", work=1)
+        clock.advance(6)
+        b1 = await queue(scheduler, "b1", "b", [], work=2)
+        waits = {}
+        for caller in "bc":
+            with pytest.raises(Busy) as refused:
+                async with scheduler.turn(caller=caller, work=1):
+                    pass
+            waits[caller] = refused.value.retry_after
+        release.set()
+        await asyncio.gather(running, b1)
+        return waits
+
+    assert asyncio.run(scenario()) == {"b": 12, "c": 1}  # c: a place frees when the running one ends (at least 1 s)
 
 
 def test_busy_carries_its_wait_from_the_executor_to_the_gateway_as_a_number():

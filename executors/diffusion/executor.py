@@ -13,7 +13,7 @@ from speech2image.serving.announce import announce_when_serving
 from speech2image.serving.deadline import monotonic_deadline
 from speech2image.serving.interrupts import leave_interrupts_to_the_flow
 from speech2image.serving.logs import one_line_refusals
-from speech2image.serving.scheduler import Scheduler
+from speech2image.serving.scheduler import CALLER, Scheduler
 
 
 class StableDiffusionExecutor(Executor):
@@ -23,8 +23,8 @@ class StableDiffusionExecutor(Executor):
     dataclass of `speech2image.imaging.options.DiffusionArguments`: the pipeline (`DiffusionConfig`),
     the limits (`RequestLimits`, `ReplicaLimits`), and the defaults of every request option
     (`GenerateOptions`), which request parameters override. Checked at start-up: a wrong type
-    or an unknown name stops it. Requests queue in the replica's scheduler (a bounded queue,
-    deadlines, cancellation between two denoising steps).
+    or an unknown name stops it. Requests queue in the replica's scheduler (a bounded queue
+    fair between callers, deadlines, cancellation between two denoising steps).
     """
 
     def __init__(self, **kwargs):
@@ -33,7 +33,8 @@ class StableDiffusionExecutor(Executor):
         self.limits, self.defaults = arguments.request, arguments.defaults
         self.engine = load_engine(arguments.model)
         self.metrics = ExecutorMetrics.of(self, "diffusion")
-        self.scheduler = Scheduler(arguments.replica.max_queued_requests, self.metrics.scheduler_event)
+        self.scheduler = Scheduler(arguments.replica.max_queued_requests, self.metrics.scheduler_event,
+                                   max_caller_share=arguments.replica.max_caller_share)
         one_line_refusals(self.metrics.labels["runtime_name"])  # bad input, busy, late: one log line, no stack
         leave_interrupts_to_the_flow()  # a terminal's Ctrl-C: app.py drains, then stops this replica
         announce_when_serving(f"diffusion executor ({self.engine.model})")
@@ -57,11 +58,11 @@ class StableDiffusionExecutor(Executor):
             if not any(prompts):
                 return docs  # nothing to draw: nothing to queue for
             first = settings[0]
-            self.limits.check_work(documents=sum(map(bool, prompts)), num_images=len(first.seeds), steps=first.steps,
-                                   width=first.width, height=first.height)
+            work = self.limits.check_work(documents=sum(map(bool, prompts)), num_images=len(first.seeds),
+                                          steps=first.steps, width=first.width, height=first.height)
             self.metrics.set_attributes(steps=first.steps, width=first.width, height=first.height,
                                         images=len(first.seeds))
-            async with self.scheduler.turn(deadline) as turn:
+            async with self.scheduler.turn(deadline, parameters.get(CALLER), work) as turn:
                 with self.metrics.working():
                     await self.scheduler.run(turn, self._draw_all, docs, prompts, settings, clock)
         return docs

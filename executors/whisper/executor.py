@@ -16,7 +16,7 @@ from speech2image.serving.announce import announce_when_serving
 from speech2image.serving.deadline import monotonic_deadline
 from speech2image.serving.interrupts import leave_interrupts_to_the_flow
 from speech2image.serving.logs import one_line_refusals
-from speech2image.serving.scheduler import Scheduler
+from speech2image.serving.scheduler import CALLER, Scheduler
 
 
 class WhisperExecutor(Executor):
@@ -27,7 +27,8 @@ class WhisperExecutor(Executor):
     limits (`AudioLimits`, `RequestLimits`, `ReplicaLimits`), where a document's `uri` may
     point (`AudioSources`), and the defaults of every request option (`TranscribeOptions`),
     which request parameters override. Checked at start-up: a wrong type or an unknown name
-    stops it. Requests queue in the replica's scheduler (a bounded queue, deadlines, cancellation).
+    stops it. Requests queue in the replica's scheduler (a bounded queue fair between callers,
+    deadlines, cancellation).
     """
 
     def __init__(self, **kwargs):
@@ -38,7 +39,8 @@ class WhisperExecutor(Executor):
         self.engine = load_engine(arguments.model)
         self.decoder = AudioDecoder(self.audio_limits)  # hostile files cost a worker process, not this one
         self.metrics = ExecutorMetrics.of(self, "whisper")
-        self.scheduler = Scheduler(arguments.replica.max_queued_requests, self.metrics.scheduler_event)
+        self.scheduler = Scheduler(arguments.replica.max_queued_requests, self.metrics.scheduler_event,
+                                   max_caller_share=arguments.replica.max_caller_share)
         one_line_refusals(self.metrics.labels["runtime_name"])  # bad input, busy, late: one log line, no stack
         leave_interrupts_to_the_flow()  # a terminal's Ctrl-C: app.py drains, then stops this replica
         announce_when_serving(f"whisper executor ({self.engine.label})")
@@ -59,10 +61,10 @@ class WhisperExecutor(Executor):
                                          "send audio bytes or prompt")
             if not any(doc.has_audio() for doc in docs):
                 return docs  # text only: nothing to queue for
-            async with self.scheduler.turn(deadline) as turn:
+            async with self.scheduler.turn(deadline, parameters.get(CALLER)) as turn:  # its work: known once decoded
                 with clock.stage(DECODE):  # a worker process decodes: the replica's turn, but not its model
                     waveforms = await self.scheduler.run(turn, self._decode_all, docs)
-                self.request_limits.check_transcription(
+                turn.work = self.request_limits.check_transcription(
                     audio_seconds=sum(w.size for w in waveforms if w is not None) / SAMPLE_RATE,
                     beam_size=options.beam_size)
                 with self.metrics.working():
