@@ -94,6 +94,7 @@ def test_bad_audio_fails_alone_and_the_flow_keeps_serving(flow, jfk_bytes):
     assert generate(flow, make_documents([SPEECH / "jfk.flac"]))[0].text.startswith("And so")
 
 
+@pytest.mark.slow  # a load test: bench/load.py and test_reliability cover concurrency in the default run
 def test_eight_concurrent_clients_get_their_own_answers(flow, clips):
     waveforms = {n: decode_audio((SPEECH / n).read_bytes()) for n in PROMPTS}
     cases = [(n, (SPEECH / n).read_bytes(), clips[n]) for n in ["jfk.flac", *PROMPTS]]

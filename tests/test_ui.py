@@ -266,6 +266,7 @@ def test_served_png_holds_its_settings():
 
 
 @pytest.mark.flow
+@pytest.mark.slow  # five browser pages at once, each waiting on long images
 def test_the_page_serves_a_few_people_at_once_and_tells_the_next_one_it_is_busy(flow, pace):
     """One at a time and one waiting: of three people who press Generate together, the third is told."""
     from gradio_client import Client
