@@ -3,6 +3,7 @@
     python bench/diffusion_speed.py --compare            # CPU: SD-Turbo 512², float32 + full VAE vs the defaults
     python bench/diffusion_speed.py --compare --compile  # … and with torch.compile
     python bench/diffusion_speed.py --compare --all      # … and bfloat16 where the CPU only emulates it
+    python bench/diffusion_speed.py --compare --cpu avx2 # … as an AVX2-only CPU computes (emulated)
     python bench/diffusion_speed.py                      # CPU: SD 1.5 256² and 512², 2 and 4 steps
     python bench/diffusion_speed.py --device cuda        # GPU: SD 1.5 512², 25 steps, fp16, batch 1 and 4
     python bench/diffusion_speed.py --device cuda --compare   # GPU: SD-Turbo 512², full and tiny VAE
@@ -16,30 +17,50 @@ in the chosen dtype). `--compare` times, in one process, one whole image (text e
 Configurations this CPU cannot compute natively (bfloat16 without AVX512-BF16 or AMX: emulated,
 many times slower) are skipped with a line saying so, unless `--all`. Every run prints the CPU
 model and the features that decide the paths first.
+
+`--cpu avx2` (or `avx512`, `avx512_bf16`) runs it all in a child process whose libraries are held
+to that kind of CPU (`speech2image.hardware.emulation_environment`: oneDNN, ATen, CTranslate2, MKL
+and the project's own `auto` choices): the code paths of such a CPU on a newer one, not its speed.
+Every line says whether the CPU is real or emulated.
 """
 
 import argparse
 import gc
 import io
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
-from speech2image.cache import cache_dir  # noqa: E402
-from speech2image.imaging.diffusion import encode_png, generate, load_engine  # noqa: E402
-from speech2image.imaging.options import DiffusionConfig, GenerateOptions  # noqa: E402
-from speech2image.hardware import cpu_has_native_bfloat16, describe_cpu  # noqa: E402
-from speech2image.imaging.random_pipelines import build_random_pipeline, save_random_pipeline  # noqa: E402
-from speech2image.schema import from_blob  # noqa: E402
+from speech2image.cache import cache_dir
+from speech2image.hardware import (
+    CPU_ISA_CAPS,
+    cpu_has_native_bfloat16,
+    cpu_vendor,
+    describe_cpu,
+    emulated_cpu,
+    emulation_environment,
+)
+from speech2image.imaging.diffusion import encode_png, generate, load_engine
+from speech2image.imaging.options import DiffusionConfig, GenerateOptions
+from speech2image.imaging.random_pipelines import build_random_pipeline, save_random_pipeline
+from speech2image.schema import from_blob
 
 PROMPT = "a photograph of an astronaut riding a horse"
+
+
+def cpu_kind() -> str:
+    """How this process computes: "real CPU" or "emulated avx2" (see --cpu)."""
+    emulated = emulated_cpu()
+    return f"emulated {emulated}" if emulated else "real CPU"
 
 
 def synchronize(device: str) -> None:
@@ -117,7 +138,8 @@ def compare(args) -> None:
         per_image[label] = median_seconds(lambda: generate(engine, PROMPT, settings), args.device, args.repeat)
         timings = parts(engine, args.size, args.repeat)
         print(f"{label:24s} {engine.dtype:8s} {engine.vae:4s} VAE: {per_image[label]:7.3f} s per image "
-              f"(first {first:.1f} s); " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()), flush=True)
+              f"(first {first:.1f} s); " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items())
+              + f" [{cpu_kind()}]", flush=True)
         engine = settings = None  # free the pipeline before the next one loads
         gc.collect()
     pairs = [("float32 + full VAE", "bfloat16 + full VAE"), ("float32 + tiny VAE", "defaults (auto)")]
@@ -126,7 +148,7 @@ def compare(args) -> None:
         relative = ((latents[fast] - latents[exact]).norm() / latents[exact].norm()).item()
         print(f"{fast} vs {exact}, same seed: latents after the UNet differ by {relative:.2%} (relative L2); "
               f"images by {np.abs(a - b).mean():.2f} of 255 on average, correlation "
-              f"{np.corrcoef(a.ravel(), b.ravel())[0, 1]:.4f}")
+              f"{np.corrcoef(a.ravel(), b.ravel())[0, 1]:.4f} [{cpu_kind()}]")
     base, default = per_image[next(iter(configs))], per_image["defaults (auto)"]
     print(f"speedup: {base / default:.1f}× per image ({next(iter(configs)).replace(' (auto)', '')}: {base:.2f} s; "
           f"defaults: {default:.2f} s)")
@@ -173,8 +195,18 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also torch.compile the UNet and VAE decoder")
     parser.add_argument("--all", action="store_true", help="--compare: also what this CPU only emulates")
+    parser.add_argument("--cpu", choices=("native", *CPU_ISA_CAPS), default="native",
+                        help="compute as this kind of CPU would (emulated, in a child process)")
     args = parser.parse_args()
-    print(f"CPU: {describe_cpu()}; PyTorch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    if args.cpu != "native" and emulated_cpu() != args.cpu:
+        child = subprocess.run([sys.executable, *sys.argv], env={**os.environ, **emulation_environment(args.cpu)})
+        sys.exit(child.returncode)
+    print(f"CPU: {describe_cpu()}; {cpu_kind()}; PyTorch {torch.__version__} "
+          f"(ATen {torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads", flush=True)
+    if emulated_cpu() and cpu_vendor() == "AuthenticAMD":
+        print("MKL cannot be capped on AMD CPUs (MKL_ENABLE_INSTRUCTIONS is obeyed on Intel CPUs only): "
+              "PyTorch's float32 matmuls run MKL's native kernels here [emulated "
+              f"{emulated_cpu()}]", flush=True)
     compare(args) if args.compare else steps_and_sizes(args)
 
 
