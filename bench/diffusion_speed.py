@@ -4,6 +4,7 @@
     python bench/diffusion_speed.py --compare --compile  # … and with torch.compile
     python bench/diffusion_speed.py --compare --all      # … and bfloat16 where the CPU only emulates it
     python bench/diffusion_speed.py --compare --cpu avx2 # … as an AVX2-only CPU computes (emulated)
+    python bench/diffusion_speed.py --compare --model sd-turbo sdxs  # … and SDXS-512 against SD-Turbo
     python bench/diffusion_speed.py                      # CPU: SD 1.5 256² and 512², 2 and 4 steps
     python bench/diffusion_speed.py --device cuda        # GPU: SD 1.5 512², 25 steps, fp16, batch 1 and 4
     python bench/diffusion_speed.py --device cuda --compare   # GPU: SD-Turbo 512², full and tiny VAE
@@ -51,7 +52,7 @@ from speech2image.hardware import (
 )
 from speech2image.imaging.diffusion import encode_png, generate, load_engine
 from speech2image.imaging.options import DiffusionConfig, GenerateOptions
-from speech2image.imaging.random_pipelines import build_random_pipeline, save_random_pipeline
+from speech2image.imaging.random_pipelines import ARCHITECTURES, build_random_pipeline, save_random_pipeline
 from speech2image.schema import from_blob
 
 PROMPT = "a photograph of an astronaut riding a horse"
@@ -100,15 +101,17 @@ def parts(engine, size: int, repeat: int) -> dict[str, float]:
         }
 
 
-def compare(args) -> None:
-    """SD-Turbo architecture, 512², 1 step, no guidance: float32 + full VAE against the defaults."""
+# --model → the random-weights architecture (speech2image.imaging.random_pipelines) and what it is
+MODELS = {
+    "sd-turbo": ("sd-turbo", "SD-Turbo architecture (SD 2.1 UNet, OpenCLIP ViT-H text encoder)"),
+    "sdxs": ("sdxs", "SDXS-512 architecture (3-stage UNet without a mid block, SD-Turbo's text encoder, its own "
+                     "tiny decoder)"),
+}
+
+
+def configurations(args, own_tiny_vae: bool) -> dict[str, dict]:
+    """The configurations --compare times, the baseline first."""
     gpu = args.device.startswith("cuda")
-    started = time.perf_counter()
-    model_dir = save_random_pipeline(cache_dir() / "bench-sd-turbo-random", "sd-turbo")
-    print(f"SD-Turbo architecture (SD 2.1 UNet, OpenCLIP ViT-H text encoder), random weights, in {model_dir} "
-          f"({time.perf_counter() - started:.0f} s); {args.size}², 1 step, guidance 0; device {args.device} "
-          f"({torch.cuda.get_device_name() if gpu else f'{torch.get_num_threads()} threads'}); "
-          f"median of {args.repeat}")
     baseline = dict(dtype="float16" if gpu else "float32", vae="full")
     configs = {f"{baseline['dtype']} + full VAE": baseline, "defaults (auto)": dict(dtype="auto", vae="auto")}
     if not gpu:
@@ -117,12 +120,28 @@ def compare(args) -> None:
         if not cpu_has_native_bfloat16() and not args.all:
             del configs["bfloat16 + full VAE"]
             print("bfloat16 + full VAE: skipped, this CPU has no native bfloat16 (no AVX512-BF16, no AMX): "
-                  "emulated, it is many times slower than float32 (--all times it anyway); "
-                  "the defaults are float32 + tiny VAE here")
+                  "emulated, it is many times slower than float32 (--all times it anyway) "
+                  f"[{cpu_kind()}]")
     else:
         configs["float16 + tiny VAE"] = dict(dtype="float16", vae="tiny")
     if args.compile:
         configs["defaults + compile"] = dict(dtype="auto", vae="auto", compile=True)
+    if own_tiny_vae:  # its own VAE is the tiny one: "tiny" draws as "full" does
+        configs = {label: config for label, config in configs.items() if config["vae"] != "tiny"}
+    return configs
+
+
+def compare_model(model: str, args) -> tuple[dict[str, float], str]:
+    """One architecture, `args.size`², 1 step, no guidance: every configuration's seconds per image."""
+    gpu = args.device.startswith("cuda")
+    architecture, description = MODELS[model]
+    started = time.perf_counter()
+    model_dir = save_random_pipeline(cache_dir() / f"bench-{architecture}-random", architecture)
+    print(f"{description}, random weights, in {model_dir} ({time.perf_counter() - started:.0f} s); {args.size}², "
+          f"1 step, guidance 0; device {args.device} "
+          f"({torch.cuda.get_device_name() if gpu else f'{torch.get_num_threads()} threads'}); "
+          f"median of {args.repeat} [{cpu_kind()}]", flush=True)
+    configs = configurations(args, own_tiny_vae="vae" not in ARCHITECTURES[architecture])
     options = GenerateOptions(seed=0, width=args.size, height=args.size)
     per_image, pictures, latents = {}, {}, {}
     for label, config in configs.items():
@@ -135,9 +154,9 @@ def compare(args) -> None:
         latents[label] = engine.pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0, width=args.size,
                                      height=args.size, output_type="latent",
                                      generator=torch.Generator("cpu").manual_seed(0)).images.float().cpu()
-        per_image[label] = median_seconds(lambda: generate(engine, PROMPT, settings), args.device, args.repeat)
+        per_image[label] = median_seconds(lambda: generate(engine, PROMPT, settings), args.device, args.repeat)  # noqa: B023
         timings = parts(engine, args.size, args.repeat)
-        print(f"{label:24s} {engine.dtype:8s} {engine.vae:4s} VAE: {per_image[label]:7.3f} s per image "
+        print(f"{model} {label:24s} {engine.dtype:8s} {engine.vae:4s} VAE: {per_image[label]:7.3f} s per image "
               f"(first {first:.1f} s); " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items())
               + f" [{cpu_kind()}]", flush=True)
         engine = settings = None  # free the pipeline before the next one loads
@@ -146,12 +165,23 @@ def compare(args) -> None:
     for exact, fast in (pair for pair in pairs if set(pair) <= set(pictures)):
         a, b = pictures[exact], pictures[fast]
         relative = ((latents[fast] - latents[exact]).norm() / latents[exact].norm()).item()
-        print(f"{fast} vs {exact}, same seed: latents after the UNet differ by {relative:.2%} (relative L2); "
+        print(f"{model} {fast} vs {exact}, same seed: latents after the UNet differ by {relative:.2%} (relative L2); "
               f"images by {np.abs(a - b).mean():.2f} of 255 on average, correlation "
               f"{np.corrcoef(a.ravel(), b.ravel())[0, 1]:.4f} [{cpu_kind()}]")
-    base, default = per_image[next(iter(configs))], per_image["defaults (auto)"]
-    print(f"speedup: {base / default:.1f}× per image ({next(iter(configs)).replace(' (auto)', '')}: {base:.2f} s; "
-          f"defaults: {default:.2f} s)")
+    return per_image, next(iter(configs))
+
+
+def compare(args) -> None:
+    """Each --model's configurations; then the defaults of the others against the first's, and
+    last the first's speedup: float32 (float16 on a GPU) + full VAE against the defaults."""
+    results = {model: compare_model(model, args) for model in args.model}
+    reference, *others = args.model
+    for model in others:
+        ratio = results[model][0]["defaults (auto)"] / results[reference][0]["defaults (auto)"]
+        print(f"{model} defaults: {ratio:.0%} of {reference}'s per image [{cpu_kind()}]")
+    per_image, baseline = results[reference]
+    base, default = per_image[baseline], per_image["defaults (auto)"]
+    print(f"speedup: {base / default:.1f}× per image ({baseline}: {base:.2f} s; defaults: {default:.2f} s)")
 
 
 def steps_and_sizes(args) -> None:
@@ -188,6 +218,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compare", action="store_true", help="SD-Turbo: float32 + full VAE vs the defaults")
+    parser.add_argument("--model", nargs="+", choices=tuple(MODELS), default=["sd-turbo"],
+                        help="--compare: these architectures, each against the first")
     parser.add_argument("--size", type=int, default=512, help="--compare: width and height")
     parser.add_argument("--sizes", type=int, nargs="+")
     parser.add_argument("--steps", type=int, nargs=2, help="two step counts; per-step time is their slope")

@@ -105,3 +105,25 @@ def test_compiled_pipeline_draws_the_same_image_size():
     [image] = draw(engine, GenerateOptions(seed=3, width=32, height=32, steps=1))
     assert Image.open(io.BytesIO(from_blob(image.png))).size == (32, 32)
     assert pixels(image).std() > 1
+
+
+def test_the_sdxs_architecture_is_sdxs_512s():
+    """3 stages without a mid block, one layer per block, ≈ 0.32 B parameters, SD-Turbo's text
+    encoder; built on the meta device (no memory, no time)."""
+    from diffusers import UNet2DConditionModel
+
+    from speech2image.imaging.random_pipelines import ARCHITECTURES
+
+    spec = ARCHITECTURES["sdxs"]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(in_channels=4, out_channels=4, **spec["unet"])
+    assert unet.mid_block is None and len(unet.down_blocks) == len(unet.up_blocks) == 3
+    assert all(len(block.resnets) == 1 for block in unet.down_blocks)
+    assert 0.31e9 < sum(p.numel() for p in unet.parameters()) < 0.33e9
+    assert spec["text"] == ARCHITECTURES["sd-turbo"]["text"]
+    assert "vae" not in spec  # its own VAE is the tiny decoder
+
+
+def test_a_model_distilled_to_one_step_gets_one_step_without_guidance():
+    assert diffusion._family("IDKiro/sdxs-512-0.9", None, False) == "turbo"
+    assert diffusion._family("stabilityai/sd-turbo", None, False) == "turbo"

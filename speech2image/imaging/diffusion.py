@@ -1,7 +1,7 @@
 """Text → images with Hugging Face diffusers.
 
 :func:`load_engine` loads a text-to-image pipeline once (a :class:`DiffusionConfig`;
-diffusers' `AutoPipelineForText2Image`: SD 1.x/2.x, SD-Turbo, SDXL, SDXL-Turbo).
+diffusers' `AutoPipelineForText2Image`: SD 1.x/2.x, SD-Turbo, SDXS, SDXL, SDXL-Turbo).
 :meth:`DiffusionEngine.resolve` checks a request's :class:`GenerateOptions` against the
 model and makes every value concrete (:class:`Settings`), once; :func:`generate` draws
 them as PNG images, each a document that echoes the settings that made it: image k uses
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # diffusers' AutoencoderTiny weights for each latent space (SD 1.x/2.x/Turbo; SDXL)
 TINY_VAES = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
+# names of the models distilled to draw in one step without guidance (SD-Turbo, SDXL-Turbo, SDXS)
+ONE_STEP_MODELS = ("turbo", "sdxs")
 # zlib level 1: measured 1.1-1.8x faster than PIL's default (6) for 0-14 % larger files (README)
 PNG_COMPRESS_LEVEL = 1
 
@@ -105,7 +107,7 @@ def _scheduler_name(class_name: str) -> str:
 def _family(model: str, pipe, random_weights: bool) -> str:
     if random_weights and model == OFFLINE_MODEL:
         return "tiny"
-    if "turbo" in model.lower():
+    if any(one_step in model.lower() for one_step in ONE_STEP_MODELS):
         return "turbo"
     return "sdxl" if "XL" in type(pipe).__name__ else "sd"
 
@@ -167,7 +169,9 @@ def load_engine(config: DiffusionConfig = DiffusionConfig()) -> DiffusionEngine:
     except Exception as e:  # hub, file and config errors alike
         raise ModelLoadError(_load_failure(config.model, e)) from e
     random_weights = has_random_weights(source) if os.path.isdir(source) else False
-    if vae == "tiny":
+    if type(pipe.vae).__name__ == "AutoencoderTiny":
+        vae = "tiny"  # the model's own decoder is a tiny one (SDXS): kept whatever `vae` asked
+    elif vae == "tiny":
         pipe.vae = _tiny_vae(pipe, source, config, random_weights=random_weights, dtype=getattr(torch, dtype))
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
