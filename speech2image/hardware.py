@@ -92,12 +92,12 @@ def describe_cpu() -> str:
 
 def cpu_has_native_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 in hardware: x86 AVX512-BF16 or AMX (as PyTorch reads
-    the CPU, within SPEECH2IMAGE_CPU_ISA's cap), Arm BF16. Elsewhere bfloat16 is emulated and
-    slower than float32."""
+    the CPU; under SPEECH2IMAGE_CPU_ISA, as the capped features say), Arm BF16. Elsewhere
+    bfloat16 is emulated and slower than float32."""
     if platform.machine().lower() in ("aarch64", "arm64"):
         return "bf16" in cpu_features()
-    if cpu_isa_cap() is not None and "avx512_bf16" not in cpu_features():
-        return False
+    if cpu_isa_cap() is not None:
+        return "avx512_bf16" in cpu_features()  # every AMX CPU has it too
     import torch
 
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

@@ -16,6 +16,8 @@ from ..options import check_choice, check_range, option
 OFFLINE_MODEL = "tiny"  # random weights, built on first use: no network (app.py --offline); its images are noise
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 VAES = ("auto", "full", "tiny")
+DIFFUSION_BACKENDS = ("auto", "torch", "openvino")
+OPENVINO_WEIGHTS = ("float", "int8")
 # scheduler names users pass → diffusers class names
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -48,6 +50,12 @@ class DiffusionConfig:
         minutes longer).
     batch_images: draw a request's images in one batch (faster on a GPU); batched numerics
         differ slightly, so image k is then not byte-identical to its seed drawn alone.
+    diffusion_backend: what runs the text encoder, UNet and VAE decoder: "torch" (PyTorch),
+        "openvino" (the CPU only; the `openvino` extra; SD 1.x/2.x, SD-Turbo and SDXS models,
+        converted once into the cache directory) or "auto": PyTorch on a GPU and where the CPU
+        computes bfloat16 natively, else OpenVINO where it is installed.
+    openvino_weights: "float", or "int8": the text encoder's and UNet's weights compressed
+        to int8 by NNCF (OpenVINO only; activations stay in dtype).
     """
 
     model: str = "stabilityai/sd-turbo"
@@ -60,11 +68,15 @@ class DiffusionConfig:
     safety_checker: bool = False
     cpu_threads: int = 0
     batch_images: bool = False
+    diffusion_backend: str = "auto"
+    openvino_weights: str = "float"
 
     def __post_init__(self):
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("vae", self.vae, VAES)
         check_range("cpu_threads", self.cpu_threads, 0, 1024)
+        check_choice("diffusion_backend", self.diffusion_backend, DIFFUSION_BACKENDS)
+        check_choice("openvino_weights", self.openvino_weights, OPENVINO_WEIGHTS)
 
 
 @dataclass(frozen=True)
