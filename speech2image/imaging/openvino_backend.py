@@ -61,7 +61,7 @@ class CompiledModel(torch.nn.Module):
         super().__init__()
         self._core, self._model, self._config = core, model, config
         self._shapes: list[tuple[int, ...]] = []
-        self._request = None
+        self.compiled = self._request = None  # for the latest shape
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         arrays = [np.ascontiguousarray(x.detach().cpu().float().numpy() if x.is_floating_point() else x.cpu().numpy())
@@ -70,7 +70,8 @@ class CompiledModel(torch.nn.Module):
         if shapes != self._shapes:
             model = self._model.clone()
             model.reshape({index: list(shape) for index, shape in enumerate(shapes)})
-            self._request = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+            self.compiled = self._core.compile_model(model, "CPU", self._config)
+            self._request = self.compiled.create_infer_request()
             self._shapes = shapes
         self._request.infer(arrays)
         return torch.from_numpy(self._request.get_output_tensor(0).data.copy())
