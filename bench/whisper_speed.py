@@ -15,6 +15,7 @@ clips of tests/data (1 s of silence after each) into 2 minutes of speech and tim
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -114,7 +115,7 @@ def long_audio(args) -> None:
                 times.append(time.perf_counter() - started)
             medians[way] = statistics.median(times)
             print(f"{engine.label:22s} {way:28s} {medians[way]:6.2f} s  RTF {medians[way] / duration:.3f}  "
-                  f"WER {wer(text, said):.3f}", flush=True)
+                  f"WER {wer(text, said):.3f}  (load {os.getloadavg()[0]:.2f})", flush=True)
         sequential, batched = medians.values()
         print(f"{engine.label:22s} batched: {sequential / batched:.2f}x faster")
 
