@@ -44,6 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
+import psutil
 import torch
 from PIL import Image
 
@@ -171,6 +172,24 @@ def openvino_kernels(engine) -> str:
     return f"OpenVINO UNet kernels: {counts['avx512']} AVX-512, {counts['avx2']} AVX2"
 
 
+class OtherLoad:
+    """How many cores other processes kept busy while the `with` block ran (the machine's busy CPU
+    time less this process's, over the wall time): the load average counts this benchmark too."""
+
+    def __enter__(self):
+        self._started = (time.perf_counter(), self._busy(), time.process_time())
+        return self
+
+    @staticmethod
+    def _busy() -> float:
+        times = psutil.cpu_times()
+        return times.user + times.nice + times.system + times.irq + times.softirq + times.steal
+
+    def __exit__(self, *exc):
+        wall, busy, own = self._started
+        self.cores = ((self._busy() - busy) - (time.process_time() - own)) / (time.perf_counter() - wall)
+
+
 def measure(args) -> None:
     """In a child process of its own (--one MODEL LABEL): load one configuration, warm it up, time
     whole images and each part, and leave the figures, the image and the latents in --results;
@@ -188,13 +207,15 @@ def measure(args) -> None:
     first = time.perf_counter() - started
     latents = engine.pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0, width=args.size, height=args.size,
                           output_type="latent", generator=torch.Generator("cpu").manual_seed(0)).images
-    per_image = median_seconds(lambda: generate(engine, PROMPT, settings), args.device, args.repeat)
+    with OtherLoad() as others:
+        per_image = median_seconds(lambda: generate(engine, PROMPT, settings), args.device, args.repeat)
     timings = parts(engine, args.size, args.repeat)
     backend = "OpenVINO" if engine.backend == "openvino" else "PyTorch"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
     print(f"{model} {label:28s} {backend:8s} {engine.dtype:8s} {engine.vae:4s} VAE: {per_image:7.3f} s per image "
-          f"(load {loaded:.1f} s, first {first:.1f} s; peak memory {peak:.2f} GiB); "
-          + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()) + f" [{cpu_kind()}]", flush=True)
+          f"(load {loaded:.1f} s, first {first:.1f} s; peak memory {peak:.2f} GiB; other processes busy "
+          f"{others.cores:.2f} cores meanwhile); " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items())
+          + f" [{cpu_kind()}]", flush=True)
     if engine.backend == "openvino" and emulated_cpu():
         print(f"{model} {label}: {openvino_kernels(engine)} [{cpu_kind()}]", flush=True)
     picture = np.asarray(Image.open(io.BytesIO(from_blob(image.png))).convert("RGB"), dtype=np.float64)
