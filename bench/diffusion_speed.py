@@ -3,6 +3,8 @@
     python bench/diffusion_speed.py --compare            # CPU: SD-Turbo 512², float32 + full VAE vs the defaults
     python bench/diffusion_speed.py --compare --compile  # … and with torch.compile
     python bench/diffusion_speed.py --compare --all      # … and bfloat16 where the CPU only emulates it
+    python bench/diffusion_speed.py --compare --cpu avx2 # … as an AVX2-only CPU computes (emulated)
+    python bench/diffusion_speed.py --compare --model sd-turbo sdxs  # … and SDXS-512 against SD-Turbo
     python bench/diffusion_speed.py                      # CPU: SD 1.5 256² and 512², 2 and 4 steps
     python bench/diffusion_speed.py --device cuda        # GPU: SD 1.5 512², 25 steps, fp16, batch 1 and 4
     python bench/diffusion_speed.py --device cuda --compare   # GPU: SD-Turbo 512², full and tiny VAE
@@ -10,36 +12,66 @@
 Speed does not depend on weight values, so the architectures are built from their
 configurations with seeded random weights (no download) and saved once into the cache,
 so they load through the executor's own `load_engine` like a real model (weights loaded
-in the chosen dtype). `--compare` times, in one process, one whole image (text encoder
-+ UNet + VAE + PNG, the way the executor makes it) for each configuration, median of
-`--repeat` runs, and each part alone; the last line is the speedup of the defaults.
-Configurations this CPU cannot compute natively (bfloat16 without AVX512-BF16 or AMX: emulated,
-many times slower) are skipped with a line saying so, unless `--all`. Every run prints the CPU
-model and the features that decide the paths first.
+in the chosen dtype). `--compare` times one whole image (text encoder + UNet + VAE + PNG,
+the way the executor makes it) for each configuration, median of `--repeat` runs after a
+warm-up, and each part alone; each configuration runs in a process of its own, one after
+another, so that its peak memory is what a replica of it would hold. PyTorch's
+configurations are pinned to PyTorch; "defaults (auto)" is what the executor chooses here
+(OpenVINO where it is installed and the CPU has no native bfloat16). Then, same seed, how far
+each fast configuration draws from its exact one (relative L2 of the latents and of the
+images); last, the speedup of the defaults. Configurations this CPU cannot compute natively
+(bfloat16 without AVX512-BF16 or AMX: emulated, many times slower) are skipped with a line
+saying so, unless `--all`. Every run prints the CPU model and the features that decide the
+paths first.
+
+`--cpu avx2` (or `avx512`, `avx512_bf16`) runs it all in child processes whose libraries are held
+to that kind of CPU (`speech2image.hardware.emulation_environment`: oneDNN, which OpenVINO's CPU
+plugin uses too, ATen, CTranslate2, MKL and the project's own `auto` choices): the code paths of
+such a CPU on a newer one, not its speed. Every line says whether the CPU is real or emulated.
 """
 
 import argparse
-import gc
 import io
+import os
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import psutil
+import torch
+from PIL import Image
 
-from speech2image.cache import cache_dir  # noqa: E402
-from speech2image.imaging.diffusion import encode_png, generate, load_engine  # noqa: E402
-from speech2image.imaging.options import DiffusionConfig, GenerateOptions  # noqa: E402
-from speech2image.hardware import cpu_has_native_bfloat16, describe_cpu  # noqa: E402
-from speech2image.imaging.random_pipelines import build_random_pipeline, save_random_pipeline  # noqa: E402
-from speech2image.schema import from_blob  # noqa: E402
+from speech2image.cache import cache_dir
+from speech2image.hardware import (
+    CPU_ISA_CAPS,
+    cpu_has_native_bfloat16,
+    cpu_vendor,
+    describe_cpu,
+    emulated_cpu,
+    emulation_environment,
+)
+from speech2image.imaging import openvino_backend
+from speech2image.imaging.diffusion import encode_png, generate, load_engine, resolve_backend, resolve_device
+from speech2image.imaging.options import DiffusionConfig, GenerateOptions
+from speech2image.imaging.random_pipelines import ARCHITECTURES, build_random_pipeline, save_random_pipeline
+from speech2image.schema import from_blob
 
 PROMPT = "a photograph of an astronaut riding a horse"
+
+
+def cpu_kind() -> str:
+    """How this process computes, and the machine's load as it says so: "real CPU; load 0.9" or
+    "emulated avx2; load 1.1" (see --cpu); figures made above a load of 1.5 on 2 cores are a
+    loaded machine's."""
+    emulated = emulated_cpu()
+    return f"{f'emulated {emulated}' if emulated else 'real CPU'}; load {os.getloadavg()[0]:.2f}"
 
 
 def synchronize(device: str) -> None:
@@ -79,57 +111,174 @@ def parts(engine, size: int, repeat: int) -> dict[str, float]:
         }
 
 
-def compare(args) -> None:
-    """SD-Turbo architecture, 512², 1 step, no guidance: float32 + full VAE against the defaults."""
+# --model → the random-weights architecture (speech2image.imaging.random_pipelines) and what it is
+MODELS = {
+    "sd-turbo": ("sd-turbo", "SD-Turbo architecture (SD 2.1 UNet, OpenCLIP ViT-H text encoder)"),
+    "sdxs": ("sdxs", "SDXS-512 architecture (3-stage UNet without a mid block, SD-Turbo's text encoder, its own "
+                     "tiny decoder)"),
+}
+
+
+def configurations(args, own_tiny_vae: bool) -> tuple[dict[str, dict], list[str]]:
+    """The configurations --compare times, the baseline first (PyTorch's pinned, so that each
+    measures what its label says whatever `auto` picks), and a line for each one left out."""
     gpu = args.device.startswith("cuda")
-    started = time.perf_counter()
-    model_dir = save_random_pipeline(cache_dir() / "bench-sd-turbo-random", "sd-turbo")
-    print(f"SD-Turbo architecture (SD 2.1 UNet, OpenCLIP ViT-H text encoder), random weights, in {model_dir} "
-          f"({time.perf_counter() - started:.0f} s); {args.size}², 1 step, guidance 0; device {args.device} "
-          f"({torch.cuda.get_device_name() if gpu else f'{torch.get_num_threads()} threads'}); "
-          f"median of {args.repeat}")
-    baseline = dict(dtype="float16" if gpu else "float32", vae="full")
+    torch_ = dict(diffusion_backend="torch")
+    baseline = dict(dtype="float16" if gpu else "float32", vae="full", **torch_)
     configs = {f"{baseline['dtype']} + full VAE": baseline, "defaults (auto)": dict(dtype="auto", vae="auto")}
+    left_out = []
     if not gpu:
-        configs["float32 + tiny VAE"] = dict(dtype="float32", vae="tiny")
-        configs["bfloat16 + full VAE"] = dict(dtype="bfloat16", vae="full")
-        if not cpu_has_native_bfloat16() and not args.all:
-            del configs["bfloat16 + full VAE"]
-            print("bfloat16 + full VAE: skipped, this CPU has no native bfloat16 (no AVX512-BF16, no AMX): "
-                  "emulated, it is many times slower than float32 (--all times it anyway); "
-                  "the defaults are float32 + tiny VAE here")
+        configs["float32 + tiny VAE"] = dict(dtype="float32", vae="tiny", **torch_)
+        native = cpu_has_native_bfloat16()
+        if native or args.all:
+            configs["bfloat16 + full VAE"] = dict(dtype="bfloat16", vae="full", **torch_)
+        else:
+            left_out.append("bfloat16 + full VAE: skipped, this CPU has no native bfloat16 (no AVX512-BF16, no AMX): "
+                            "emulated, it is many times slower than float32 (--all times it anyway)")
+        if openvino_backend.available():
+            openvino = dict(diffusion_backend="openvino", vae="tiny")
+            configs["openvino float32 + tiny VAE"] = dict(dtype="float32", **openvino)
+            if emulated_cpu() and not args.all:
+                left_out.append("openvino int8 + tiny VAE: skipped when emulated (--all tries it): OpenVINO picks its "
+                                "int8-weight matmul by its own CPU check, which the oneDNN cap then refuses")
+            else:
+                configs["openvino int8 + tiny VAE"] = dict(dtype="float32", openvino_weights="int8", **openvino)
+            if native or args.all:
+                configs["openvino bfloat16 + tiny VAE"] = dict(dtype="bfloat16", **openvino)
+        else:
+            left_out.append("openvino: not installed, skipped (pip install 'speech2image[openvino]')")
     else:
-        configs["float16 + tiny VAE"] = dict(dtype="float16", vae="tiny")
+        configs["float16 + tiny VAE"] = dict(dtype="float16", vae="tiny", **torch_)
     if args.compile:
         configs["defaults + compile"] = dict(dtype="auto", vae="auto", compile=True)
-    options = GenerateOptions(seed=0, width=args.size, height=args.size)
-    per_image, pictures, latents = {}, {}, {}
-    for label, config in configs.items():
-        engine = load_engine(DiffusionConfig(model=str(model_dir), device=args.device, local_files_only=True, **config))
-        settings = engine.resolve(options)
-        started = time.perf_counter()
-        [image] = generate(engine, PROMPT, settings)  # warm-up (and compilation)
-        first = time.perf_counter() - started
-        pictures[label] = np.asarray(Image.open(io.BytesIO(from_blob(image.png))).convert("RGB"), dtype=np.float64)
-        latents[label] = engine.pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0, width=args.size,
-                                     height=args.size, output_type="latent",
-                                     generator=torch.Generator("cpu").manual_seed(0)).images.float().cpu()
-        per_image[label] = median_seconds(lambda: generate(engine, PROMPT, settings), args.device, args.repeat)
-        timings = parts(engine, args.size, args.repeat)
-        print(f"{label:24s} {engine.dtype:8s} {engine.vae:4s} VAE: {per_image[label]:7.3f} s per image "
-              f"(first {first:.1f} s); " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()), flush=True)
-        engine = settings = None  # free the pipeline before the next one loads
-        gc.collect()
-    pairs = [("float32 + full VAE", "bfloat16 + full VAE"), ("float32 + tiny VAE", "defaults (auto)")]
-    for exact, fast in (pair for pair in pairs if set(pair) <= set(pictures)):
-        a, b = pictures[exact], pictures[fast]
-        relative = ((latents[fast] - latents[exact]).norm() / latents[exact].norm()).item()
-        print(f"{fast} vs {exact}, same seed: latents after the UNet differ by {relative:.2%} (relative L2); "
-              f"images by {np.abs(a - b).mean():.2f} of 255 on average, correlation "
-              f"{np.corrcoef(a.ravel(), b.ravel())[0, 1]:.4f}")
-    base, default = per_image[next(iter(configs))], per_image["defaults (auto)"]
-    print(f"speedup: {base / default:.1f}× per image ({next(iter(configs)).replace(' (auto)', '')}: {base:.2f} s; "
-          f"defaults: {default:.2f} s)")
+    if own_tiny_vae:  # its own VAE is the tiny one: PyTorch's "tiny" draws as its "full" does
+        configs = {label: config for label, config in configs.items() if config["vae"] != "tiny"
+                   or config.get("diffusion_backend") == "openvino"}
+    return configs, left_out
+
+
+def resolved(config: DiffusionConfig) -> tuple:
+    """What a configuration computes with: backend, dtype, VAE and OpenVINO weights, `auto` made concrete."""
+    device, dtype, vae = resolve_device(config)
+    return resolve_backend(config, device, dtype), dtype, vae, config.openvino_weights
+
+
+def openvino_kernels(engine) -> str:
+    """How many of the OpenVINO UNet's kernels were compiled for each instruction set (the check
+    that an emulation holds OpenVINO too: its own JIT kernels are not all held by oneDNN's cap)."""
+    runtime = engine.pipe.unet.denoiser.compiled.get_runtime_model()
+    kinds = [op.get_rt_info()["primitiveType"].astype(str) for op in runtime.get_ordered_ops()]
+    counts = {isa: sum(isa in kind for kind in kinds) for isa in ("avx512", "avx2")}
+    return f"OpenVINO UNet kernels: {counts['avx512']} AVX-512, {counts['avx2']} AVX2"
+
+
+class OtherLoad:
+    """How many cores other processes kept busy while the `with` block ran (the machine's busy CPU
+    time less this process's, over the wall time): the load average counts this benchmark too."""
+
+    def __enter__(self):
+        self._started = (time.perf_counter(), self._busy(), time.process_time())
+        return self
+
+    @staticmethod
+    def _busy() -> float:
+        times = psutil.cpu_times()
+        return times.user + times.nice + times.system + times.irq + times.softirq + times.steal
+
+    def __exit__(self, *exc):
+        wall, busy, own = self._started
+        self.cores = ((self._busy() - busy) - (time.process_time() - own)) / (time.perf_counter() - wall)
+
+
+def measure(args) -> None:
+    """In a child process of its own (--one MODEL LABEL): load one configuration, warm it up, time
+    whole images and each part, and leave the figures, the image and the latents in --results;
+    its peak memory is the process's, as a replica's would be."""
+    model, label = args.one
+    model_dir = cache_dir() / f"bench-{MODELS[model][0]}-random"
+    configs, _ = configurations(args, own_tiny_vae="vae" not in ARCHITECTURES[MODELS[model][0]])
+    started = time.perf_counter()
+    engine = load_engine(DiffusionConfig(model=str(model_dir), device=args.device, local_files_only=True,
+                                         **configs[label]))
+    loaded = time.perf_counter() - started
+    settings = engine.resolve(GenerateOptions(seed=0, width=args.size, height=args.size))
+    started = time.perf_counter()
+    [image] = generate(engine, PROMPT, settings)  # warm-up (and compilation)
+    first = time.perf_counter() - started
+    latents = engine.pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0, width=args.size, height=args.size,
+                          output_type="latent", generator=torch.Generator("cpu").manual_seed(0)).images
+    with OtherLoad() as others:
+        per_image = median_seconds(lambda: generate(engine, PROMPT, settings), args.device, args.repeat)
+    timings = parts(engine, args.size, args.repeat)
+    backend = "OpenVINO" if engine.backend == "openvino" else "PyTorch"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+    print(f"{model} {label:28s} {backend:8s} {engine.dtype:8s} {engine.vae:4s} VAE: {per_image:7.3f} s per image "
+          f"(load {loaded:.1f} s, first {first:.1f} s; peak memory {peak:.2f} GiB; other processes busy "
+          f"{others.cores:.2f} cores meanwhile); " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items())
+          + f" [{cpu_kind()}]", flush=True)
+    if engine.backend == "openvino" and emulated_cpu():
+        print(f"{model} {label}: {openvino_kernels(engine)} [{cpu_kind()}]", flush=True)
+    picture = np.asarray(Image.open(io.BytesIO(from_blob(image.png))).convert("RGB"), dtype=np.float64)
+    np.savez(args.results / "result.npz", per_image=per_image, picture=picture, latents=latents.float().cpu().numpy())
+
+
+def compare_model(model: str, args) -> tuple[dict[str, float], str]:
+    """One architecture, `args.size`², 1 step, no guidance: each configuration in a child process
+    of its own, one after another; then how close each fast one draws to its exact one."""
+    gpu = args.device.startswith("cuda")
+    architecture, description = MODELS[model]
+    started = time.perf_counter()
+    model_dir = save_random_pipeline(cache_dir() / f"bench-{architecture}-random", architecture)
+    print(f"{description}, random weights, in {model_dir} ({time.perf_counter() - started:.0f} s); {args.size}², "
+          f"1 step, guidance 0; device {args.device} "
+          f"({torch.cuda.get_device_name() if gpu else f'{torch.get_num_threads()} threads'}); "
+          f"median of {args.repeat}; each configuration in a process of its own [{cpu_kind()}]", flush=True)
+    configs, left_out = configurations(args, own_tiny_vae="vae" not in ARCHITECTURES[architecture])
+    for line in left_out:
+        print(f"{model} {line} [{cpu_kind()}]")
+    config_of = {label: DiffusionConfig(model=str(model_dir), device=args.device, **config)
+                 for label, config in configs.items()}
+    same_as = {label: "defaults (auto)" for label, config in config_of.items()
+               if label != "defaults (auto)" and resolved(config) == resolved(config_of["defaults (auto)"])}
+    results = {}
+    for label in configs:
+        if label in same_as:
+            print(f"{model} {label}: what the defaults are here, timed as them [{cpu_kind()}]", flush=True)
+            continue
+        with tempfile.TemporaryDirectory() as directory:
+            child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", model, label,
+                                    "--results", directory])
+            if child.returncode:
+                sys.exit(f"{model} {label}: the measuring process failed (exit {child.returncode})")
+            with np.load(Path(directory) / "result.npz") as result:
+                results[label] = dict(result)
+    for label, alias in same_as.items():
+        results[label] = results[alias]
+    pairs = [("float32 + full VAE", "bfloat16 + full VAE"), ("float32 + tiny VAE", "defaults (auto)"),
+             ("float32 + tiny VAE", "openvino float32 + tiny VAE"), ("float32 + tiny VAE", "openvino int8 + tiny VAE"),
+             ("openvino float32 + tiny VAE", "openvino int8 + tiny VAE"),
+             ("float32 + tiny VAE", "openvino bfloat16 + tiny VAE")]
+    for exact, fast in (pair for pair in pairs if set(pair) <= set(results)):
+        a, b = results[exact]["picture"], results[fast]["picture"]
+        x, y = results[exact]["latents"], results[fast]["latents"]
+        print(f"{model} {fast} vs {exact}, same seed: latents after the UNet differ by "
+              f"{np.linalg.norm(y - x) / np.linalg.norm(x):.2%} (relative L2); images by "
+              f"{np.linalg.norm(b - a) / np.linalg.norm(a):.2%} (relative L2), {np.abs(a - b).mean():.2f} of 255 on "
+              f"average, correlation {np.corrcoef(a.ravel(), b.ravel())[0, 1]:.4f} [{cpu_kind()}]")
+    return {label: float(result["per_image"]) for label, result in results.items()}, next(iter(configs))
+
+
+def compare(args) -> None:
+    """Each --model's configurations; then the defaults of the others against the first's, and
+    last the first's speedup: float32 (float16 on a GPU) + full VAE against the defaults."""
+    results = {model: compare_model(model, args) for model in args.model}
+    reference, *others = args.model
+    for model in others:
+        ratio = results[model][0]["defaults (auto)"] / results[reference][0]["defaults (auto)"]
+        print(f"{model} defaults: {ratio:.0%} of {reference}'s per image [{cpu_kind()}]")
+    per_image, baseline = results[reference]
+    base, default = per_image[baseline], per_image["defaults (auto)"]
+    print(f"speedup: {base / default:.1f}× per image ({baseline}: {base:.2f} s; defaults: {default:.2f} s)")
 
 
 def steps_and_sizes(args) -> None:
@@ -166,6 +315,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compare", action="store_true", help="SD-Turbo: float32 + full VAE vs the defaults")
+    parser.add_argument("--model", nargs="+", choices=tuple(MODELS), default=["sd-turbo"],
+                        help="--compare: these architectures, each against the first")
     parser.add_argument("--size", type=int, default=512, help="--compare: width and height")
     parser.add_argument("--sizes", type=int, nargs="+")
     parser.add_argument("--steps", type=int, nargs=2, help="two step counts; per-step time is their slope")
@@ -173,8 +324,22 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also torch.compile the UNet and VAE decoder")
     parser.add_argument("--all", action="store_true", help="--compare: also what this CPU only emulates")
+    parser.add_argument("--cpu", choices=("native", *CPU_ISA_CAPS), default="native",
+                        help="compute as this kind of CPU would (emulated, in a child process)")
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "LABEL"), help=argparse.SUPPRESS)  # a child of --compare
+    parser.add_argument("--results", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"CPU: {describe_cpu()}; PyTorch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    if args.one:
+        return measure(args)
+    if args.cpu != "native" and emulated_cpu() != args.cpu:
+        child = subprocess.run([sys.executable, *sys.argv], env={**os.environ, **emulation_environment(args.cpu)})
+        sys.exit(child.returncode)
+    print(f"CPU: {describe_cpu()}; {cpu_kind()}; PyTorch {torch.__version__} "
+          f"(ATen {torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads", flush=True)
+    if emulated_cpu() and cpu_vendor() == "AuthenticAMD":
+        print("MKL cannot be capped on AMD CPUs (MKL_ENABLE_INSTRUCTIONS is obeyed on Intel CPUs only): "
+              "PyTorch's float32 matmuls run MKL's native kernels here [emulated "
+              f"{emulated_cpu()}]", flush=True)
     compare(args) if args.compare else steps_and_sizes(args)
 
 

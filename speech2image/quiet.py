@@ -5,6 +5,9 @@ ONNX Runtime (which runs faster-whisper's Silero VAD) sends usage events to Micr
 mobile.events.data.microsoft.com, then HTTPS) unless ORT_DISABLE_TELEMETRY is set before it
 starts; huggingface_hub reports downloads unless HF_HUB_DISABLE_TELEMETRY is set. Importing
 `speech2image` sets these opt-outs (:func:`no_telemetry`), in its process and the ones it starts.
+OpenVINO's model converter and NNCF report usage to Google Analytics (from a forked process) unless
+a file in the user's home says not to; no variable turns it off: :func:`no_openvino_telemetry`
+makes their telemetry package unimportable, and both fall back to their own stubs.
 
 On import jina warns that it set the multiprocessing start method (where JINA_MP_START_METHOD
 is set), that it could not (in every process a Flow spawns: the child has it set already), and
@@ -15,6 +18,7 @@ Client, unless JINA_OPTOUT_TELEMETRY is set: traffic nobody asked for. The entry
 """
 
 import os
+import sys
 import warnings
 
 TELEMETRY_OPT_OUTS = {"ORT_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "JINA_OPTOUT_TELEMETRY": "1"}
@@ -39,3 +43,9 @@ def no_telemetry() -> None:
     one of these variables is kept)."""
     for name, value in TELEMETRY_OPT_OUTS.items():
         os.environ.setdefault(name, value)
+
+
+def no_openvino_telemetry() -> None:
+    """Keep OpenVINO's and NNCF's telemetry from loading in this process (call before importing
+    them): each then uses its own no-op stub."""
+    sys.modules.setdefault("openvino_telemetry", None)

@@ -31,8 +31,9 @@ def draw(engine, options: GenerateOptions = OPTIONS):
 
 @pytest.fixture(scope="module")
 def engines():
-    """The tiny model in float32 and bfloat16, each with the full and the tiny VAE."""
-    return {(dtype, vae): load_engine(DiffusionConfig(model="tiny", device="cpu", dtype=dtype, vae=vae))
+    """The tiny model in float32 and bfloat16, each with the full and the tiny VAE, in PyTorch."""
+    return {(dtype, vae): load_engine(DiffusionConfig(model="tiny", device="cpu", dtype=dtype, vae=vae,
+                                                      diffusion_backend="torch"))
             for dtype in ("float32", "bfloat16") for vae in ("full", "tiny")}
 
 
@@ -48,8 +49,10 @@ def test_auto_picks_bfloat16_only_where_the_cpu_has_it(monkeypatch):
     assert resolved(device="cuda") == ("cuda", "float16", "full")
 
 
-def test_this_cpu_reports_native_bfloat16_as_pytorch_reads_it():
-    from speech2image.hardware import cpu_features, cpu_has_native_bfloat16
+def test_this_cpu_reports_native_bfloat16_as_pytorch_reads_it(monkeypatch):
+    from speech2image.hardware import CPU_ISA_VARIABLE, cpu_features, cpu_has_native_bfloat16
+
+    monkeypatch.delenv(CPU_ISA_VARIABLE, raising=False)  # the CPU itself, not a cap
 
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert cpu_has_native_bfloat16() == native
@@ -106,3 +109,25 @@ def test_compiled_pipeline_draws_the_same_image_size():
     [image] = draw(engine, GenerateOptions(seed=3, width=32, height=32, steps=1))
     assert Image.open(io.BytesIO(from_blob(image.png))).size == (32, 32)
     assert pixels(image).std() > 1
+
+
+def test_the_sdxs_architecture_is_sdxs_512s():
+    """3 stages without a mid block, one layer per block, ≈ 0.32 B parameters, SD-Turbo's text
+    encoder; built on the meta device (no memory, no time)."""
+    from diffusers import UNet2DConditionModel
+
+    from speech2image.imaging.random_pipelines import ARCHITECTURES
+
+    spec = ARCHITECTURES["sdxs"]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(in_channels=4, out_channels=4, **spec["unet"])
+    assert unet.mid_block is None and len(unet.down_blocks) == len(unet.up_blocks) == 3
+    assert all(len(block.resnets) == 1 for block in unet.down_blocks)
+    assert 0.31e9 < sum(p.numel() for p in unet.parameters()) < 0.33e9
+    assert spec["text"] == ARCHITECTURES["sd-turbo"]["text"]
+    assert "vae" not in spec  # its own VAE is the tiny decoder
+
+
+def test_a_model_distilled_to_one_step_gets_one_step_without_guidance():
+    assert diffusion._family("IDKiro/sdxs-512-0.9", None, False) == "turbo"
+    assert diffusion._family("stabilityai/sd-turbo", None, False) == "turbo"

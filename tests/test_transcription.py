@@ -93,3 +93,30 @@ def test_transcription_stops_between_two_segments_when_its_turn_ends(engine, jfk
     with pytest.raises(DeadlineExceeded, match=r"^deadline passed at [1-9][\d.]* s of 33.0 s of audio"):
         transcribe(engine, np.concatenate([jfk] * 3), TranscribeOptions(vad_filter=False), turn=turn)
     assert turn.places[0] == "0.0 s of 33.0 s of audio" and len(turn.places) == 2
+
+
+def test_audio_longer_than_30_s_is_transcribed_in_batches_and_whole(monkeypatch, jfk, clips, jfk_text):
+    from faster_whisper import BatchedInferencePipeline
+
+    from speech2image.asr.transcription import BATCH_SIZE
+
+    silence = np.zeros(16_000, dtype=np.float32)
+    names = ["jfk.flac", *PROMPT_CLIPS, "jfk.flac"]
+    audio = np.concatenate([piece for name in names
+                            for piece in (decode_audio((SPEECH / name).read_bytes()), silence)])  # 41 s
+    batches = []
+    batched = BatchedInferencePipeline.transcribe
+
+    def counted(self, *args, **kwargs):
+        batches.append(kwargs["batch_size"])
+        return batched(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchedInferencePipeline, "transcribe", counted)
+    engine = load_engine(WhisperConfig(model="embedded"))
+    assert wer(jfk_text, transcribe(engine, jfk).text) == 0 and batches == []  # 11 s: one window
+    transcript = transcribe(engine, audio)
+    assert batches == [BATCH_SIZE]
+    # every clip heard (0.01 measured; without timestamps tiny.en stopped after each chunk's first sentence: 0.66)
+    assert wer(" ".join(clips[name] for name in names), transcript.text) <= 0.15
+    assert transcript.segments[-1].end > 35 and transcript.duration == pytest.approx(41, abs=1)
+    assert [s.start for s in transcript.segments] == sorted(s.start for s in transcript.segments)

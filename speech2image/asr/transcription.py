@@ -33,6 +33,13 @@ from .options import TranscribeOptions, WhisperConfig
 
 log = logging.getLogger(__name__)
 
+# faster-whisper transcribes audio longer than this in batches of its speech stretches (Silero VAD
+# chunks of up to 30 s, decoded BATCH_SIZE at a time, with timestamps): measured 1.3-1.9x faster
+# than one window after another on 2 cores at int8, as accurate (docs/benchmarks.md); shorter
+# audio is one window either way
+BATCHED_FROM_SECONDS = 30.0
+BATCH_SIZE = 8
+
 
 class WhisperEngine(Protocol):
     """A loaded Whisper model, whichever backend runs it."""
@@ -81,7 +88,7 @@ class FasterWhisperEngine:
 
     def __init__(self, config: WhisperConfig):
         import ctranslate2
-        from faster_whisper import WhisperModel, available_models
+        from faster_whisper import BatchedInferencePipeline, WhisperModel, available_models
 
         resolve_model(config.model, available_models())
         self.model_name, self.label = config.model, _label(config.model)
@@ -96,6 +103,7 @@ class FasterWhisperEngine:
         except Exception as e:  # huggingface_hub, ctranslate2 and OS errors alike
             raise ModelLoadError(_load_failure(config.model, e)) from e
         self.multilingual = self.model.model.is_multilingual
+        self.batched = BatchedInferencePipeline(self.model)
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         language, probability, _ = self.model.detect_language(audio)
@@ -103,11 +111,14 @@ class FasterWhisperEngine:
 
     def run(self, audio: np.ndarray, options: TranscribeOptions, *, language: str, task: str,
             turn: Turn) -> list[Segment]:
-        segments, _ = self.model.transcribe(
-            audio, language=language, task=task, beam_size=options.beam_size,
-            vad_filter=options.vad_filter, initial_prompt=options.initial_prompt,
-            word_timestamps=options.word_timestamps, **_temperature(options),
-        )
+        common = dict(language=language, task=task, beam_size=options.beam_size, initial_prompt=options.initial_prompt,
+                      word_timestamps=options.word_timestamps, **_temperature(options))
+        if audio.size / SAMPLE_RATE > BATCHED_FROM_SECONDS:
+            # the VAD always splits batched audio; without timestamps tiny.en stops after a chunk's first sentence
+            segments, _ = self.batched.transcribe(audio, vad_filter=True, batch_size=BATCH_SIZE,
+                                                  without_timestamps=False, **common)
+        else:
+            segments, _ = self.model.transcribe(audio, vad_filter=options.vad_filter, **common)
         done = []  # faster-whisper transcribes lazily, a segment at a time: the turn is checked between them
         while True:
             _check(turn, done[-1].end if done else 0.0, audio)

@@ -1,7 +1,7 @@
 """Text → images with Hugging Face diffusers.
 
 :func:`load_engine` loads a text-to-image pipeline once (a :class:`DiffusionConfig`;
-diffusers' `AutoPipelineForText2Image`: SD 1.x/2.x, SD-Turbo, SDXL, SDXL-Turbo).
+diffusers' `AutoPipelineForText2Image`: SD 1.x/2.x, SD-Turbo, SDXS, SDXL, SDXL-Turbo).
 :meth:`DiffusionEngine.resolve` checks a request's :class:`GenerateOptions` against the
 model and makes every value concrete (:class:`Settings`), once; :func:`generate` draws
 them as PNG images, each a document that echoes the settings that made it: image k uses
@@ -14,10 +14,11 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 from ..cache import tiny_diffusion_dir
-from ..errors import GenerationError, InvalidRequest, ModelLoadError, one_line
+from ..errors import ConfigurationError, GenerationError, InvalidRequest, ModelLoadError, one_line
 from ..hardware import cpu_has_native_bfloat16
 from ..limits import MAX_SEED, SIZE_RANGE, TINY_MAX_SIZE
 from ..observability.names import DENOISE, PNG_ENCODE, TEXT_ENCODE, VAE_DECODE
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # diffusers' AutoencoderTiny weights for each latent space (SD 1.x/2.x/Turbo; SDXL)
 TINY_VAES = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
+# names of the models distilled to draw in one step without guidance (SD-Turbo, SDXL-Turbo, SDXS)
+ONE_STEP_MODELS = ("turbo", "sdxs")
 # zlib level 1: measured 1.1-1.8x faster than PIL's default (6) for 0-14 % larger files (README)
 PNG_COMPRESS_LEVEL = 1
 PNDM_PRK_STEPS = 4  # diffusers' PNDM starts with 4 Runge-Kutta steps, unless the model's config skips them
@@ -54,11 +57,12 @@ class DiffusionEngine:
     """A loaded pipeline and what is known of its model. One generation at a time: diffusers
     schedulers hold state (the executor's scheduler gives each request its turn)."""
 
-    def __init__(self, pipe, config: DiffusionConfig, *, device: str, dtype: str, vae: str, random_weights: bool):
+    def __init__(self, pipe, config: DiffusionConfig, *, device: str, dtype: str, vae: str, backend: str,
+                 random_weights: bool):
         self.pipe = pipe
         self.model = config.model
         self.batch_images = config.batch_images
-        self.device, self.dtype, self.vae = device, dtype, vae
+        self.device, self.dtype, self.vae, self.backend = device, dtype, vae, backend
         self.random_weights = random_weights
         self.family = _family(config.model, pipe, random_weights)
         self.native_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -111,7 +115,7 @@ def _scheduler_name(class_name: str) -> str:
 def _family(model: str, pipe, random_weights: bool) -> str:
     if random_weights and model == OFFLINE_MODEL:
         return "tiny"
-    if "turbo" in model.lower():
+    if any(one_step in model.lower() for one_step in ONE_STEP_MODELS):
         return "turbo"
     return "sdxl" if "XL" in type(pipe).__name__ else "sd"
 
@@ -152,40 +156,116 @@ def _load_failure(model: str, error: Exception) -> str:
     )
 
 
+def resolve_backend(config: DiffusionConfig, device: str, dtype: str) -> str:
+    """`auto` made concrete: what bench/diffusion_speed.py measured fastest on each kind of CPU
+    (docs/benchmarks.md): OpenVINO where it is installed and the CPU has no native bfloat16,
+    PyTorch bfloat16 where it has; PyTorch on a GPU and with `compile` (torch.compile)."""
+    from . import openvino_backend
+
+    if config.diffusion_backend != "auto":
+        return config.diffusion_backend
+    if device != "cpu" or config.compile or not openvino_backend.available():
+        return "torch"
+    return "torch" if dtype == "bfloat16" else "openvino"
+
+
 def load_engine(config: DiffusionConfig = DiffusionConfig()) -> DiffusionEngine:
     """Load a text-to-image pipeline: a diffusers model id, a local directory, or "tiny"; the
-    weights in the chosen dtype, the chosen VAE, compiled if asked."""
+    weights in the chosen dtype, the chosen VAE, on the chosen backend, compiled if asked."""
     import torch
-    from diffusers import AutoPipelineForText2Image
 
     device, dtype, vae = resolve_device(config)
+    backend = resolve_backend(config, device, dtype)
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     tiny = config.model == OFFLINE_MODEL
     source = str(save_random_pipeline(tiny_diffusion_dir(), "tiny")) if tiny else config.model
-    extra = {} if config.safety_checker else {"safety_checker": None, "requires_safety_checker": False}
-    started = time.perf_counter()
-    try:
-        pipe = AutoPipelineForText2Image.from_pretrained(
-            source, dtype=getattr(torch, dtype), cache_dir=config.cache_dir,
-            local_files_only=config.local_files_only or tiny, **extra,
-        )
-    except Exception as e:  # hub, file and config errors alike
-        raise ModelLoadError(_load_failure(config.model, e)) from e
     random_weights = has_random_weights(source) if os.path.isdir(source) else False
-    if vae == "tiny":
-        pipe.vae = _tiny_vae(pipe, source, config, random_weights=random_weights, dtype=getattr(torch, dtype))
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    if config.compile:
-        _compile(pipe)
-    engine = DiffusionEngine(pipe, config, device=device, dtype=dtype, vae=vae, random_weights=random_weights)
+    started = time.perf_counter()
+    if backend == "openvino":
+        pipe, vae, backend = _openvino_pipeline(source, config, device=device, dtype=dtype, vae=vae)
+    else:
+        pipe, vae = _torch_pipeline(source, config, device=device, dtype=dtype, vae=vae)
+        if config.compile:
+            _compile(pipe)
+    engine = DiffusionEngine(pipe, config, device=device, dtype=dtype, vae=vae, backend=backend,
+                             random_weights=random_weights)
     why = " (native on this CPU)" if dtype == "bfloat16" and device == "cpu" else ""
-    log.info("diffusion model %s (%s) loaded on %s, %s%s, %s VAE%s in %.1f s", config.model, type(pipe).__name__,
-             device, dtype, why, vae, ", compiled" if config.compile else "", time.perf_counter() - started)
+    log.info("diffusion model %s (%s) loaded on %s, %s%s, %s VAE, %s%s in %.1f s", config.model,
+             type(pipe).__name__, device, dtype, why, vae, "OpenVINO" if backend == "openvino" else "PyTorch",
+             ", compiled" if config.compile else "", time.perf_counter() - started)
     if random_weights:
         log.warning("diffusion model %s has RANDOM WEIGHTS (a test model): its images are noise", config.model)
     return engine
+
+
+def _torch_pipeline(source: str, config: DiffusionConfig, *, device: str, dtype: str, vae: str):
+    """The diffusers pipeline in PyTorch, weights in `dtype`, with the chosen VAE; and that VAE's name."""
+    import torch
+    from diffusers import AutoPipelineForText2Image
+
+    extra = {} if config.safety_checker else {"safety_checker": None, "requires_safety_checker": False}
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(
+            source, dtype=getattr(torch, dtype), cache_dir=config.cache_dir,
+            local_files_only=config.local_files_only or config.model == OFFLINE_MODEL, **extra,
+        )
+    except Exception as e:  # hub, file and config errors alike
+        raise ModelLoadError(_load_failure(config.model, e)) from e
+    if type(pipe.vae).__name__ == "AutoencoderTiny":
+        vae = "tiny"  # the model's own decoder is a tiny one (SDXS): kept whatever `vae` asked
+    elif vae == "tiny":
+        random_weights = has_random_weights(source) if os.path.isdir(source) else False
+        pipe.vae = _tiny_vae(pipe, source, config, random_weights=random_weights, dtype=getattr(torch, dtype))
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, vae
+
+
+def _openvino_pipeline(source: str, config: DiffusionConfig, *, device: str, dtype: str, vae: str):
+    """The diffusers pipeline with its text encoder, UNet and VAE decoder run by OpenVINO (converted
+    from the torch pipeline once, then from the cache); its VAE's name and the backend. Under
+    `auto`, a pipeline OpenVINO does not convert here (SDXL) loads in PyTorch instead."""
+    from diffusers import DiffusionPipeline
+
+    from . import openvino_backend
+
+    chosen = config.diffusion_backend == "openvino"
+    if chosen and (device != "cpu" or config.compile or not openvino_backend.available()):
+        raise ConfigurationError(
+            "diffusion_backend='openvino' needs " + ("device='cpu'" if device != "cpu" else
+                                                     "compile=false (torch.compile is PyTorch's)" if config.compile
+                                                     else "OpenVINO: pip install 'speech2image[openvino]'")
+            + ", or diffusion_backend='torch'")
+    local = config.local_files_only or config.model == OFFLINE_MODEL
+    try:
+        model_dir = Path(source if os.path.isdir(source) else DiffusionPipeline.download(
+            source, cache_dir=config.cache_dir, local_files_only=local))
+        index = DiffusionPipeline.load_config(model_dir)
+    except Exception as e:  # hub, file and config errors alike
+        raise ModelLoadError(_load_failure(config.model, e)) from e
+    if not openvino_backend.supports(index):
+        if chosen:
+            raise ConfigurationError(f"diffusion_backend='openvino' converts {', '.join(openvino_backend.PIPELINES)} "
+                                     f"models; {config.model!r} is a {index.get('_class_name')}: use "
+                                     "diffusion_backend='torch'")
+        pipe, vae = _torch_pipeline(source, config, device=device, dtype=dtype, vae=vae)
+        return pipe, vae, "torch"
+    own_tiny = index.get("vae", [None, None])[1] == "AutoencoderTiny"
+    vae = "tiny" if own_tiny else vae
+    parts = openvino_backend.load_parts(
+        config.model, model_dir, weights=config.openvino_weights, precision=dtype, threads=config.cpu_threads,
+        vae_part="tiny_vae_decoder" if vae == "tiny" and not own_tiny else "vae_decoder",
+        torch_pipeline=lambda: _torch_pipeline(str(model_dir), config, device="cpu", dtype="float32", vae=vae)[0],
+    )
+    extra = {} if config.safety_checker else {"safety_checker": None}
+    try:  # the tokenizer, scheduler (and safety checker) only: the modules are OpenVINO's
+        skeleton = DiffusionPipeline.from_pretrained(model_dir, text_encoder=None, unet=None, vae=None, **extra)
+    except Exception as e:  # file and config errors alike
+        raise ModelLoadError(_load_failure(config.model, e)) from e
+    pipe = type(skeleton)(**{**skeleton.components, **parts}, requires_safety_checker=config.safety_checker)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, vae, "openvino"
 
 
 def _tiny_vae(pipe, source: str, config: DiffusionConfig, *, random_weights: bool, dtype):

@@ -15,6 +15,8 @@ from ..options import check, option
 OFFLINE_MODEL = "tiny"  # random weights, built on first use: no network (app.py --offline); its images are noise
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 VAES = ("auto", "full", "tiny")
+DIFFUSION_BACKENDS = ("auto", "torch", "openvino")
+OPENVINO_WEIGHTS = ("float", "int8")
 # scheduler names users pass → diffusers class names
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -46,6 +48,12 @@ class DiffusionConfig:
         minutes longer).
     batch_images: draw a request's images in one batch (faster on a GPU); batched numerics
         differ slightly, so image k is then not byte-identical to its seed drawn alone.
+    diffusion_backend: what runs the text encoder, UNet and VAE decoder: "torch" (PyTorch),
+        "openvino" (the CPU only; the `openvino` extra; SD 1.x/2.x, SD-Turbo and SDXS models,
+        converted once into the cache directory) or "auto": PyTorch on a GPU and where the CPU
+        computes bfloat16 natively, else OpenVINO where it is installed.
+    openvino_weights: "float", or "int8": the text encoder's and UNet's weights compressed
+        to int8 by NNCF (OpenVINO only; activations stay in dtype).
     """
 
     model: str = "stabilityai/sd-turbo"
@@ -58,6 +66,10 @@ class DiffusionConfig:
     safety_checker: bool = False
     cpu_threads: int = option(0, "threads on the CPU; 0: torch's choice", ge=0, le=1024)
     batch_images: bool = False
+    diffusion_backend: str = option("auto", "what runs the text encoder, UNet and VAE decoder: torch, openvino, or "
+                                    "auto (the fastest measured on this CPU)", choices=DIFFUSION_BACKENDS)
+    openvino_weights: str = option("float", "OpenVINO's weights: float, or int8 (NNCF-compressed text encoder and "
+                                   "UNet)", choices=OPENVINO_WEIGHTS)
 
     def __post_init__(self):
         check(self)

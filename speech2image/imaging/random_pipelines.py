@@ -4,9 +4,12 @@
 about 2.6 M parameters, with SD's latent scale (8); its images are noise. `sd15`: the full SD 1.5
 architecture (UNet ≈ 860 M parameters, VAE, CLIP ViT-L/14 text encoder); `sd-turbo`: the
 SD 2.1 architecture SD-Turbo uses (UNet ≈ 866 M parameters with linear projections,
-OpenCLIP ViT-H text encoder, the same VAE): speed does not depend on weight values, so
-benchmarks use them. Each comes with a random tiny VAE (`AutoencoderTiny`, the
-architecture of madebyollin/taesd; shrunk for `tiny`) in the subfolder `vae_tiny`. All
+OpenCLIP ViT-H text encoder, the same VAE); `sdxs`: SDXS-512's (IDKiro/sdxs-512-0.9: a
+3-stage UNet of ≈ 319 M parameters without a mid block, one layer per block and no attention
+at the finest stage, SD-Turbo's text encoder, and a tiny decoder as its own VAE): speed does
+not depend on weight values, so benchmarks use them. Each comes with a random tiny VAE
+(`AutoencoderTiny`, the architecture of madebyollin/taesd; shrunk for `tiny`) in the
+subfolder `vae_tiny`. All
 are built deterministically (seeded) and saved with `save_pretrained`, so they load with
 `from_pretrained` like a downloaded model. A marker file says the weights are random.
 """
@@ -54,6 +57,17 @@ ARCHITECTURES = {
         vae_tiny=dict(),
         scheduler=dict(timestep_spacing="trailing"),
     ),
+    # no `vae`: the model's own VAE is the tiny one
+    "sdxs": dict(
+        unet=dict(block_out_channels=(320, 640, 1280), layers_per_block=1, sample_size=64, cross_attention_dim=1024,
+                  attention_head_dim=(5, 10, 20), use_linear_projection=True, mid_block_type=None,
+                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")),
+        text=dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=23,
+                  projection_dim=512, hidden_act="gelu"),
+        vae_tiny=dict(),
+        scheduler=dict(timestep_spacing="trailing"),
+    ),
 }
 
 
@@ -81,7 +95,8 @@ def build_random_pipeline(architecture: str = "tiny"):
     torch.manual_seed(0)
     unet = UNet2DConditionModel(in_channels=4, out_channels=4, **spec["unet"])
     torch.manual_seed(1)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, **spec["vae"])
+    vae = AutoencoderKL(in_channels=3, out_channels=3, **spec["vae"]) if "vae" in spec else \
+        build_random_tiny_vae(architecture)
     torch.manual_seed(2)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
