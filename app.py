@@ -20,8 +20,14 @@ from pathlib import Path
 from speech2image.asr import options as asr_options  # options only: no model library
 from speech2image.imaging import options as imaging_options
 from speech2image.limits import ReplicaLimits
-from speech2image.serving.network import (GRPC_SERVER_OPTIONS, LOOPBACK, METRICS_HOST, check_exposure, is_loopback,
-                                          metrics_bind_from_environment)
+from speech2image.serving.network import (
+    GRPC_SERVER_OPTIONS,
+    LOOPBACK,
+    METRICS_HOST,
+    check_exposure,
+    is_loopback,
+    metrics_bind_from_environment,
+)
 
 # every process of the Flow imports this file first (multiprocessing's spawn runs the main module
 # as __mp_main__): Jina's metrics servers bind the address app.py chose, not all interfaces

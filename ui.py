@@ -15,13 +15,13 @@ import argparse
 import atexit
 import contextlib
 import io
-import sys
 import json
 import math
 import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -33,10 +33,10 @@ from typing import Optional
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from speech2image.client import make_documents, post_async, request_parameters  # noqa: E402
-from speech2image.asr.options import LANGUAGES, TASKS  # noqa: E402
-from speech2image.errors import ConfigurationError, Speech2ImageError  # noqa: E402
-from speech2image.limits import MAX_IMAGES, MAX_SEED, AudioLimits  # noqa: E402
+from speech2image.asr.options import LANGUAGES, TASKS
+from speech2image.client import make_documents, post_async, request_parameters
+from speech2image.errors import ConfigurationError, Speech2ImageError
+from speech2image.limits import MAX_IMAGES, MAX_SEED, AudioLimits
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font from a CDN
 CACHE_CLEANING = (600, 3600)  # gradio's delete_cache: (every, older than) in seconds

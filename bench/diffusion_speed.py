@@ -303,8 +303,8 @@ def steps_and_sizes(args) -> None:
     for size in sizes:
         for batch in batches:
             run(batch, size, low)  # warm-up (and compilation)
-            t_low = median_seconds(lambda: run(batch, size, low), args.device, args.repeat)
-            t_high = median_seconds(lambda: run(batch, size, high), args.device, args.repeat)
+            t_low = median_seconds(lambda batch=batch, size=size: run(batch, size, low), args.device, args.repeat)
+            t_high = median_seconds(lambda batch=batch, size=size: run(batch, size, high), args.device, args.repeat)
             per_step = (t_high - t_low) / (high - low)
             print(f"{size}x{size} batch {batch}: {t_high / batch:7.3f} s/image at {high} steps, "
                   f"{t_low / batch:7.3f} s/image at {low} steps; {per_step:6.3f} s/step "

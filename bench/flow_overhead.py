@@ -28,13 +28,13 @@ os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
 os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
 
 import app  # noqa: E402
-from speech2image.client import connect, make_documents, post, post_async, request_parameters  # noqa: E402
 from speech2image.asr.audio import load_audio  # noqa: E402
 from speech2image.asr.options import AudioSources  # noqa: E402
+from speech2image.client import connect, make_documents, post, post_async, request_parameters  # noqa: E402
+from speech2image.hardware import describe_cpu  # noqa: E402
 from speech2image.imaging.diffusion import encode_png  # noqa: E402
 from speech2image.limits import AudioLimits  # noqa: E402
 from speech2image.schema import from_blob  # noqa: E402
-from speech2image.hardware import describe_cpu  # noqa: E402
 from tests.support.load import percentile  # noqa: E402
 from tests.support.speech import SPEECH  # noqa: E402
 

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("JINA_MP_START_METHOD", "spawn")  # the open loop runs app.py's Flow in this process
 os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
 
-from bench import admission  # noqa: E402
-from speech2image.hardware import describe_cpu  # noqa: E402
-from speech2image.limits import ReplicaLimits  # noqa: E402
-from tests.support.app import App  # noqa: E402
-from tests.support.load import cases, run_load  # noqa: E402
+from bench import admission
+from speech2image.hardware import describe_cpu
+from speech2image.limits import ReplicaLimits
+from tests.support.app import App
+from tests.support.load import cases, run_load
 
 
 def main():

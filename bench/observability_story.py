@@ -12,6 +12,7 @@ side by side with the throughput the clients saw. With --screenshot, headless Ch
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -20,7 +21,6 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,10 +30,10 @@ os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
 
 import app  # noqa: E402
 from speech2image.client import make_documents, post_async, request_parameters  # noqa: E402
-from tools import dashboard  # noqa: E402
-from tools.prometheus import Prometheus  # noqa: E402
 from speech2image.hardware import describe_cpu  # noqa: E402
 from tests.support.speech import SPEECH  # noqa: E402
+from tools import dashboard  # noqa: E402
+from tools.prometheus import Prometheus  # noqa: E402
 
 CLIP = SPEECH / "prompt4.wav"
 IMAGE = {"num_images": 1, "steps": 4, "width": 256, "height": 256, "seed": 1}

@@ -26,12 +26,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from speech2image.asr.audio import decode_audio
-from speech2image.asr.embedded import EMBEDDED_MODELS
-from speech2image.asr.options import BACKENDS, TranscribeOptions, WhisperConfig
-from speech2image.asr.transcription import BATCH_SIZE, BATCHED_FROM_SECONDS, load_engine, transcribe
-from speech2image.hardware import describe_cpu
-from tests.support.speech import SPEECH, wer
+from speech2image.asr.audio import decode_audio  # noqa: E402
+from speech2image.asr.embedded import EMBEDDED_MODELS  # noqa: E402
+from speech2image.asr.options import BACKENDS, TranscribeOptions, WhisperConfig  # noqa: E402
+from speech2image.asr.transcription import BATCH_SIZE, BATCHED_FROM_SECONDS, load_engine, transcribe  # noqa: E402
+from speech2image.hardware import describe_cpu  # noqa: E402
+from tests.support.speech import SPEECH, wer  # noqa: E402
 
 DEFAULT_AUDIO = SPEECH / "jfk.flac"
 

@@ -39,7 +39,8 @@ import grpc
 
 from gateway.jina_internals import SkippingReplicas, intercept_sending, replica_count, replicas_of, send_to
 from speech2image.errors import Busy
-from speech2image.serving.deadline import PARAMETER as DEADLINE, longest_request, wall_deadline
+from speech2image.serving.deadline import PARAMETER as DEADLINE
+from speech2image.serving.deadline import longest_request, wall_deadline
 from speech2image.serving.scheduler import CALLER
 
 TIMEOUT = "timeout"  # a request parameter: the client's time, in seconds

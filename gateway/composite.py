@@ -27,14 +27,14 @@ from jina.serve.runtimes.gateway.http import FastAPIBaseGateway
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
 
 from gateway.admission import Admission, ExecutorCalls
+from gateway.connections import uvicorn_settings
 from gateway.grpc_guard import GatewayInterceptor
 from gateway.http_app import create_app
 from gateway.jina_internals import connection_pool, request_handler, server_kwargs
 from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
-from gateway.connections import uvicorn_settings
-from speech2image.limits import (AudioLimits, ConnectionLimits, KeyLimits, RequestLimits,
-                                 max_request_bytes as derived_max_request_bytes)
+from speech2image.limits import AudioLimits, ConnectionLimits, KeyLimits, RequestLimits
+from speech2image.limits import max_request_bytes as derived_max_request_bytes
 from speech2image.serving.network import GRPC_SERVER_OPTIONS, HostPolicy
 
 

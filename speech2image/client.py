@@ -209,7 +209,7 @@ def save(docs, inputs: list[str], out_dir: Path, elapsed: float) -> list[Result]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results, sheet = [], []
-    for index, (doc, name) in enumerate(zip(docs, inputs)):
+    for index, (doc, name) in enumerate(zip(docs, inputs, strict=True)):
         stem = Path(name).stem if name != "text" else "text"
         result = Result(input=name, text=doc.text if doc.text is not None else doc.prompt, language=doc.language,
                         language_probability=doc.language_probability, task=doc.task, no_speech=doc.no_speech,

@@ -23,8 +23,8 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jina import Client
 
-from speech2image.client import make_documents, post_async, request_parameters
 from gateway.admission import Admission, ExecutorCalls
+from speech2image.client import make_documents, post_async, request_parameters
 from speech2image.errors import ClientError
 from speech2image.observability import names
 from speech2image.serving.deadline import CLOSE_SECONDS, drain_seconds, longest_request, stop_seconds

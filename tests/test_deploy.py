@@ -98,7 +98,7 @@ def test_app_runs_what_flow_yml_defines_and_no_default_is_restated():
 
     flow = yaml.safe_load((ROOT / "flow.yml").read_text())
     assert [e["name"] for e in flow["executors"]] == ["whisper", "diffusion"]
-    for spec, executor in zip(app.executor_specs(app.parse_args(["--offline", "--device", "cpu"])), flow["executors"]):
+    for spec, executor in zip(app.executor_specs(app.parse_args(["--offline", "--device", "cpu"])), flow["executors"], strict=True):
         # what each executor takes: the fields of its options dataclasses, which hold the defaults
         names = [f.name for option_class in option_classes(app.EXECUTOR_ARGUMENTS[spec["name"]]).values()
                  for f in dataclasses.fields(option_class)]
@@ -129,7 +129,7 @@ def test_app_passes_the_speed_options_and_spreads_replicas_over_gpus():
 def test_pods_are_restricted_sized_and_given_time_to_finish(exported):
     from speech2image.limits import RequestLimits
 
-    for name, documents in manifests(exported).items():
+    for _name, documents in manifests(exported).items():
         kinds = {d["kind"]: d for d in documents}
         pod = kinds["Deployment"]["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001

@@ -9,9 +9,9 @@ from PIL import Image
 from speech2image.errors import DeadlineExceeded, InvalidRequest, ModelLoadError
 from speech2image.imaging.diffusion import generate, load_engine
 from speech2image.imaging.options import DiffusionConfig, GenerateOptions
+from speech2image.imaging.random_pipelines import RANDOM_WEIGHTS_MARKER, save_random_pipeline
 from speech2image.limits import MAX_SEED
 from speech2image.schema import from_blob
-from speech2image.imaging.random_pipelines import RANDOM_WEIGHTS_MARKER, save_random_pipeline
 from tests.support.turns import DeadlineAfterChecks
 
 

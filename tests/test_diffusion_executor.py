@@ -26,7 +26,7 @@ def run(executor, *docs, **parameters):
 
 def test_transcript_or_prompt_becomes_images(executor):
     docs = run(executor, SpeechImageDoc(text="a red apple"), SpeechImageDoc(prompt="a blue car"), seed=3)
-    for doc, prompt in zip(docs, ("a red apple", "a blue car")):
+    for doc, prompt in zip(docs, ("a red apple", "a blue car"), strict=True):
         assert len(doc.images) == 2  # config default
         assert [image.seed for image in doc.images] == [3, 4]
         assert all(image.prompt == prompt and image.random_weights for image in doc.images)

@@ -136,9 +136,9 @@ def test_answers_carry_no_stack_and_jina_info_is_not_served(server):
     import grpc
     import requests
     from docarray import DocList
+    from google.protobuf.empty_pb2 import Empty
     from jina import Client
     from jina.proto import jina_pb2_grpc
-    from google.protobuf.empty_pb2 import Empty
 
     from speech2image.schema import SpeechImageDoc, to_blob
 

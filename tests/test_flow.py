@@ -9,8 +9,8 @@ from docarray import DocList
 from jina import Client
 
 import app
-from speech2image.client import make_documents, post, post_async, request_parameters
 from speech2image.asr.audio import decode_audio
+from speech2image.client import make_documents, post, post_async, request_parameters
 from speech2image.schema import SpeechImageDoc, from_blob, to_blob
 from tests.support.audio_files import encode
 from tests.support.ports import free_port_pair
@@ -38,7 +38,7 @@ def test_clips_become_their_transcripts_and_n_images(flow, clips):
     names = ["jfk.flac", *PROMPTS]
     docs = generate(flow, make_documents([SPEECH / n for n in names]), num_images=2, seed=1)
     assert wer(clips["jfk.flac"], docs[0].text) == 0
-    assert np.mean([wer(clips[n], d.text) for n, d in zip(PROMPTS, docs[1:])]) <= 0.40
+    assert np.mean([wer(clips[n], d.text) for n, d in zip(PROMPTS, docs[1:], strict=True)]) <= 0.40
     for doc in docs:
         assert len(doc.images) == 2 and [i.seed for i in doc.images] == [1, 2]
         assert all(i.prompt == doc.text and from_blob(i.png)[:8] == b"\x89PNG\r\n\x1a\n" for i in doc.images)

@@ -179,8 +179,8 @@ def test_client_py_over_grpcs_and_https_with_a_private_ca_and_keys(server, tls, 
 @pytest.mark.flow
 def test_health_and_readiness_stay_open(server, tls):
     import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
     import httpx
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     credentials = grpc.ssl_channel_credentials((tls / "ca.pem").read_bytes())
     with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:

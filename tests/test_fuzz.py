@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from speech2image.client import request_parameters
 from speech2image.asr.audio import decode_audio, load_audio
 from speech2image.asr.options import AudioSources, TranscribeOptions
+from speech2image.client import request_parameters
 from speech2image.errors import AudioError, ForbiddenSource, InvalidRequest
 from speech2image.imaging.diffusion import load_engine
 from speech2image.imaging.options import DiffusionConfig, GenerateOptions

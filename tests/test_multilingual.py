@@ -12,10 +12,10 @@ import re
 import pytest
 
 from speech2image.asr.audio import decode_audio
-from speech2image.errors import ModelLoadError
+from speech2image.asr.embedded import BASE_MODEL_BIN_SIZE, EMBEDDED_BASE, embedded_ctranslate2_path
 from speech2image.asr.options import BACKENDS, TranscribeOptions, WhisperConfig
 from speech2image.asr.transcription import load_engine, transcribe
-from speech2image.asr.embedded import BASE_MODEL_BIN_SIZE, EMBEDDED_BASE, embedded_ctranslate2_path
+from speech2image.errors import ModelLoadError
 from tests.support.speech import SPEECH, wer
 
 # beam 1: the same languages and tasks as beam 5 on these clips, in a fraction of the time

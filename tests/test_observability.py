@@ -17,12 +17,12 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from speech2image.observability import metrics, names
-from tools import dashboard
 from tests.support.app import App
 from tests.support.app import run_client as client
 from tests.support.metrics import samples, scrape
 from tests.support.ports import free_port
 from tests.support.speech import SPEECH
+from tools import dashboard
 
 PROMPT = "a lighthouse made of glass"  # must never show in metrics or spans
 

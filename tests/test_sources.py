@@ -15,7 +15,6 @@ from speech2image.asr.options import AudioSources
 from speech2image.errors import ConfigurationError, ForbiddenSource, InvalidRequest
 from speech2image.options import configure
 
-
 # --- executor arguments: a string is not a list, a bool is not a number, a typo is not ignored
 
 @pytest.mark.parametrize("arguments,message", [

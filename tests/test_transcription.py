@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from speech2image.asr.audio import decode_audio
-from speech2image.errors import DeadlineExceeded, InvalidRequest, ModelLoadError
 from speech2image.asr.options import BACKENDS, TranscribeOptions, WhisperConfig
 from speech2image.asr.transcription import load_engine, transcribe
+from speech2image.errors import DeadlineExceeded, InvalidRequest, ModelLoadError
 from tests.support.speech import SPEECH, wer
 from tests.support.turns import DeadlineAfterChecks
 

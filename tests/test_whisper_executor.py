@@ -7,11 +7,11 @@ import pytest
 from docarray import DocList
 from jina import Flow
 
+from executors.whisper.executor import WhisperExecutor
 from speech2image.errors import AudioError, DeadlineExceeded, ForbiddenSource, InvalidRequest
 from speech2image.schema import SpeechImageDoc, to_blob
 from tests.support.audio_files import encode
 from tests.support.executors import call
-from executors.whisper.executor import WhisperExecutor
 from tests.support.speech import ROOT, SPEECH, wer
 
 

@@ -5,7 +5,6 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
-from speech2image.errors import ModelLoadError
 from speech2image.asr.embedded import (
     _openai_state_dict,
     convert_ctranslate2_to_openai,
@@ -13,6 +12,7 @@ from speech2image.asr.embedded import (
     read_ctranslate2_variables,
     resolve_model,
 )
+from speech2image.errors import ModelLoadError
 
 
 def test_embedded_model_ships_with_the_package():

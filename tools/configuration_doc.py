@@ -27,11 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # app.py and speech2image when run as a script
 
-import app
-from speech2image import limits
-from speech2image.asr import options as asr_options
-from speech2image.imaging import options as imaging_options
-from speech2image.options import option_classes
+import app  # noqa: E402
+from speech2image import limits  # noqa: E402
+from speech2image.asr import options as asr_options  # noqa: E402
+from speech2image.imaging import options as imaging_options  # noqa: E402
+from speech2image.options import option_classes  # noqa: E402
 
 PAGE = ROOT / "docs" / "configuration.md"
 REGENERATE = "python tools/configuration_doc.py > docs/configuration.md"

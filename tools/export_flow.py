@@ -23,8 +23,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # speech2image: the limits the grace period follows
 
-from speech2image.limits import RequestLimits
-from speech2image.serving.deadline import drain_seconds, longest_request, stop_seconds
+from speech2image.limits import RequestLimits  # noqa: E402
+from speech2image.serving.deadline import drain_seconds, longest_request, stop_seconds  # noqa: E402
 from speech2image.serving.network import GRPC_SERVER_OPTIONS  # noqa: E402
 
 SECRET = "speech2image-hf-token"

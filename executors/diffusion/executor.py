@@ -52,7 +52,7 @@ class StableDiffusionExecutor(Executor):
             refuse_filled(docs, "diffusion")
             prompts = [(doc.image_prompt() or "").strip() for doc in docs]
             settings = [self.engine.resolve(options) for _ in docs]  # once each: rejects sizes the model cannot draw
-            for doc, prompt in zip(docs, prompts):
+            for doc, prompt in zip(docs, prompts, strict=True):
                 if not prompt:
                     doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
             if not any(prompts):
@@ -68,7 +68,7 @@ class StableDiffusionExecutor(Executor):
         return docs
 
     def _draw_all(self, docs, prompts, settings, clock, turn) -> None:
-        for doc, prompt, resolved in zip(docs, prompts, settings):
+        for doc, prompt, resolved in zip(docs, prompts, settings, strict=True):
             if prompt:
                 doc.images = DocList[GeneratedImage](generate(
                     self.engine, prompt, resolved, turn=turn, clock=clock,

@@ -79,7 +79,7 @@ class WhisperExecutor(Executor):
         return waveforms
 
     def _transcribe_all(self, docs, waveforms, options, clock, turn) -> None:
-        for doc, waveform in zip(docs, waveforms):
+        for doc, waveform in zip(docs, waveforms, strict=True):
             if waveform is None:  # text-only documents pass through untouched
                 continue
             transcript = transcribe(self.engine, waveform, options, clock=clock, turn=turn)

@@ -17,9 +17,9 @@ import numpy as np
 from ..errors import InvalidRequest, ModelLoadError, one_line
 from ..observability.names import DETECT_LANGUAGE, TRANSCRIBE, VAD
 from ..observability.stages import StageClock
-from ..serving.scheduler import Turn
 from ..options import check_choice
 from ..schema import Segment, Word
+from ..serving.scheduler import Turn
 from .audio import SAMPLE_RATE
 from .embedded import (
     EMBEDDED,

@@ -23,9 +23,9 @@ from ..hardware import cpu_has_native_bfloat16
 from ..limits import MAX_SEED, SIZE_RANGE, TINY_MAX_SIZE
 from ..observability.names import DENOISE, PNG_ENCODE, TEXT_ENCODE, VAE_DECODE
 from ..observability.stages import StageClock
-from ..serving.scheduler import Turn
 from ..options import check_range
 from ..schema import GeneratedImage, to_blob
+from ..serving.scheduler import Turn
 from .options import OFFLINE_MODEL, PRESETS, SCHEDULERS, DiffusionConfig, GenerateOptions
 from .random_pipelines import TINY_VAE_SUBFOLDER, has_random_weights, save_random_pipeline
 
@@ -352,7 +352,7 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
         ) from e
     seconds = (time.perf_counter() - started) / n
     images = []
-    for picture, seed, nsfw in zip(pictures, settings.seeds, flagged):
+    for picture, seed, nsfw in zip(pictures, settings.seeds, flagged, strict=True):
         with clock.stage(PNG_ENCODE):
             png = encode_png(picture)
         images.append(GeneratedImage(

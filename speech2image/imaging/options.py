@@ -8,8 +8,16 @@ arguments (config.yml `with:`, flow.yml `uses_with`) ← a request's `parameters
 from dataclasses import dataclass
 from typing import Optional
 
-from ..limits import (GUIDANCE_SCALE, MAX_IMAGES, MAX_NEGATIVE_PROMPT_CHARS, MAX_SEED, SIZE_MULTIPLE, STEPS,
-                      ReplicaLimits, RequestLimits)
+from ..limits import (
+    GUIDANCE_SCALE,
+    MAX_IMAGES,
+    MAX_NEGATIVE_PROMPT_CHARS,
+    MAX_SEED,
+    SIZE_MULTIPLE,
+    STEPS,
+    ReplicaLimits,
+    RequestLimits,
+)
 from ..options import check, option
 
 OFFLINE_MODEL = "tiny"  # random weights, built on first use: no network (app.py --offline); its images are noise
