@@ -209,8 +209,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         target = body.target_executor or (body.header.target_executor if body.header else None)
         parameters = body.parameters.model_dump(exclude_none=True) if body.parameters else {}
         docs = await flow(request, DOCS([doc.speech_image_doc() for doc in body.data]), parameters, target=target)
-        return {"header": {"status": {"code": 0}}, "parameters": parameters,
-                "data": [json.loads(doc.json()) for doc in docs]}
+        # the answer may hold megabytes of images as numbers: encoded off the event loop
+        return Response(await asyncio.to_thread(_jina_answer, parameters, docs), media_type="application/json")
 
     @app.get("/v1/images/{name:image_name}", summary="An image of a response_format=url answer, while it is kept",
              response_class=Response, responses={
@@ -438,6 +438,12 @@ def refusals(*statuses: int, shape: type = openai.ErrorAnswer) -> dict:
     """The error answers a route gives, for its `responses=`."""
     return {status: {"model": shape, "description": REASONS[status], **({"headers": RETRY_AFTER} if status == 429
                                                                         else {})} for status in statuses}
+
+
+def _jina_answer(parameters: dict, docs) -> bytes:
+    """Jina's answer to the document route, as JSON bytes."""
+    return json.dumps({"header": {"status": {"code": 0}}, "parameters": parameters,
+                       "data": [json.loads(doc.json()) for doc in docs]}).encode()
 
 
 def document_the_guard(app: FastAPI, keys: Optional[ApiKeys], rated: bool = False) -> None:
