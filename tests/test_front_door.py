@@ -344,6 +344,6 @@ def test_websocket_is_not_served_even_with_a_key(server, tls):
     context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
     for path in ("/", "/generate"):
         with pytest.raises(InvalidStatus) as refused:
-            connect(f"wss://localhost:{server.port + 1}{path}", ssl=context, open_timeout=10,
+            connect(f"wss://localhost:{server.port + 1}{path}", ssl=context, open_timeout=60,  # a hang's bound
                     additional_headers={"Authorization": f"Bearer {KEY}"})
         assert refused.value.response.status_code == 403  # uvicorn's answer to a close before accept
