@@ -83,7 +83,7 @@ class Admission:
         self._calls: dict[str, set] = collections.defaultdict(set)  # request id → Jina's tasks sending it
         self.rpcs = rpcs
         self._logger = logger
-        self._pool = pool
+        self.pool = pool
         self._send_once = intercept_sending(pool, self._send_with_busy_retries)
 
     def limit_rate(self, caller: Optional[str]) -> None:
@@ -132,14 +132,14 @@ class Admission:
 
     def _send_with_busy_retries(self, requests, deployment, metadata=None, head: bool = False, shard_id=None,
                                 endpoint=None, timeout=None, retries=-1):
-        replicas = replicas_of(self._pool, deployment, head, shard_id)
+        replicas = replicas_of(self.pool, deployment, head, shard_id)
         if not replicas:  # none to send to: Jina answers it
             return self._send_once(requests, deployment, metadata, head, shard_id, endpoint, timeout, retries)
         untried = SkippingReplicas(replicas)  # those that refused this request as busy are skipped
         request_id = requests[0].request_id
 
         def send():
-            return send_to(self._pool, requests, untried, endpoint=endpoint, metadata=metadata, timeout=timeout,
+            return send_to(self.pool, requests, untried, endpoint=endpoint, metadata=metadata, timeout=timeout,
                            retries=retries)
 
         async def until_a_replica_has_room(first):

@@ -22,13 +22,14 @@ from typing import Annotated, Any, Literal, Optional
 from docarray import DocList
 from fastapi import Depends, FastAPI, File, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.admission import Admission
 from gateway.grpc_guard import one_line_details
+from gateway.streaming import stream
 from speech2image.api import images, openai
 from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
@@ -49,7 +50,7 @@ from speech2image.errors import (
 from speech2image.imaging.options import GenerateOptions
 from speech2image.limits import ConnectionLimits, max_body_bytes
 from speech2image.options import request_field
-from speech2image.schema import FILLED_BY, SpeechImageDoc, to_blob
+from speech2image.schema import FILLED_BY, TRANSCRIPT_DONE, SpeechImageDoc, to_blob
 from speech2image.serving.network import HostPolicy
 
 OPEN = ("/", "/dry_run")  # health (Jina installs GET /) and readiness: never behind a key
@@ -110,6 +111,54 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         finally:
             streamed.cancel()
 
+    async def events(request: Request, doc: SpeechImageDoc, parameters: dict, executors: tuple[str, ...]):
+        """A streaming call's events (event documents): through each of `executors` in turn,
+        the document the first ends with going on to the next; one deadline and caller for all."""
+        request_id = uuid.uuid4().hex
+        admitted = admission.admit(parameters, caller=_caller(request))
+        for executor in executors:
+            ended = None
+            async with contextlib.aclosing(stream(admission.pool, executor, doc, admitted, request_id)) as answers:
+                async for event in answers:
+                    if event.event in (None, TRANSCRIPT_DONE):
+                        ended = event
+                    yield event
+            doc = ended.model_copy(update={"event": None}) if ended is not None else doc
+
+    async def server_sent_events(request: Request, answers, shapes: openai.StreamShapes) -> StreamingResponse:
+        """The events as a text/event-stream. Until the first one, an error is the route's usual
+        answer (400, 429, 503…); after it, one error event ends the stream. A client that closes
+        the stream, before or after it opened, closes `answers`: the replica stops its work."""
+        first = asyncio.ensure_future(anext(answers))
+        try:
+            while not first.done():
+                await asyncio.wait({first}, timeout=0.25)
+                if not first.done() and await request.is_disconnected():
+                    first.cancel()
+            opening = first.result()
+        except BaseException:
+            first.cancel()
+            await answers.aclose()
+            raise
+
+        async def body():
+            async with contextlib.aclosing(answers):
+                try:
+                    for event in [opening]:
+                        for shaped in shapes.events(event):
+                            yield openai.server_sent(shaped)
+                    async for event in answers:
+                        for shaped in shapes.events(event):
+                            yield openai.server_sent(shaped)
+                except Speech2ImageError as error:
+                    yield openai.server_sent(openai.stream_error(error))
+                except Exception as error:  # a bug: the stack to the log, one line to the client
+                    logging.getLogger(__name__).exception("a stream failed")
+                    yield openai.server_sent(openai.stream_error(error))
+
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
     async def models() -> dict[str, str]:
         if not served:
             [doc] = await flow(None, DOCS([SpeechImageDoc()]), {}, endpoint="/models")
@@ -165,8 +214,11 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
     async def hear(task: str, request: Request, form: openai.TranslationForm):
         asked = openai.transcription_request(form, task)
         openai.check_model(asked.model, (await models())["whisper"], "Whisper", (openai.WHISPER_ALIAS,))
-        [doc] = await flow(request, DOCS([SpeechImageDoc(audio=to_blob(await form.file.read()))]),
-                           openai.parameters("whisper", asked.options), target="whisper")
+        audio = SpeechImageDoc(audio=to_blob(await form.file.read()))
+        if asked.stream:
+            return await server_sent_events(request, events(
+                request, audio, openai.parameters("whisper", asked.options), ("whisper",)), openai.StreamShapes())
+        [doc] = await flow(request, DOCS([audio]), openai.parameters("whisper", asked.options), target="whisper")
         media, body = openai.transcript_answer(doc, asked)
         return PlainTextResponse(body) if media == "text/plain" else body
 
@@ -183,24 +235,33 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         return await hear("translate", request, form)
 
     @app.post("/v1/images/generations", summary="Text to images (OpenAI), with this server's extensions",
-              responses={200: {"model": openai.ImagesAnswer}, **refusals(400, 404, 429, 503, 504)})
+              responses={200: {"model": openai.ImagesAnswer, "content": EVENT_STREAM}, **refusals(400, 404, 429, 503, 504)})
     async def generations(request: Request, body: openai.ImageBody):
         asked = openai.image_request(body, body.prompt, body.model)
         openai.check_model(asked.model, (await models())["diffusion"], "image")
+        if asked.stream:
+            return await server_sent_events(request, events(
+                request, SpeechImageDoc(prompt=asked.prompt), openai.parameters("diffusion", asked.options),
+                ("diffusion",)), openai.StreamShapes(asked))
         [doc] = await flow(request, DOCS([SpeechImageDoc(prompt=asked.prompt)]),
                            openai.parameters("diffusion", asked.options), target="diffusion")
         return openai.images_answer(doc.images, asked, image_url(store, request, public_url))
 
     @app.post("/v1/speech-to-image", summary="Speech to images: the whole pipeline (this server's own route)",
-              responses={200: {"model": openai.SpeechToImageAnswer}, **refusals(400, 404, 429, 503, 504)},
+              responses={200: {"model": openai.SpeechToImageAnswer, "content": EVENT_STREAM},
+                         **refusals(400, 404, 429, 503, 504)},
               openapi_extra=AUDIO_FORM, dependencies=ONCE_EACH)
     async def speech_to_image(request: Request, form: Annotated[openai.SpeechToImageForm, File()]):
         heard, image = openai.speech_to_image_request(form)
         names = await models()
         openai.check_model(heard.model, names["whisper"], "Whisper", (openai.WHISPER_ALIAS,))
         openai.check_model(image.model, names["diffusion"], "image")
-        [doc] = await flow(request, DOCS([SpeechImageDoc(audio=to_blob(await form.file.read()))]),
-                           {**openai.parameters("whisper", heard.options), **openai.parameters("diffusion", image.options)})
+        audio = SpeechImageDoc(audio=to_blob(await form.file.read()))
+        parameters = {**openai.parameters("whisper", heard.options), **openai.parameters("diffusion", image.options)}
+        if image.stream:
+            return await server_sent_events(request, events(request, audio, parameters, EXECUTORS),
+                                            openai.StreamShapes(image))
+        [doc] = await flow(request, DOCS([audio]), parameters)
         return openai.speech_to_image_answer(doc, image, image_url(store, request, public_url))
 
     @app.post("/generate", summary="Jina's document route: SpeechImageDoc documents as JSON",
@@ -260,9 +321,9 @@ class DocumentInput(BaseModel):
 
 
 def _filled_fields() -> dict:
-    """The fields the executors fill, each allowed only at its default (empty)."""
+    """The fields the executors and the gateway fill, each allowed only at its default (empty)."""
     fields = {}
-    for name in dict.fromkeys((*FILLED_BY["whisper"], *FILLED_BY["diffusion"])):
+    for name in dict.fromkeys(name for names in FILLED_BY.values() for name in names):
         if name in DocumentInput.model_fields:
             continue
         default = SpeechImageDoc.model_fields[name].get_default()
@@ -414,12 +475,15 @@ REASONS = {
 }
 RETRY_AFTER = {"Retry-After": {"description": "whole seconds to wait before retrying",
                                "schema": {"type": "integer", "minimum": 1}}}
+# stream=true: server-sent events (docs/api.md: Streams), each `event: TYPE` and `data: JSON`
+EVENT_STREAM = {"text/event-stream": {"schema": {"type": "string", "description": "server-sent events (stream=true)"}}}
 TRANSCRIPT = {200: {"description": "the transcript: JSON (response_format json, verbose_json) or text (text, srt, "
                                    "vtt)",
                     "content": {"application/json": {"schema": {"anyOf": [
                         {"$ref": "#/components/schemas/Transcript"},
                         {"$ref": "#/components/schemas/VerboseTranscript"}]}},
-                                "text/plain": {"schema": {"type": "string"}}}}}
+                                "text/plain": {"schema": {"type": "string"}},
+                                **EVENT_STREAM}}}
 AUDIO_FORM = {"requestBody": {"content": {"multipart/form-data": {"encoding": {"file": {"contentType": "audio/*"}}}}}}
 
 

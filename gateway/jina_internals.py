@@ -58,6 +58,13 @@ def send_to(pool, requests, replicas, *, endpoint, metadata, timeout, retries):
                                retries=retries)
 
 
+def stream_to(pool, request, replicas, *, endpoint: str, timeout: float):
+    """Jina's streaming of one document `request` to `replicas` (a `_ReplicaList`, or a view of
+    one), without its retries (a retry after the first answer would repeat the stream): an async
+    generator of (response, metadata), or of (error, None) when the call fails."""
+    return pool._send_single_doc_request(request, replicas, endpoint=endpoint, timeout=timeout, retries=0)
+
+
 class SkippingReplicas:
     """A deployment's replicas (Jina's `_ReplicaList`) as one request's sending sees them: its
     round robin skips the addresses in `skipped`; `last` is the address handed out last."""

@@ -18,6 +18,7 @@ MIN_SAMPLE_RATE = 8_000  # telephone speech; lower rates make the resampler allo
 
 # ranges of request options (speech2image.asr.options, speech2image.imaging.options)
 MAX_IMAGES = 8  # per document
+MAX_PARTIAL_IMAGES = 3  # previews of each image in a streaming call (OpenAI's bound)
 MAX_SEED = 2**31 - 1  # seeds travel as protobuf int32
 STEPS = (1, 150)
 GUIDANCE_SCALE = (0.0, 30.0)

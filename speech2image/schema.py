@@ -9,13 +9,14 @@ numbers (a `bytes` field cannot cross Jina's HTTP gateway). Use :func:`to_blob` 
 :func:`from_blob` to convert. Nested lists are `DocList`s, which both protocols carry.
 """
 
+import json
 from typing import Optional
 
 import numpy as np
 from docarray import BaseDoc, DocList
 from docarray.typing import NdArray
 
-from .errors import InvalidRequest
+from .errors import GenerationError, InvalidRequest, Speech2ImageError
 
 
 def to_blob(data: bytes) -> np.ndarray:
@@ -72,6 +73,13 @@ class GeneratedImage(BaseDoc):
     nsfw: bool = False
     prompt_truncated: bool = False
     warnings: list[str] = []
+    partial: bool = False  # a preview decoded before the last step (streaming calls only)
+
+
+# a streaming call's events, in the order they come (error may end it at any point)
+TRANSCRIPT_DELTA, TRANSCRIPT_DONE = "transcript.delta", "transcript.done"
+STEP, IMAGE_PARTIAL, IMAGE_COMPLETED, STREAM_ERROR = "step", "image.partial", "image.completed", "error"
+STREAM_EVENTS = (TRANSCRIPT_DELTA, TRANSCRIPT_DONE, STEP, IMAGE_PARTIAL, IMAGE_COMPLETED, STREAM_ERROR)
 
 
 class SpeechImageDoc(BaseDoc):
@@ -103,6 +111,20 @@ class SpeechImageDoc(BaseDoc):
     images: DocList[GeneratedImage] = DocList[GeneratedImage]()
     no_images_reason: Optional[str] = None
 
+    # streaming (the executors' /stream endpoint): Jina's stream_doc carries no request
+    # parameters, so the gateway sends them in the document, as JSON. Each document a stream
+    # answers is one event, as it happens (flat fields: Jina's gateway cannot rebuild the schema
+    # of an optional nested document): a transcript segment decoded, a denoising step done, an
+    # image previewed or completed (the image in `images`), or the error that ended the call.
+    stream_parameters: Optional[str] = None
+    event: Optional[str] = None  # one of STREAM_EVENTS
+    delta: Optional[str] = None  # transcript.delta: the segment's text
+    error: Optional[str] = None  # error: the class name of the project's error, and its args as strings
+    error_args: list[str] = []
+    image_index: Optional[int] = None  # the image's index among the request's images
+    step: Optional[int] = None  # steps done
+    total_steps: Optional[int] = None
+
     def has_audio(self) -> bool:
         """Whether the document carries audio in any form."""
         return self.audio is not None or self.waveform is not None or bool(self.uri)
@@ -122,6 +144,7 @@ FILLED_BY = {
     "whisper": ("text", "language", "language_probability", "task", "duration", "segments", "no_speech",
                 "asr_backend", "asr_model", "asr_device", "asr_compute_type", "asr_seconds", "warnings"),
     "diffusion": ("images", "no_images_reason"),
+    "stream": ("stream_parameters", "event", "delta", "error", "error_args", "image_index", "step", "total_steps"),
 }
 
 
@@ -134,3 +157,29 @@ def refuse_filled(docs, *executors: str) -> None:
             if filled:
                 raise InvalidRequest(f"document {index} sets {filled[0]}, which the server fills; send audio or a "
                                      "prompt, and leave the answer's fields empty")
+
+
+def stream_parameters(doc: SpeechImageDoc) -> dict:
+    """A streaming call's parameters, which the gateway sends in the document as JSON."""
+    try:
+        parameters = json.loads(doc.stream_parameters or "{}")
+    except ValueError:
+        parameters = None
+    if not isinstance(parameters, dict):
+        raise InvalidRequest("stream_parameters is not a JSON object; send the request's parameters as one")
+    return parameters
+
+
+def event_doc(event: str, *, images=(), **fields) -> SpeechImageDoc:
+    """One event of a streaming call (`images`: the image it is about)."""
+    return SpeechImageDoc(event=event, images=DocList[GeneratedImage](images), **fields)
+
+
+def error_doc(error: Exception, logger=None) -> SpeechImageDoc:
+    """The event that ends a streaming call on an error: the project's error as its class name and
+    args (as Jina carries an executor's error); any other is a GenerationError, its stack logged."""
+    if not isinstance(error, Speech2ImageError):
+        if logger:
+            logger.error(f"a streaming call failed: {error!r}", exc_info=error)
+        error = GenerationError(f"the {type(error).__name__} error of an executor: see the server log")
+    return event_doc(STREAM_ERROR, error=type(error).__name__, error_args=[str(arg) for arg in error.args])

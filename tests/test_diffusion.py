@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from speech2image.errors import DeadlineExceeded, InvalidRequest, ModelLoadError
-from speech2image.imaging.diffusion import generate, load_engine
+from speech2image.imaging.diffusion import generate, load_engine, preview_steps
 from speech2image.imaging.options import DiffusionConfig, GenerateOptions
 from speech2image.imaging.random_pipelines import RANDOM_WEIGHTS_MARKER, save_random_pipeline
 from speech2image.limits import MAX_SEED
@@ -115,3 +115,24 @@ def test_pndm_with_fewer_steps_than_its_runge_kutta_start_is_refused(engine):
     with pytest.raises(InvalidRequest, match=r"^invalid steps=3: the pndm scheduler takes 4 or more"):
         engine.resolve(GenerateOptions(scheduler="pndm", steps=3))
     assert draw(engine, "a red apple", seed=5, scheduler="pndm", steps=4)[0].steps == 4
+
+
+@pytest.mark.parametrize(("steps", "partial_images", "previews"), [
+    (4, 3, (1, 2, 3)), (4, 1, (2,)), (10, 2, (3, 7)), (2, 3, (1,)), (1, 3, ()), (8, 0, ())])
+def test_previews_come_at_evenly_spaced_steps_before_the_last(steps, partial_images, previews):
+    assert preview_steps(steps, partial_images) == previews
+
+
+def test_progress_tells_each_step_each_preview_and_each_image_as_it_is_done(engine):
+    told = []
+    settings = engine.resolve(GenerateOptions(num_images=2, steps=4, width=32, height=32, seed=3))
+    images = generate(engine, "a cat", settings, partial_images=1,
+                      progress=lambda event, index, step, steps, image: told.append((event, index, step, steps, image)))
+    first = [(event, step) for event, index, step, _, _ in told if index == 0]
+    assert first == [("step", 1), ("step", 2), ("image.partial", 2), ("step", 3), ("step", 4), ("image.completed", 4)]
+    assert [index for _, index, *_ in told] == [0] * 6 + [1] * 6  # image 0 done before image 1 begins
+    previews = [image for event, _, _, _, image in told if event == "image.partial"]
+    assert all(p.partial and Image.open(io.BytesIO(from_blob(p.png))).size == (32, 32) for p in previews)
+    completed = [image for event, _, _, _, image in told if event == "image.completed"]
+    assert pngs(completed) == pngs(images) == pngs(draw(engine, "a cat", num_images=2, steps=4, width=32, height=32,
+                                                        seed=3))  # previews do not change the images

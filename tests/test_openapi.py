@@ -90,14 +90,15 @@ def test_the_document_states_each_routes_fields_bounds_and_answers(http):
     form = schemas["SpeechToImageForm"]
     assert set(form["properties"]) == {"file", "model", "image_model", "language", "prompt", "temperature", "n",
                                        "size", "response_format", "user", "seed", "steps", "guidance_scale",
-                                       "negative_prompt", "scheduler"}  # what the route reads, no more
+                                       "negative_prompt", "scheduler", "partial_images", "stream",
+                                       "progress"}  # what the route reads, no more
     assert form["additionalProperties"] is False and form["required"] == ["file"]
     assert (form["properties"]["n"]["minimum"], form["properties"]["n"]["maximum"]) == (1, 8)
     assert form["properties"]["size"]["pattern"] == "^(auto|[0-9]{1,5}x[0-9]{1,5})$"
     assert form["properties"]["response_format"]["enum"] == ["b64_json", "url"]
     assert "anyOf" not in form["properties"]["language"]  # a form has no null: a field left out is unset
     assert set(schemas["TranslationForm"]["properties"]) == {"file", "model", "prompt", "response_format",
-                                                             "temperature", "timestamp_granularities[]"}
+                                                             "temperature", "timestamp_granularities[]", "stream"}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             assert "422" not in operation["responses"] and "413" in operation["responses"], (method, path)

@@ -449,3 +449,47 @@ def test_a_refusal_by_design_is_one_log_line_and_a_bug_keeps_its_stack(caplog):
     assert (refusal.levelname, refusal.getMessage(), refusal.exc_info) == (
         "WARNING", "refused: Busy: busy: 4 request(s) wait for this replica", None)
     assert bug.levelname == "ERROR" and bug.exc_info[0] is ZeroDivisionError
+
+
+def test_a_stream_yields_what_the_work_emits_as_it_comes_and_closing_it_stops_the_work():
+    scheduler = Scheduler(1)
+    go_on = threading.Event()
+
+    def work(count, emit, turn):
+        for k in range(count):
+            turn.check(f"item {k}")
+            emit(k)
+            go_on.wait(30)  # the test reads each item while the work waits
+            go_on.clear()
+
+    async def main():
+        seen = []
+        async with scheduler.turn() as turn:
+            stream = scheduler.stream(turn, work, 1000)
+            async for item in stream:
+                seen.append(item)
+                if len(seen) == 3:
+                    break
+                go_on.set()
+            go_on.set()
+            await stream.aclose()  # waits until the work stopped at its next check
+        return seen, turn
+
+    seen, turn = asyncio.run(main())
+    assert seen == [0, 1, 2] and turn.cancelled.is_set()
+
+
+def test_a_stream_raises_the_works_error_after_what_it_emitted():
+    def work(emit, turn):
+        emit("first")
+        raise DeadlineExceeded("deadline passed at step 2")
+
+    async def main():
+        seen, scheduler = [], Scheduler(1)
+        async with scheduler.turn() as turn:
+            with pytest.raises(DeadlineExceeded):
+                async for item in scheduler.stream(turn, work):
+                    seen.append(item)
+        return seen
+
+    assert asyncio.run(main()) == ["first"]

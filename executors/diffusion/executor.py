@@ -8,7 +8,7 @@ from speech2image.imaging.options import DiffusionArguments
 from speech2image.observability.metrics import ExecutorMetrics
 from speech2image.observability.stages import StageClock
 from speech2image.options import configure, merge
-from speech2image.schema import GeneratedImage, SpeechImageDoc, refuse_filled
+from speech2image.schema import GeneratedImage, SpeechImageDoc, error_doc, event_doc, refuse_filled, stream_parameters
 from speech2image.serving.announce import announce_when_serving
 from speech2image.serving.deadline import monotonic_deadline
 from speech2image.serving.interrupts import leave_interrupts_to_the_flow
@@ -46,26 +46,59 @@ class StableDiffusionExecutor(Executor):
         clock = StageClock(self.metrics.observe)
         with self.metrics.request("generate", tracing_context, model=self.engine.model, dtype=self.engine.dtype,
                                   vae=self.engine.vae, documents=len(docs)):
-            deadline = monotonic_deadline(parameters, self.limits.request_timeout_seconds)
-            options = merge(self.defaults, parameters)  # every document and option is checked before model work
-            self.limits.check_documents(docs)
-            refuse_filled(docs, "diffusion")
-            prompts = [(doc.image_prompt() or "").strip() for doc in docs]
-            settings = [self.engine.resolve(options) for _ in docs]  # once each: rejects sizes the model cannot draw
-            for doc, prompt in zip(docs, prompts, strict=True):
-                if not prompt:
-                    doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
-            if not any(prompts):
+            request = self._admit(docs, parameters)
+            if request is None:
                 return docs  # nothing to draw: nothing to queue for
-            first = settings[0]
-            work = self.limits.check_work(documents=sum(map(bool, prompts)), num_images=len(first.seeds),
-                                          steps=first.steps, width=first.width, height=first.height)
-            self.metrics.set_attributes(steps=first.steps, width=first.width, height=first.height,
-                                        images=len(first.seeds))
+            deadline, prompts, settings, work = request
             async with self.scheduler.turn(deadline, parameters.get(CALLER), work) as turn:
                 with self.metrics.working():
                     await self.scheduler.run(turn, self._draw_all, docs, prompts, settings, clock)
         return docs
+
+    @requests(on="/stream")
+    async def stream(self, doc: SpeechImageDoc, tracing_context=None, **kwargs) -> SpeechImageDoc:
+        """One document's images as they form (event documents): each step, `partial_images`
+        previews of each image, each image when done; an error ends the stream as its last event."""
+        clock = StageClock(self.metrics.observe)
+        try:
+            with self.metrics.request("stream", tracing_context, model=self.engine.model, dtype=self.engine.dtype,
+                                      vae=self.engine.vae, documents=1):
+                parameters = stream_parameters(doc)
+                doc.stream_parameters = None
+                request = self._admit(DocList[SpeechImageDoc]([doc]), parameters)
+                if request is None:
+                    yield doc
+                    return
+                deadline, [prompt], [settings], work = request
+                partial_images = merge(self.defaults, parameters).partial_images
+                async with self.scheduler.turn(deadline, parameters.get(CALLER), work) as turn:
+                    with self.metrics.working():
+                        async for event in self.scheduler.stream(turn, self._draw_streaming, prompt, settings,
+                                                                 partial_images, clock):
+                            yield event
+        except Exception as error:  # the stream's last event
+            yield error_doc(error, self.logger)
+
+    def _admit(self, docs, parameters: dict):
+        """Check every document and option before any model work; (deadline, prompts, settings,
+        work), or None when there is nothing to draw."""
+        deadline = monotonic_deadline(parameters, self.limits.request_timeout_seconds)
+        options = merge(self.defaults, parameters)
+        self.limits.check_documents(docs)
+        refuse_filled(docs, "diffusion", "stream")
+        prompts = [(doc.image_prompt() or "").strip() for doc in docs]
+        settings = [self.engine.resolve(options) for _ in docs]  # once each: rejects sizes the model cannot draw
+        for doc, prompt in zip(docs, prompts, strict=True):
+            if not prompt:
+                doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
+        if not any(prompts):
+            return None
+        first = settings[0]
+        work = self.limits.check_work(documents=sum(map(bool, prompts)), num_images=len(first.seeds),
+                                      steps=first.steps, width=first.width, height=first.height)
+        self.metrics.set_attributes(steps=first.steps, width=first.width, height=first.height,
+                                    images=len(first.seeds))
+        return deadline, prompts, settings, work
 
     def _draw_all(self, docs, prompts, settings, clock, turn) -> None:
         for doc, prompt, resolved in zip(docs, prompts, settings, strict=True):
@@ -73,6 +106,13 @@ class StableDiffusionExecutor(Executor):
                 doc.images = DocList[GeneratedImage](generate(
                     self.engine, prompt, resolved, turn=turn, clock=clock,
                     drawn=lambda count: self.metrics.images_made(self.engine.model, count)))
+
+    def _draw_streaming(self, prompt, settings, partial_images, clock, emit, turn) -> None:
+        def progress(event, index, step, steps, image):
+            emit(event_doc(event, image_index=index, step=step, total_steps=steps, images=[image] if image else []))
+
+        generate(self.engine, prompt, settings, turn=turn, clock=clock, progress=progress,
+                 partial_images=partial_images, drawn=lambda count: self.metrics.images_made(self.engine.model, count))
 
     @requests(on="/models")
     def models(self, docs: DocList[SpeechImageDoc], **kwargs) -> DocList[SpeechImageDoc]:

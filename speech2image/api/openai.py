@@ -12,6 +12,7 @@ executor alone), `images/generations` (JSON; the diffusion executor alone), `spe
 
 import base64
 import dataclasses
+import json
 import time
 from typing import Any, Callable, Literal, Optional, Sequence
 
@@ -28,8 +29,7 @@ WHISPER_ALIAS = "whisper-1"  # tools hard-code OpenAI's model name: it means the
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 IMAGE_FORMATS = ("b64_json", "url")
 # OpenAI's image options this server has no equivalent for: refused, never silently ignored
-UNSUPPORTED_IMAGE_OPTIONS = ("quality", "style", "background", "moderation", "output_format", "output_compression",
-                             "partial_images", "stream")
+UNSUPPORTED_IMAGE_OPTIONS = ("quality", "style", "background", "moderation", "output_format", "output_compression")
 
 # error class → HTTP status and OpenAI error type; the first match wins (subclasses first)
 STATUSES: list[tuple[type, int, str]] = [
@@ -117,6 +117,8 @@ class TranslationForm(BaseModel):
     temperature: Optional[request_field(TranscribeOptions, "temperature")] = None
     timestamp_granularities: list[Literal["word", "segment"]] = Field(
         [], alias="timestamp_granularities[]", description="word: word timings (with response_format verbose_json)")
+    stream: bool = Field(False, description="true: server-sent events, transcript.text.delta as each segment is "
+                                            "decoded, then transcript.text.done")
 
 
 class TranscriptionForm(TranslationForm):
@@ -142,6 +144,11 @@ class ImageOptions(BaseModel):
     guidance_scale: Optional[request_field(GenerateOptions, "guidance_scale")] = None
     negative_prompt: Optional[request_field(GenerateOptions, "negative_prompt")] = None
     scheduler: Optional[request_field(GenerateOptions, "scheduler")] = None
+    partial_images: Optional[request_field(GenerateOptions, "partial_images")] = None
+    stream: bool = Field(False, description="true: server-sent events, each image's partial images as they form, "
+                                            "then image_generation.completed for each image")
+    progress: bool = Field(False, description="with stream: also image_generation.progress {index, step, steps} "
+                                              "after each denoising step (this server's own event)")
 
 
 class ImageBody(ImageOptions):
@@ -202,12 +209,15 @@ class TranscriptionRequest:
     response_format: str
     words: bool  # timestamp_granularities[] includes "word"
     model: Optional[str]
+    stream: bool = False
+    progress: bool = False  # image_generation.progress events in a stream
 
 
 def transcription_request(form: TranslationForm, task: str) -> TranscriptionRequest:
     """The form of /v1/audio/transcriptions (task transcribe) or /translations (translate)."""
     words = "word" in form.timestamp_granularities
-    return TranscriptionRequest(_transcribe_options(form, task, words), form.response_format, words, form.model)
+    return TranscriptionRequest(_transcribe_options(form, task, words), form.response_format, words, form.model,
+                                form.stream)
 
 
 def _transcribe_options(form, task: str, words: bool = False) -> TranscribeOptions:
@@ -222,21 +232,24 @@ class ImageRequest:
     options: GenerateOptions
     response_format: str
     model: Optional[str]
+    stream: bool = False
+    progress: bool = False  # image_generation.progress events in a stream
 
 
 def image_request(body: ImageOptions, prompt: Optional[str] = None, model: Optional[str] = None) -> ImageRequest:
     """The image options of /v1/images/generations (with its prompt and model) or /v1/speech-to-image."""
     chosen = {"num_images": body.n, "seed": body.seed, "steps": body.steps, "guidance_scale": body.guidance_scale,
-              "negative_prompt": body.negative_prompt, "scheduler": body.scheduler}
+              "negative_prompt": body.negative_prompt, "scheduler": body.scheduler,
+              "partial_images": body.partial_images}
     if body.size and body.size != "auto":
         chosen["width"], chosen["height"] = (int(side) for side in body.size.split("x"))
     options = dataclasses.replace(GenerateOptions(), **{k: v for k, v in chosen.items() if v is not None})
-    return ImageRequest(prompt, options, body.response_format or "b64_json", model)
+    return ImageRequest(prompt, options, body.response_format or "b64_json", model, body.stream, body.progress)
 
 
 def speech_to_image_request(form: SpeechToImageForm) -> tuple[TranscriptionRequest, ImageRequest]:
     """The form of /v1/speech-to-image: Whisper's part (task auto: English out) and the image part."""
-    heard = TranscriptionRequest(_transcribe_options(form, "auto"), "json", False, form.model)
+    heard = TranscriptionRequest(_transcribe_options(form, "auto"), "json", False, form.model, form.stream)
     return heard, image_request(form, model=form.image_model)
 
 
@@ -381,3 +394,70 @@ def models_answer(whisper: str, diffusion: str) -> dict:
     return {"object": "list", "data": [
         {"id": name, "object": "model", "created": 0, "owned_by": "speech2image"}
         for name in (whisper, WHISPER_ALIAS, diffusion)]}
+
+
+# --- streams: server-sent events in OpenAI's shapes --------------------------------------------
+
+class StreamShapes:
+    """A streaming call's events (the executors' event documents) as OpenAI's stream events:
+    transcript.text.delta / .done, image_generation.partial_image / .completed (with `index` and
+    `seed`, so that n > 1 is unambiguous, and each image's settings), and this server's own
+    image_generation.progress (each step, when asked for) and speech_to_image.done (the end of a
+    pipeline that drew nothing)."""
+
+    def __init__(self, image: Optional[ImageRequest] = None):
+        self.image = image
+        self.created = int(time.time())
+        self.said = False  # a delta was sent: the next one starts with a space
+        self.partials: dict[int, int] = {}  # image index → its partial images sent
+
+    def events(self, doc) -> list[dict]:
+        from ..schema import IMAGE_COMPLETED, IMAGE_PARTIAL, STEP, TRANSCRIPT_DELTA, TRANSCRIPT_DONE
+
+        if doc.event is None:  # the diffusion step's document when it drew nothing
+            return [self.done(doc)] if doc.no_images_reason else []
+        if doc.event == TRANSCRIPT_DELTA:
+            delta, self.said = (" " if self.said else "") + doc.delta, True
+            return [{"type": "transcript.text.delta", "delta": delta}] if doc.delta else []
+        if doc.event == TRANSCRIPT_DONE:
+            return [{"type": "transcript.text.done", "text": doc.text or "", "language": doc.language,
+                     "duration": doc.duration, "task": doc.task, "warnings": list(doc.warnings),
+                     "segments": [{"id": k, "start": s.start, "end": s.end, "text": s.text}
+                                  for k, s in enumerate(doc.segments)]}]
+        if doc.event == STEP:
+            if not (self.image and self.image.progress):
+                return []
+            return [{"type": "image_generation.progress", "index": doc.image_index, "step": doc.step,
+                     "steps": doc.total_steps}]
+        if doc.event in (IMAGE_PARTIAL, IMAGE_COMPLETED):
+            return [self._image(doc, doc.images[0])]
+        return []
+
+    def done(self, doc) -> dict:
+        """speech_to_image.done: the pipeline's end when it drew nothing (no speech found)."""
+        return {"type": "speech_to_image.done", "text": doc.text, "no_images_reason": doc.no_images_reason}
+
+    def _image(self, event, image) -> dict:
+        from ..schema import IMAGE_PARTIAL, from_blob
+
+        common = {"b64_json": base64.b64encode(from_blob(image.png)).decode(), "created_at": self.created,
+                  "size": f"{image.width}x{image.height}", "output_format": "png", "background": "opaque",
+                  "quality": "auto", "index": event.image_index, "seed": image.seed}
+        if event.event == IMAGE_PARTIAL:
+            number = self.partials.get(event.image_index, 0)
+            self.partials[event.image_index] = number + 1
+            return {"type": "image_generation.partial_image", **common, "partial_image_index": number,
+                    "step": event.step, "steps": event.total_steps}
+        settings = image.model_dump(exclude={"id", "png", "prompt", "partial"})
+        return {"type": "image_generation.completed", **common, "revised_prompt": image.prompt, **settings}
+
+
+def server_sent(event: dict) -> bytes:
+    """One server-sent event: its type as the event name, the JSON as its data."""
+    name = event.get("type", "error")
+    return f"event: {name}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+def stream_error(error: Exception) -> dict:
+    """The last event of a stream that failed after it opened: OpenAI's error body (the SDKs raise it)."""
+    return error_answer(error)[1]

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class WhisperEngine(Protocol):
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]: ...
 
     def run(self, audio: np.ndarray, options: TranscribeOptions, *, language: str, task: str,
-            turn: Turn) -> list[Segment]: ...
+            turn: Turn, decoded: "Decoded") -> list[Segment]: ...
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,9 @@ class Transcript:
 
 def _label(model: str) -> str:
     return f"{model} ({EMBEDDED_MODELS[model]})" if model in EMBEDDED_MODELS else model
+
+
+Decoded = Callable[[Segment], None]  # told each segment as soon as it is decoded
 
 
 class FasterWhisperEngine:
@@ -110,7 +113,7 @@ class FasterWhisperEngine:
         return language, float(probability)
 
     def run(self, audio: np.ndarray, options: TranscribeOptions, *, language: str, task: str,
-            turn: Turn) -> list[Segment]:
+            turn: Turn, decoded: Decoded) -> list[Segment]:
         common = dict(language=language, task=task, beam_size=options.beam_size, initial_prompt=options.initial_prompt,
                       word_timestamps=options.word_timestamps, **_temperature(options))
         if audio.size / SAMPLE_RATE > BATCHED_FROM_SECONDS:
@@ -127,6 +130,7 @@ class FasterWhisperEngine:
                 return done
             done.append(_segment(s.start, s.end, s.text, [(w.word, w.start, w.end, w.probability)
                                                            for w in s.words or ()]))
+            decoded(done[-1])
 
 
 class OpenAIWhisperEngine:
@@ -170,7 +174,7 @@ class OpenAIWhisperEngine:
         return language, float(probabilities[language])
 
     def run(self, audio: np.ndarray, options: TranscribeOptions, *, language: str, task: str,
-            turn: Turn) -> list[Segment]:
+            turn: Turn, decoded: Decoded) -> list[Segment]:
         import whisper
 
         clips = "0"
@@ -185,9 +189,12 @@ class OpenAIWhisperEngine:
             word_timestamps=options.word_timestamps, fp16=self.compute_type == "float16",
             clip_timestamps=clips, verbose=None, **_temperature(options),
         )
-        return [_segment(s["start"], s["end"], s["text"],
-                         [(w["word"], w["start"], w["end"], w["probability"]) for w in s.get("words", ())])
-                for s in result["segments"]]
+        segments = [_segment(s["start"], s["end"], s["text"],
+                             [(w["word"], w["start"], w["end"], w["probability"]) for w in s.get("words", ())])
+                    for s in result["segments"]]
+        for segment in segments:  # openai-whisper tells nothing before the end but its console output
+            decoded(segment)
+        return segments
 
 
 class _Checked:
@@ -272,9 +279,11 @@ def load_engine(config: WhisperConfig = WhisperConfig()) -> WhisperEngine:
 
 
 def transcribe(engine: WhisperEngine, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(), *,
-               clock: StageClock = StageClock(), turn: Optional[Turn] = None) -> Transcript:
+               clock: StageClock = StageClock(), turn: Optional[Turn] = None,
+               decoded: Decoded = lambda segment: None) -> Transcript:
     """Transcribe a 16 kHz mono float32 waveform; between two segments `turn` may stop it
-    (DeadlineExceeded, Cancelled); `clock` times the stages (vad, detect_language, transcribe)."""
+    (DeadlineExceeded, Cancelled); `clock` times the stages (vad, detect_language, transcribe);
+    `decoded` is told each segment as soon as it is decoded (a streaming call's deltas)."""
     turn = turn or Turn()  # no deadline, never cancelled
     if options.task == "translate" and not engine.multilingual:
         raise InvalidRequest(
@@ -301,7 +310,7 @@ def transcribe(engine: WhisperEngine, audio: np.ndarray, options: TranscribeOpti
         language, probability = "en", 1.0
     task, warnings = _choose_task(options, language, probability)
     with clock.stage(TRANSCRIBE):
-        segments = tuple(engine.run(audio, options, language=language, task=task, turn=turn))
+        segments = tuple(engine.run(audio, options, language=language, task=task, turn=turn, decoded=decoded))
     return _transcript(engine, audio, options, language=language, probability=probability, task=task,
                        segments=segments, started=started, warnings=warnings)
 

@@ -21,10 +21,10 @@ from ..cache import tiny_diffusion_dir
 from ..errors import ConfigurationError, GenerationError, InvalidRequest, ModelLoadError, one_line
 from ..hardware import cpu_has_native_bfloat16
 from ..limits import MAX_SEED, SIZE_RANGE, TINY_MAX_SIZE
-from ..observability.names import DENOISE, PNG_ENCODE, TEXT_ENCODE, VAE_DECODE
+from ..observability.names import DENOISE, PNG_ENCODE, PREVIEW_DECODE, TEXT_ENCODE, VAE_DECODE
 from ..observability.stages import StageClock
 from ..options import check_range
-from ..schema import GeneratedImage, to_blob
+from ..schema import IMAGE_COMPLETED, IMAGE_PARTIAL, STEP, GeneratedImage, to_blob
 from ..serving.scheduler import Turn
 from .options import OFFLINE_MODEL, PRESETS, SCHEDULERS, DiffusionConfig, GenerateOptions
 from .random_pipelines import TINY_VAE_SUBFOLDER, has_random_weights, save_random_pipeline
@@ -301,13 +301,26 @@ def _compile(pipe) -> None:
     pipe.vae.decoder = torch.compile(pipe.vae.decoder)
 
 
+# a streaming call's events (`progress(event, index, step, steps, image)`): each step of each
+# image, its previews, and each image as soon as it is done
+Progress = Callable[[str, int, int, int, Optional[GeneratedImage]], None]
+
+
+def preview_steps(steps: int, partial_images: int) -> tuple[int, ...]:
+    """The steps after which a preview is decoded: `partial_images` of them, evenly spaced before
+    the last step (fewer when there are fewer steps than that)."""
+    return tuple(sorted({round(k * steps / (partial_images + 1)) for k in range(1, partial_images + 1)} - {0, steps}))
+
+
 def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: Optional[Turn] = None,
              clock: StageClock = StageClock(), drawn: Callable[[int], None] = lambda count: None,
-             ) -> list[GeneratedImage]:
+             progress: Optional[Progress] = None, partial_images: int = 0) -> list[GeneratedImage]:
     """Draw the images of `settings` (from :meth:`DiffusionEngine.resolve`) for `prompt`; between
     two denoising steps `turn` may stop it (DeadlineExceeded, Cancelled). `clock` times each
     image's stages: text_encode, denoise, vae_decode, png_encode; `drawn` is told how many images
-    each pipeline call drew, as they come (work done counts even when the rest is stopped)."""
+    each pipeline call drew, as they come (work done counts even when the rest is stopped).
+    `progress`, when given, is told each step, `partial_images` previews of each image (decoded
+    from its latents by the pipeline's VAE) and each image as soon as it is done."""
     turn = turn or Turn()  # no deadline, never cancelled
     import torch
 
@@ -321,17 +334,39 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
     # one seed per pipeline call unless batching: batched numerics differ slightly, and
     # image k must come out byte-identical when its seed is asked for alone
     batches = [settings.seeds] if engine.batch_images else [(seed,) for seed in settings.seeds]
-    pictures, flagged = [], []
+    previews = preview_steps(settings.steps, partial_images) if progress else ()
+    images: list[GeneratedImage] = []
 
-    def after_step(pipe, step, timestep, callback_kwargs):
-        turn.check(f"step {step + 1} of {settings.steps} of image {len(pictures) + 1} of {n}")
-        return callback_kwargs
+    def image(picture, seed: int, seconds: float, nsfw: bool = False, partial: bool = False) -> GeneratedImage:
+        with clock.stage(PNG_ENCODE):
+            png = encode_png(picture)
+        return GeneratedImage(
+            png=to_blob(png), prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed,
+            steps=settings.steps, guidance_scale=settings.guidance_scale, width=settings.width,
+            height=settings.height, scheduler=settings.scheduler, model=engine.model, device=engine.device,
+            dtype=engine.dtype, vae=engine.vae, seconds=seconds, random_weights=engine.random_weights,
+            nsfw=nsfw, prompt_truncated=truncated, warnings=[] if partial else list(warnings), partial=partial)
 
     engine.pipe.scheduler = engine.scheduler(settings.scheduler)
-    started = time.perf_counter()
     try:
         for seeds in batches:
-            turn.check(f"image {len(pictures) + 1} of {n}, before its first step")
+            first = len(images)
+            turn.check(f"image {first + 1} of {n}, before its first step")
+            started = time.perf_counter()
+
+            def after_step(pipe, step, timestep, callback_kwargs, seeds=seeds, first=first, started=started):
+                turn.check(f"step {step + 1} of {settings.steps} of image {first + 1} of {n}")
+                if progress:
+                    for k in range(len(seeds)):
+                        progress(STEP, first + k, step + 1, settings.steps, None)
+                    if step + 1 in previews:
+                        with clock.aside(), clock.stage(PREVIEW_DECODE):
+                            pictures = _decode(pipe, callback_kwargs["latents"])
+                        for k, (picture, seed) in enumerate(zip(pictures, seeds, strict=True)):
+                            progress(IMAGE_PARTIAL, first + k, step + 1, settings.steps,
+                                     image(picture, seed, time.perf_counter() - started, partial=True))
+                return callback_kwargs
+
             with clock.watch(engine.stage_modules):
                 output = engine.pipe(
                     prompt=[prompt] * len(seeds),
@@ -341,28 +376,29 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
                     generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
                     output_type="pil", callback_on_step_end=after_step,
                 )
-            pictures += output.images
             drawn(len(output.images))
-            flagged += output.nsfw_content_detected or [False] * len(seeds)
+            seconds = (time.perf_counter() - started) / len(seeds)
+            flagged = output.nsfw_content_detected or [False] * len(seeds)
+            for picture, seed, nsfw in zip(output.images, seeds, flagged, strict=True):
+                images.append(image(picture, seed, seconds, bool(nsfw)))
+                if progress:
+                    progress(IMAGE_COMPLETED, len(images) - 1, settings.steps, settings.steps, images[-1])
     except torch.OutOfMemoryError as e:
         torch.cuda.empty_cache()
         raise GenerationError(
             f"CUDA out of memory generating {n} image(s) of {settings.width}x{settings.height}; "
             "ask for fewer images or a smaller size"
         ) from e
-    seconds = (time.perf_counter() - started) / n
-    images = []
-    for picture, seed, nsfw in zip(pictures, settings.seeds, flagged, strict=True):
-        with clock.stage(PNG_ENCODE):
-            png = encode_png(picture)
-        images.append(GeneratedImage(
-            png=to_blob(png), prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed,
-            steps=settings.steps, guidance_scale=settings.guidance_scale, width=settings.width,
-            height=settings.height, scheduler=settings.scheduler, model=engine.model, device=engine.device,
-            dtype=engine.dtype, vae=engine.vae, seconds=seconds, random_weights=engine.random_weights,
-            nsfw=bool(nsfw), prompt_truncated=truncated, warnings=list(warnings),
-        ))
     return images
+
+
+def _decode(pipe, latents) -> list:
+    """Latents in the middle of denoising as PIL images, decoded as the pipeline decodes its last."""
+    import torch
+
+    with torch.no_grad():
+        decoded = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(decoded, output_type="pil")
 
 
 def encode_png(picture) -> bytes:

@@ -12,6 +12,7 @@ from ..limits import (
     GUIDANCE_SCALE,
     MAX_IMAGES,
     MAX_NEGATIVE_PROMPT_CHARS,
+    MAX_PARTIAL_IMAGES,
     MAX_SEED,
     SIZE_MULTIPLE,
     STEPS,
@@ -102,6 +103,8 @@ class GenerateOptions:
                                          "size; unset: native", multiple_of=SIZE_MULTIPLE)
     scheduler: Optional[str] = option(None, "one of " + ", ".join(SCHEDULERS) + "; unset: the model's own",
                                       choices=tuple(SCHEDULERS))
+    partial_images: int = option(0, f"previews of each image a streaming call sends, 0-{MAX_PARTIAL_IMAGES}, decoded "
+                                    "at evenly spaced steps", ge=0, le=MAX_PARTIAL_IMAGES)
 
     def __post_init__(self):
         check(self)

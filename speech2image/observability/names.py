@@ -23,7 +23,8 @@ GPU_UTILIZATION = "speech2image_gpu_utilization_ratio"
 # stages of the model work (the `stage` label and the span names), by executor
 DECODE, VAD, DETECT_LANGUAGE, TRANSCRIBE = "decode", "vad", "detect_language", "transcribe"
 TEXT_ENCODE, DENOISE, VAE_DECODE, PNG_ENCODE = "text_encode", "denoise", "vae_decode", "png_encode"
+PREVIEW_DECODE = "preview_decode"  # a partial image of a streaming call, decoded between two steps
 STAGES = {
     "whisper": (DECODE, VAD, DETECT_LANGUAGE, TRANSCRIBE),
-    "diffusion": (TEXT_ENCODE, DENOISE, VAE_DECODE, PNG_ENCODE),
+    "diffusion": (TEXT_ENCODE, DENOISE, VAE_DECODE, PNG_ENCODE, PREVIEW_DECODE),
 }

@@ -19,6 +19,17 @@ class StageClock:
 
     def __init__(self, observe: Optional[Observe] = None):
         self.observe = observe
+        self._aside = False
+
+    @contextlib.contextmanager
+    def aside(self):
+        """Module calls in the `with` block are not timed by :meth:`watch` (a stage of their own
+        times them, e.g. a preview decoded between two denoising steps)."""
+        self._aside = True
+        try:
+            yield
+        finally:
+            self._aside = False
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -37,10 +48,12 @@ class StageClock:
         handles = []
         for name, modules in stages.items():
             def started(*_, name=name):
-                spans.setdefault(name, [time.time_ns(), 0])
+                if not self._aside:
+                    spans.setdefault(name, [time.time_ns(), 0])
 
             def ended(*_, name=name):
-                spans[name][1] = time.time_ns()
+                if not self._aside:
+                    spans[name][1] = time.time_ns()
 
             for module in modules:
                 handles += [module.register_forward_pre_hook(started), module.register_forward_hook(ended)]

@@ -251,3 +251,33 @@ class Scheduler:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.shield(task)
             raise
+
+    async def stream(self, turn: Turn, work: Callable, *args):
+        """`work(*args, emit, turn)` in a thread, as :meth:`run`: what the work passes to `emit` is
+        yielded as it comes (then the work's error, if any, is raised). Closing the iterator early
+        (its caller went away) cancels the work at its next step, and waits until it stopped."""
+        loop = asyncio.get_running_loop()
+        emitted: asyncio.Queue = asyncio.Queue()
+
+        def emit(item) -> None:
+            loop.call_soon_threadsafe(emitted.put_nowait, item)
+
+        done = asyncio.ensure_future(self.run(turn, work, *args, emit))
+        try:
+            while True:
+                while not emitted.empty():  # the work's emits reach the queue before its end does
+                    yield emitted.get_nowait()
+                if done.done():
+                    break
+                got = asyncio.ensure_future(emitted.get())
+                await asyncio.wait({got, done}, return_when=asyncio.FIRST_COMPLETED)
+                if got.done():
+                    yield got.result()
+                else:
+                    got.cancel()
+            done.result()
+        finally:
+            if not done.done():
+                done.cancel()
+                with contextlib.suppress(BaseException):
+                    await done
