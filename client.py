@@ -4,12 +4,15 @@
                      [--out DIR] [--json] [--text "a prompt"] [request options ...]
 
 The client sends each file's bytes (never a path for the server to open), prints each
-transcript, writes the PNGs and one contact sheet into --out, and prints where they
-are. The calls themselves live in `speech2image.client`. Importing this module does not
-import torch or any model library.
+transcript as soon as it is known and each image's steps as they are drawn (over gRPC: one
+stream per input), writes the PNGs and one contact sheet into --out, and prints where they
+are; --previews DIR keeps the partial images too. With --json (or an http:// host) it waits
+for whole answers and prints one JSON object per input. The calls themselves live in
+`speech2image.client`. Importing this module does not import torch or any model library.
 """
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import os
@@ -19,7 +22,7 @@ import typing
 from pathlib import Path
 
 from speech2image.asr.options import TASKS
-from speech2image.client import OPTIONS, make_documents, post, request_parameters, save, trust
+from speech2image.client import OPTIONS, make_documents, post, request_parameters, save, stream_documents, trust
 from speech2image.errors import Speech2ImageError
 from speech2image.imaging.options import SCHEDULERS
 
@@ -34,7 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the key the server asks for (default: $SPEECH2IMAGE_API_KEY)")
     parser.add_argument("--ca", metavar="FILE", help="trust this certificate authority for TLS (a private one)")
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="where the PNGs go (default ./outputs)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per input")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per input (whole answers, no "
+                                                            "progress)")
+    parser.add_argument("--previews", type=Path, metavar="DIR",
+                        help="save each image's partial images here as they come (with --partial-images N)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait for the answer; the server stops the work by then too (default 600)")
     for executor, title in (("whisper", "speech → text"), ("diffusion", "text → images")):
@@ -58,6 +64,36 @@ def add_options(group, option_class) -> None:
             group.add_argument(flag, type=kind[0], choices=choices.get(option.name), help=meaning)
 
 
+class Shown:
+    """A stream's events on a terminal as they come: the transcript once known, a bar of each
+    image's steps, each image when done; partial images saved into `previews`."""
+
+    BAR = 24
+
+    def __init__(self, inputs: list[str], previews: typing.Optional[Path], out):
+        self.inputs, self.previews, self.out = inputs, previews, out
+        if previews:
+            previews.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, index: int, event) -> None:
+        from speech2image.schema import IMAGE_COMPLETED, IMAGE_PARTIAL, STEP, TRANSCRIPT_DONE, from_blob
+
+        name = self.inputs[index]
+        if event.event == TRANSCRIPT_DONE:
+            print(f"{name}: heard {event.text!r}", file=self.out, flush=True)
+        elif event.event == STEP and self.out.isatty():  # a bar redrawn in place: a terminal's
+            done = round(self.BAR * event.step / event.total_steps)
+            print(f"\r  image {event.image_index + 1} [{'#' * done}{'.' * (self.BAR - done)}] step {event.step}/"
+                  f"{event.total_steps}", end="", file=self.out, flush=True)
+        elif event.event == IMAGE_PARTIAL and self.previews:
+            image = event.images[0]
+            path = self.previews / f"{index:02d}-{Path(name).stem}-seed{image.seed}-step{event.step:03d}.png"
+            path.write_bytes(from_blob(image.png))
+        elif event.event == IMAGE_COMPLETED:
+            print(f"\r  image {event.image_index + 1} drawn (seed {event.images[0].seed}, {event.total_steps} steps)"
+                  f"{' ' * self.BAR}", file=self.out, flush=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("JINA_LOG_LEVEL", "CRITICAL")  # failures are reported in one line below
@@ -67,9 +103,14 @@ def main(argv=None) -> int:
         docs = make_documents(args.audio, args.text)
         if args.ca:
             trust(args.ca)
-        started = time.perf_counter()
-        answered = post(docs, args.host, parameters, timeout=args.timeout, api_key=args.api_key)
         inputs = [str(p) for p in args.audio] if args.text is None else ["text"]
+        started = time.perf_counter()
+        if args.json or args.host.startswith(("http://", "https://")):
+            answered = post(docs, args.host, parameters, timeout=args.timeout, api_key=args.api_key)
+        else:
+            shown = Shown(inputs, args.previews, sys.stderr)
+            answered = asyncio.run(stream_documents(docs, args.host, parameters, timeout=args.timeout,
+                                                    api_key=args.api_key, told=shown))
         results = save(answered, inputs, args.out, time.perf_counter() - started)
     except Speech2ImageError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -14,6 +14,7 @@ client under its own: a client's id names nothing another client's calls can be 
 """
 
 import contextlib
+import logging
 import re
 import uuid
 from typing import Optional
@@ -21,17 +22,19 @@ from typing import Optional
 import grpc
 
 from gateway.admission import Admission, busy
+from gateway.streaming import EXECUTORS, pipeline
 from speech2image.api.keys import ApiKeys
 from speech2image.api.openai import executor_error, retry_after
-from speech2image.errors import Busy
+from speech2image.errors import Busy, DeadlineExceeded, InvalidRequest, Speech2ImageError, Unavailable, one_line
 
 DRY_RUN = "/jina.JinaGatewayDryRunRPC/dry_run"  # readiness
 HEALTH = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")  # gRPC's own: nothing to scrub
 OPEN = (*HEALTH, DRY_RUN)
 DATA_CALLS = ("/jina.JinaRPC/Call", "/jina.JinaSingleDataRequestRPC/process_single_data")
-# Jina's info call (library versions, every executor's address), and its single-document streaming
-# call, which reaches only a Flow's first executor and needs a generator endpoint this Flow has not
-NOT_SERVED = ("/jina.JinaInfoRPC/_status", "/jina.JinaSingleDocumentRequestRPC/stream_doc")
+# Jina's single-document streaming call: served by the gateway itself (gateway.streaming), through
+# every executor; Jina's own would reach only the first, without parameters
+STREAM_DOC = "/jina.JinaSingleDocumentRequestRPC/stream_doc"
+NOT_SERVED = ("/jina.JinaInfoRPC/_status",)  # Jina's info call: library versions, every executor's address
 MAX_PARAMETER_BYTES = 64 * 1024  # a request's parameters, as protobuf: converted, sent to every executor, echoed
 DEPLOYMENT = re.compile(r"deployment (\w+)")
 
@@ -99,11 +102,13 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                                  "missing or unknown API key: send metadata authorization: Bearer KEY")
         if self.admission.draining and details.method == DRY_RUN:  # not ready: stopping
             return _refusing(handler, grpc.StatusCode.UNAVAILABLE, "draining: this server is stopping")
-        if details.method in DATA_CALLS:
+        if details.method in (*DATA_CALLS, STREAM_DOC):
             if self.admission.draining:
                 return _refusing(handler, grpc.StatusCode.UNAVAILABLE,
                                  "draining: this server is stopping; retry in a moment (elsewhere, behind a load "
                                  "balancer)")
+            if details.method == STREAM_DOC:
+                return _streaming(handler, self.admission, caller)
             return _admitted(handler, self.admission, self.max_documents, caller)
         return _scrubbing(handler)
 
@@ -186,6 +191,72 @@ def _admitted(handler, admission: Admission, max_documents: int, caller: Optiona
             return await answered(await behaviour(admitted_request, _Context(context)), context)
 
     return handler._replace(**{kind: single})
+
+
+def _streaming(handler, admission: Admission, caller: Optional[str]):
+    """Jina's stream_doc, served by the gateway: one document through the Flow's executors (or
+    the one `target_executor` names), each event answered as it comes (docs/api.md: Streams). The
+    request's options are its `parameters`, or the document's `stream_parameters` (JSON: Jina's
+    Client sends none). Refused before the first event (a key over its rate, every replica busy,
+    bad input): the call's status, as for Call; after it, an `error` event ends the stream."""
+    from jina.types.request.data import SingleDocumentRequest
+
+    from speech2image.schema import SpeechImageDoc, error_doc, stream_parameters
+
+    async def streamed(request, context):
+        try:
+            admission.limit_rate(caller)
+            request.document_cls = SpeechImageDoc
+            doc = request.data.doc
+            parameters = dict(request.parameters or {}) or stream_parameters(doc)
+            target = request.header.target_executor
+            if target and target not in EXECUTORS:
+                raise InvalidRequest(f"invalid target_executor={target!r}: name one of {', '.join(EXECUTORS)}")
+        except Exception as error:  # what does not parse, or is refused, before any work
+            await _refused(error).abort(context)
+        client_id = request.header.request_id
+        answered = False
+        with admission.request():
+            executors = (target,) if target else EXECUTORS if doc.has_audio() else EXECUTORS[1:]  # text: drawn only
+            events = pipeline(admission, doc.model_copy(update={"stream_parameters": None}), parameters, executors,
+                              caller=caller, client_seconds=context.time_remaining())
+            async with contextlib.aclosing(events):
+                try:
+                    async for event in events:
+                        answered = True
+                        yield _event_message(event, client_id, SingleDocumentRequest)
+                except Exception as error:
+                    if not answered:
+                        await _refused(error).abort(context)
+                    yield _event_message(error_doc(error), client_id, SingleDocumentRequest)
+
+    return grpc.unary_stream_rpc_method_handler(streamed, request_deserializer=handler.request_deserializer,
+                                                response_serializer=handler.response_serializer)
+
+
+def _event_message(event, request_id: str, message_class):
+    message = message_class()
+    message.header.request_id = request_id
+    message.document_cls = type(event)
+    message.data.doc = event
+    return message
+
+
+def _refused(error: Exception) -> "_Refused":
+    """An error before a stream's first event as the call's status: Busy is RESOURCE_EXHAUSTED
+    (with retry-after), bad input INVALID_ARGUMENT, the rest as the error says; a bug is one line."""
+    from google.protobuf.message import DecodeError
+
+    if isinstance(error, Busy):
+        return _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), (("retry-after", str(retry_after(error))),))
+    if isinstance(error, (InvalidRequest, DecodeError, ValueError)):
+        return _Refused(grpc.StatusCode.INVALID_ARGUMENT, one_line(error))
+    codes = {DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED, Unavailable: grpc.StatusCode.UNAVAILABLE}
+    code = next((code for kind, code in codes.items() if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
+    if not isinstance(error, Speech2ImageError):
+        logging.getLogger(__name__).error("a stream failed", exc_info=error)
+        return _Refused(code, "internal error: the server could not answer; the cause is in its log")
+    return _Refused(code, one_line(error))
 
 
 class _Refused(Exception):

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.admission import Admission
 from gateway.grpc_guard import one_line_details
-from gateway.streaming import stream
+from gateway.streaming import EXECUTORS, pipeline
 from speech2image.api import images, openai
 from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
@@ -50,7 +50,7 @@ from speech2image.errors import (
 from speech2image.imaging.options import GenerateOptions
 from speech2image.limits import ConnectionLimits, max_body_bytes
 from speech2image.options import request_field
-from speech2image.schema import FILLED_BY, TRANSCRIPT_DONE, SpeechImageDoc, to_blob
+from speech2image.schema import FILLED_BY, SpeechImageDoc, to_blob
 from speech2image.serving.network import HostPolicy
 
 OPEN = ("/", "/dry_run")  # health (Jina installs GET /) and readiness: never behind a key
@@ -59,7 +59,6 @@ CALLER = "speech2image_caller"  # the request's key id (None without keys), in t
 KEPT_IMAGES = "/v1/images/"  # GET by a 192-bit name only its answer holds, for an hour: a capability, like a signed URL
 NO_SUCH_IMAGE = "no such image: it was never stored, or it is forgotten (images are kept for an hour)"
 DOCS = DocList[SpeechImageDoc]
-EXECUTORS = ("whisper", "diffusion")
 # Jina's parameters become protobuf Structs, converted recursively, sent to every executor and echoed
 MAX_PARAMETERS, MAX_PARAMETER_DEPTH, MAX_PARAMETER_VALUES = 64, 8, 1000
 
@@ -111,19 +110,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         finally:
             streamed.cancel()
 
-    async def events(request: Request, doc: SpeechImageDoc, parameters: dict, executors: tuple[str, ...]):
-        """A streaming call's events (event documents): through each of `executors` in turn,
-        the document the first ends with going on to the next; one deadline and caller for all."""
-        request_id = uuid.uuid4().hex
-        admitted = admission.admit(parameters, caller=_caller(request))
-        for executor in executors:
-            ended = None
-            async with contextlib.aclosing(stream(admission.pool, executor, doc, admitted, request_id)) as answers:
-                async for event in answers:
-                    if event.event in (None, TRANSCRIPT_DONE):
-                        ended = event
-                    yield event
-            doc = ended.model_copy(update={"event": None}) if ended is not None else doc
+    def events(request: Request, doc: SpeechImageDoc, parameters: dict, executors: tuple[str, ...]):
+        return pipeline(admission, doc, parameters, executors, caller=_caller(request))
 
     async def server_sent_events(request: Request, answers, shapes: openai.StreamShapes) -> StreamingResponse:
         """The events as a text/event-stream. Until the first one, an error is the route's usual

@@ -9,9 +9,11 @@ Busy, or cannot be reached, before its first event is skipped for the next one; 
 early (its client went away) cancels its RPC, and the replica stops the work at its next step.
 """
 
+import contextlib
 import json
 import time
-from typing import AsyncIterator
+import uuid
+from typing import AsyncIterator, Optional
 
 from jina.excepts import InternalNetworkError
 from jina.types.request.data import SingleDocumentRequest
@@ -19,11 +21,29 @@ from jina.types.request.data import SingleDocumentRequest
 from gateway.jina_internals import SkippingReplicas, replica_count, replicas_of, stream_to
 from speech2image.api.openai import executor_error
 from speech2image.errors import Busy, Unavailable, one_line
-from speech2image.schema import STREAM_ERROR, SpeechImageDoc
+from speech2image.schema import STREAM_ERROR, TRANSCRIPT_DONE, SpeechImageDoc
 from speech2image.serving.deadline import PARAMETER as DEADLINE
 
 ENDPOINT = "/stream"
+EXECUTORS = ("whisper", "diffusion")  # a Flow's executors, in order
 RPC_MARGIN_SECONDS = 5.0  # past the request's deadline, when the replica has said why it stopped
+
+
+async def pipeline(admission, doc: SpeechImageDoc, parameters: dict, executors: tuple[str, ...] = EXECUTORS, *,
+                   caller: Optional[str] = None, client_seconds: Optional[float] = None):
+    """A streaming call's events (event documents) through each of `executors` in turn, the
+    document the first ends with going on to the next; one deadline and caller for all
+    (Admission's, from the client's `parameters` and time)."""
+    request_id = uuid.uuid4().hex
+    admitted = admission.admit(parameters, client_seconds, caller)
+    for executor in executors:
+        ended = None
+        async with contextlib.aclosing(stream(admission.pool, executor, doc, admitted, request_id)) as answers:
+            async for event in answers:
+                if event.event in (None, TRANSCRIPT_DONE):
+                    ended = event
+                yield event
+        doc = ended.model_copy(update={"event": None}) if ended is not None else doc
 
 
 async def stream(pool, deployment: str, doc: SpeechImageDoc, parameters: dict,

@@ -105,6 +105,84 @@ async def post_async(docs, host: str = "localhost:54322", parameters: Optional[d
     return results
 
 
+async def stream_async(doc, host: str = "localhost:54322", parameters: Optional[dict] = None, *,
+                       timeout: float = 600.0, target_executor: Optional[str] = None, api_key: Optional[str] = None):
+    """One document through the Flow as a stream over gRPC (docs/api.md: Streams): its events as
+    they come, each a document whose `event` says what happened — transcript.delta (`delta`),
+    transcript.done (the transcribed document), step (`image_index`, `step`, `total_steps`),
+    image.partial and image.completed (the image in `images`). An error event, or a refusal,
+    is raised as a one-line ClientError. Jina's Client cannot send a key with a stream: this
+    calls the gateway's stream_doc with gRPC itself."""
+    from .quiet import quiet_jina
+
+    quiet_jina()
+    import grpc
+    from jina.proto import jina_pb2_grpc
+    from jina.types.request.data import SingleDocumentRequest
+
+    from .schema import STREAM_ERROR, SpeechImageDoc
+
+    scheme, hostname, port = _address_of(host)
+    if scheme not in ("grpc", "grpcs"):
+        raise ClientError(f"streams are served over gRPC: use --host HOST:PORT or grpcs://HOST:PORT, not {host!r} (over "
+                          "HTTP, stream=true on the OpenAI-compatible routes)")
+    target = f"{hostname}:{port}"
+    channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials()) if scheme == "grpcs" else \
+        grpc.aio.insecure_channel(target)
+    request = SingleDocumentRequest()
+    request.header.exec_endpoint = "/stream"
+    request.header.target_executor = target_executor or ""
+    request.document_cls = SpeechImageDoc
+    request.data.doc = doc
+    request.parameters = parameters or {}
+    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
+    async with channel:
+        try:
+            async for response in jina_pb2_grpc.JinaSingleDocumentRequestRPCStub(channel).stream_doc(
+                    request, timeout=timeout, metadata=metadata):
+                event = SpeechImageDoc.from_protobuf(response.document)
+                if event.event == STREAM_ERROR:
+                    message = " ".join((event.error_args or [event.error])[0].split())
+                    raise ClientError(f"the server stopped the request: {event.error}: {message}")
+                yield event
+        except grpc.aio.AioRpcError as e:
+            raise _grpc_refusal(e, target, timeout) from e
+
+
+async def stream_documents(docs, host: str, parameters: Optional[dict] = None, *, timeout: float = 600.0,
+                           api_key: Optional[str] = None, told=lambda index, event: None):
+    """The documents through the Flow one stream each (:func:`stream_async`), each event told to
+    `told(document index, event)` as it comes; the documents filled as :func:`post` fills them."""
+    from .schema import IMAGE_COMPLETED, TRANSCRIPT_DONE
+
+    answered = _doc_list()()
+    for index, doc in enumerate(docs):
+        filled = doc.model_copy(update={"audio": None})
+        images = []
+        async for event in stream_async(doc, host, parameters, timeout=timeout, api_key=api_key):
+            told(index, event)
+            if event.event == TRANSCRIPT_DONE:
+                filled = event.model_copy(update={"event": None})
+            elif event.event == IMAGE_COMPLETED:
+                images.extend(event.images)
+            elif event.event is None:  # nothing drawn, and why
+                filled.no_images_reason = event.no_images_reason
+        filled.images = type(filled.images)(images)
+        answered.append(filled)
+    return answered
+
+
+def _grpc_refusal(error, address: str, timeout: float) -> ClientError:
+    code, details = error.code(), one_line(Exception(error.details() or ""))
+    if code == code.UNAVAILABLE:
+        return ClientError(f"cannot reach the speech2image server at {address}: {details}")
+    if code == code.DEADLINE_EXCEEDED:
+        return ClientError(f"no answer from the speech2image server at {address} within --timeout {timeout:g} s; ask "
+                           "for less, or raise --timeout")
+    refused = {"UNAUTHENTICATED": "the server refused the API key"}.get(code.name, "the server refused the request")
+    return ClientError(f"{refused}: {details}")
+
+
 def _request(client, docs, parameters, timeout, target_executor, api_key, failures) -> dict:
     """Jina's post arguments: the key as gRPC metadata or an HTTP header."""
     key = {}
@@ -165,14 +243,20 @@ def connect(host: str, asyncio: bool = False):
 
     if not isinstance(host, str):
         return host
-    scheme, address = host.split("://", 1) if "://" in host else ("grpc", host)
+    scheme, hostname, port = _address_of(host)
     protocol, tls = {"grpc": ("grpc", False), "grpcs": ("grpc", True), "http": ("http", False),
-                     "https": ("http", True)}.get(scheme, (None, False))
+                     "https": ("http", True)}[scheme]
+    return Client(host=hostname, port=port, protocol=protocol, tls=tls, asyncio=asyncio)
+
+
+def _address_of(host: str) -> tuple[str, str, int]:
+    """(scheme, host name, port) of "HOST:PORT", "grpcs://", "http://" or "https://HOST:PORT"."""
+    scheme, address = host.split("://", 1) if "://" in host else ("grpc", host)
     hostname, _, port = address.rpartition(":")
-    if not protocol or not hostname or not port.isdigit():
+    if scheme not in ("grpc", "grpcs", "http", "https") or not hostname or not port.isdigit():
         raise ClientError(f"invalid --host {host!r}: use HOST:PORT, e.g. localhost:54322, or grpcs://, http:// or "
                           "https://HOST:PORT")
-    return Client(host=hostname, port=int(port), protocol=protocol, tls=tls, asyncio=asyncio)
+    return scheme, hostname, int(port)
 
 
 def trust(ca_file: str) -> None:

@@ -332,16 +332,24 @@ def test_a_body_that_trickles_in_is_refused(app, tls):
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
 
 
-def test_jinas_single_document_streaming_call_is_not_served(app, tls):
+def test_the_single_document_streaming_call_needs_a_key_and_refuses_an_empty_document_in_one_line(app, tls):
     from jina.proto import jina_pb2_grpc
     from jina.types.request.data import SingleDocumentRequest
 
+    from speech2image.schema import SpeechImageDoc
+
+    empty = SingleDocumentRequest()
+    empty.document_cls = SpeechImageDoc
+    empty.data.doc = SpeechImageDoc()
     with channel(app, tls) as chan:
         stub = jina_pb2_grpc.JinaSingleDocumentRequestRPCStub(chan)
+        with pytest.raises(grpc.RpcError) as unauthenticated:
+            list(stub.stream_doc(empty, timeout=30))
         with pytest.raises(grpc.RpcError) as refused:
-            list(stub.stream_doc(SingleDocumentRequest(), metadata=(("authorization", f"Bearer {KEY_A}"),),
-                                 timeout=30))
-    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            list(stub.stream_doc(empty, metadata=(("authorization", f"Bearer {KEY_A}"),), timeout=30))
+    assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith("empty document: it has neither audio nor a text prompt")
 
 
 def test_a_key_holding_every_place_gives_one_up_to_another_keys_request(app, tls):

@@ -7,6 +7,7 @@ at the pace measured on this app just before (tests/support/pace.py): no verdict
 the CPU's speed; the limits on waits only stop a test that hangs.
 """
 
+import asyncio
 import base64
 import json
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 import requests
 
 from speech2image.observability import names
-from tests.support.app import App
+from tests.support.app import App, run_client
 from tests.support.metrics import total, wait_until
 from tests.support.pace import measure
 from tests.support.speech import ROOT
@@ -147,3 +148,34 @@ def test_a_full_replica_is_a_429_with_retry_after_before_the_stream_opens(app, p
             curl.kill()  # the clients go away: the gateway cancels their work
             curl.wait()
     wait_until(lambda: idle(app), LONG_SECONDS / 2, "the replica idle after its clients went away")
+
+
+def test_client_py_says_the_transcript_then_each_image_and_keeps_the_previews(app, tmp_path):
+    done = run_client(ROOT / "tests/data/jfk.flac", "--host", f"127.0.0.1:{app.port}", "--num-images", "2",
+                      "--steps", "4", "--partial-images", "2", "--width", "64", "--height", "64", "--seed", "11",
+                      "--previews", tmp_path / "previews", "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    told = done.stderr.splitlines()
+    heard = next(k for k, line in enumerate(told) if "heard 'And so my fellow Americans" in line)
+    drawn = [k for k, line in enumerate(told) if "drawn (seed" in line]
+    assert len(drawn) == 2 and heard < drawn[0] and "seed 11, 4 steps" in told[drawn[0]]
+    assert sorted(p.name for p in (tmp_path / "previews").iterdir()) == [
+        f"00-jfk-seed{seed}-step{step:03d}.png" for seed in (11, 12) for step in (1, 3)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "00-jfk-seed11.png", "00-jfk-seed12.png", "contact_sheet.png"]
+
+
+def test_jinas_own_client_streams_a_prompt_with_its_options_in_the_document(app):
+    from jina import Client
+
+    from speech2image.schema import SpeechImageDoc
+
+    async def events():
+        doc = SpeechImageDoc(prompt="a red car", stream_parameters=json.dumps(
+            {"diffusion__steps": 2, "diffusion__width": 64, "diffusion__height": 64, "diffusion__seed": 3}))
+        return [event async for event in Client(port=app.port, asyncio=True).stream_doc(
+            on="/stream", inputs=doc, return_type=SpeechImageDoc)]
+
+    told = asyncio.run(events())
+    assert [(e.event, e.step) for e in told] == [("step", 1), ("step", 2), ("image.completed", 2)]
+    assert told[-1].images[0].seed == 3 and told[-1].images[0].width == 64
