@@ -208,6 +208,7 @@ def _streaming(handler, admission: Admission, caller: Optional[str]):
             admission.limit_rate(caller)
             request.document_cls = SpeechImageDoc
             doc = request.data.doc
+            doc.check_input()
             parameters = dict(request.parameters or {}) or stream_parameters(doc)
             target = request.header.target_executor
             if target and target not in EXECUTORS:

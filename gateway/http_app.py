@@ -50,7 +50,7 @@ from speech2image.errors import (
 from speech2image.imaging.options import GenerateOptions
 from speech2image.limits import ConnectionLimits, max_body_bytes
 from speech2image.options import request_field
-from speech2image.schema import FILLED_BY, SpeechImageDoc, to_blob
+from speech2image.schema import EMPTY_DOCUMENT, FILLED_BY, SpeechImageDoc, to_blob
 from speech2image.serving.network import HostPolicy
 
 OPEN = ("/", "/dry_run")  # health (Jina installs GET /) and readiness: never behind a key
@@ -301,7 +301,7 @@ class DocumentInput(BaseModel):
     @model_validator(mode="after")
     def _has_input(self):
         if all(getattr(self, name) is None for name in INPUTS):
-            raise ValueError("empty document: it has neither audio nor a text prompt; send audio bytes or prompt")
+            raise ValueError(EMPTY_DOCUMENT)
         return self
 
     def speech_image_doc(self) -> SpeechImageDoc:

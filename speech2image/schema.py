@@ -76,6 +76,8 @@ class GeneratedImage(BaseDoc):
     partial: bool = False  # a preview decoded before the last step (streaming calls only)
 
 
+EMPTY_DOCUMENT = "empty document: it has neither audio nor a text prompt; send audio bytes or prompt"
+
 # a streaming call's events, in the order they come (error may end it at any point)
 TRANSCRIPT_DELTA, TRANSCRIPT_DONE = "transcript.delta", "transcript.done"
 STEP, IMAGE_PARTIAL, IMAGE_COMPLETED, STREAM_ERROR = "step", "image.partial", "image.completed", "error"
@@ -128,6 +130,11 @@ class SpeechImageDoc(BaseDoc):
     def has_audio(self) -> bool:
         """Whether the document carries audio in any form."""
         return self.audio is not None or self.waveform is not None or bool(self.uri)
+
+    def check_input(self) -> None:
+        """InvalidRequest unless the document carries audio or a prompt."""
+        if not self.has_audio() and not self.prompt:
+            raise InvalidRequest(EMPTY_DOCUMENT)
 
     def filled(self, executor: str) -> list[str]:
         """The fields `executor` fills that are set already (a client must not set them)."""

@@ -6,7 +6,6 @@ from jina import Executor, requests
 from speech2image.asr.audio import SAMPLE_RATE, AudioDecoder, load_audio
 from speech2image.asr.options import WhisperArguments
 from speech2image.asr.transcription import document_fields, load_engine, transcribe
-from speech2image.errors import InvalidRequest
 from speech2image.observability.metrics import ExecutorMetrics
 from speech2image.observability.names import DECODE
 from speech2image.observability.stages import StageClock
@@ -98,9 +97,7 @@ class WhisperExecutor(Executor):
         self.request_limits.check_documents(docs)
         refuse_filled(docs, "whisper", "diffusion", "stream")
         for doc in docs:
-            if not doc.has_audio() and not doc.prompt:
-                raise InvalidRequest("empty document: it has neither audio nor a text prompt; "
-                                     "send audio bytes or prompt")
+            doc.check_input()
         return deadline, options
 
     async def _decode(self, docs, options, clock, turn) -> list:
