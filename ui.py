@@ -34,9 +34,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from speech2image.asr.options import LANGUAGES, TASKS
-from speech2image.client import make_documents, post_async, request_parameters
+from speech2image.client import make_documents, request_parameters, stream_async
 from speech2image.errors import ConfigurationError, Speech2ImageError
-from speech2image.limits import MAX_IMAGES, MAX_SEED, AudioLimits
+from speech2image.limits import MAX_IMAGES, MAX_PARTIAL_IMAGES, AudioLimits
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font from a CDN
 CACHE_CLEANING = (600, 3600)  # gradio's delete_cache: (every, older than) in seconds
@@ -101,7 +101,7 @@ def flow_api_key(args: argparse.Namespace) -> str | None:
 
 
 def options_from(language: str, task: str, num_images, seed: str, steps: str, guidance: str, width: str,
-                 height: str, negative_prompt: str) -> dict:
+                 height: str, negative_prompt: str, previews=2) -> dict:
     """The page's fields as the client's request options (empty fields: the server's defaults);
     `speech2image.client` checks them, with the executors' own rules."""
     def optional(text):
@@ -111,6 +111,7 @@ def options_from(language: str, task: str, num_images, seed: str, steps: str, gu
         "language": None if language == "auto" else language, "task": task, "num_images": int(num_images),
         "seed": optional(seed), "steps": optional(steps), "guidance_scale": optional(guidance),
         "width": optional(width), "height": optional(height), "negative_prompt": optional(negative_prompt),
+        "partial_images": int(previews),
     }
 
 
@@ -130,39 +131,52 @@ def picture(image):
 
 
 async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api_key: Optional[str] = None):
-    """Yield (status, transcript, images) as the answer grows: the transcript first, then each image."""
-    images: list = []  # (seed, picture), in the order they arrive
+    """Yield (status, transcript, images) as the answer grows, one stream for all of it: the
+    transcript as Whisper hears it, then each image sharpening (its partial images, with its
+    step), then drawn. None: unchanged since the last yield. Stop closes the stream: the
+    replica stops the work at its next step."""
+    from speech2image.schema import IMAGE_COMPLETED, IMAGE_PARTIAL, STEP, TRANSCRIPT_DELTA, TRANSCRIPT_DONE
+
     parameters = request_parameters(options)  # checked here: a bad option fails before any upload
     if audio:
+        [doc] = make_documents([Path(audio)])
+        transcript = ""
         yield "Transcribing…", "", []
-        [heard] = await post_async(make_documents([Path(audio)]), host, parameters, target_executor="whisper",
-                                   api_key=api_key)
-        if heard.no_speech or not heard.text:
-            yield "No speech heard: speak closer to the microphone, or type a prompt", "", []
-            return
-        text = heard.text
-        transcript = f"{text}  [{heard.language}, {heard.task}]"
-        for warning in heard.warnings:
-            transcript += f"\n⚠ {warning}"
     elif prompt and prompt.strip():
-        text = transcript = prompt.strip()
+        [doc] = make_documents([], prompt.strip())
+        transcript = prompt.strip()
     else:
         yield "Record or upload some speech, or type a prompt", "", []
         return
-    count = options["num_images"]
-    yield f"Drawing {count} image(s)…", transcript, []
-    first_seed = None if options["seed"] is None else int(options["seed"])  # checked above
-    # one request per image, one at a time: each shows as soon as it is drawn, a page takes one
-    # place in a replica's queue (not `count`: others are not refused as busy for it), and Stop
-    # cancels the request being drawn (the replica stops it at its next step)
-    for k in range(count):  # image k: seed + k, as the executor numbers a request's images
-        seed = None if first_seed is None else (first_seed + k) % (MAX_SEED + 1)
-        [drawn] = await post_async(make_documents([], text), host,
-                                   request_parameters(dict(options, num_images=1, seed=seed)),
-                                   target_executor="diffusion", api_key=api_key)
-        images += [(image.seed, picture(image)) for image in drawn.images]
-        shown = [(image, f"seed {image_seed}") for image_seed, image in images]
-        yield (f"Drew {k + 1} of {count}" if k + 1 < count else f"Done: {count} image(s)"), transcript, shown
+    count, shown = options["num_images"], {}  # image index → (picture, caption)
+
+    def gallery():
+        return [shown[index] for index in sorted(shown)]
+
+    async for event in stream_async(doc, host, parameters, api_key=api_key):
+        if event.event == TRANSCRIPT_DELTA:
+            transcript = f"{transcript} {event.delta}".strip()
+            yield "Transcribing…", transcript, None
+        elif event.event == TRANSCRIPT_DONE:
+            if event.no_speech or not event.text:
+                yield "No speech heard: speak closer to the microphone, or type a prompt", "", []
+                return
+            transcript = f"{event.text}  [{event.language}, {event.task}]"
+            for warning in event.warnings:
+                transcript += f"\n⚠ {warning}"
+            yield f"Drawing {count} image(s)…", transcript, None
+        elif event.event == STEP:
+            yield f"Drawing image {event.image_index + 1} of {count}: step {event.step} of {event.total_steps}", \
+                transcript, None
+        elif event.event in (IMAGE_PARTIAL, IMAGE_COMPLETED):
+            image = event.images[0]
+            done = event.event == IMAGE_COMPLETED
+            caption = f"seed {image.seed}" + ("" if done else f", step {event.step} of {event.total_steps}")
+            shown[event.image_index] = (picture(image), caption)
+            drawn = sum(1 for _, caption in shown.values() if ", step" not in caption)
+            status = (f"Done: {count} image(s)" if drawn == count else f"Drew {drawn} of {count}") if done else \
+                f"Drawing image {event.image_index + 1} of {count}: step {event.step} of {event.total_steps}"
+            yield status, transcript, gallery()
 
 
 async def answer(send, status: int, line: str, headers: tuple = ()) -> None:
@@ -485,11 +499,12 @@ def build(host: str, api_key: Optional[str] = None):
     import gradio as gr
 
     async def generate(audio, prompt, language, task, num_images, seed, steps, guidance, width, height,
-                       negative_prompt):
+                       negative_prompt, previews):
         try:
-            options = options_from(language, task, num_images, seed, steps, guidance, width, height, negative_prompt)
+            options = options_from(language, task, num_images, seed, steps, guidance, width, height, negative_prompt,
+                                   previews)
             async for status, transcript, images in speak(host, audio, prompt, options, api_key):
-                yield status, transcript, images
+                yield status, transcript, gr.skip() if images is None else images
         except Speech2ImageError as e:  # one readable line, never a traceback
             yield f"Error: {e}", gr.skip(), gr.skip()
 
@@ -513,6 +528,8 @@ def build(host: str, api_key: Optional[str] = None):
                     width = gr.Textbox(label="Width (empty: the model's size)", elem_id="width")
                     height = gr.Textbox(label="Height (empty: the model's size)", elem_id="height")
                     negative_prompt = gr.Textbox(label="Negative prompt", elem_id="negative_prompt")
+                    previews = gr.Slider(0, MAX_PARTIAL_IMAGES, value=2, step=1, elem_id="previews",
+                                         label="Previews of each image as it sharpens")
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                     stop = gr.Button("Stop", elem_id="stop")
@@ -521,7 +538,7 @@ def build(host: str, api_key: Optional[str] = None):
                 transcript = gr.Textbox(label="Transcript", interactive=False, elem_id="transcript")
                 gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="images")
         event = run.click(generate, [audio, prompt, language, task, num_images, seed, steps, guidance, width,
-                                     height, negative_prompt], [status, transcript, gallery])
+                                     height, negative_prompt, previews], [status, transcript, gallery])
         stop.click(lambda: "Stopped: the images not drawn yet were cancelled", None, status, cancels=[event])
     return page
 
