@@ -10,6 +10,7 @@ the CPU's speed; the limits on waits only stop a test that hangs.
 import asyncio
 import base64
 import json
+import shutil
 import subprocess
 
 import openai
@@ -179,3 +180,26 @@ def test_jinas_own_client_streams_a_prompt_with_its_options_in_the_document(app)
     told = asyncio.run(events())
     assert [(e.event, e.step) for e in told] == [("step", 1), ("step", 2), ("image.completed", 2)]
     assert told[-1].images[0].seed == 3 and told[-1].images[0].width == 64
+
+
+@pytest.fixture(scope="module")
+def node_sdk():
+    """The OpenAI Node SDK at the version tests/support/node/package-lock.json pins (npm ci)."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("node and npm are not installed (apt-get install nodejs npm)")
+    folder = ROOT / "tests/support/node"
+    if not (folder / "node_modules/openai").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True,
+                       timeout=600)
+    return folder
+
+
+def test_the_node_sdk_streams_a_transcript(app, node_sdk, jfk_text):
+    done = subprocess.run(["node", "stream_transcript.mjs", f"http://127.0.0.1:{app.port + 1}/v1",
+                           str(ROOT / "tests/data/jfk.flac")], cwd=node_sdk, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["transcript.text.delta"] * (len(events) - 1) + ["transcript.text.done"]
+    assert "".join(e["delta"] for e in events[:-1]) == events[-1]["text"]
+    assert "ask not what your country" in events[-1]["text"].lower()
