@@ -18,6 +18,17 @@ def pytest_addoption(parser):
 
 
 @pytest.fixture(scope="session")
+def float32_app():
+    """`python app.py --offline --whisper-compute-type float32`, shared by the modules that need no
+    other flags (test_end_to_end, test_ui): each app.py start costs tens of seconds on 2 cores.
+    Tests on it read counters as differences, never as totals."""
+    from tests.support.app import App
+
+    with App("--whisper-compute-type", "float32") as app:
+        yield app
+
+
+@pytest.fixture(scope="session")
 def screenshots(request):
     """Where tests save screenshots: build/screenshots/, or docs/ with --refresh-docs."""
     from tests.support.speech import ROOT

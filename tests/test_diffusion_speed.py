@@ -104,6 +104,7 @@ def test_same_seed_gives_the_same_bytes_with_the_fast_defaults(engines):
 
 
 @pytest.mark.flow
+@pytest.mark.slow  # torch.compile's first image of a size: a minute or more of Inductor on 2 cores
 def test_compiled_pipeline_draws_the_same_image_size():
     engine = load_engine(DiffusionConfig(model="tiny", device="cpu", dtype="float32", vae="tiny", compile=True))
     [image] = draw(engine, GenerateOptions(seed=3, width=32, height=32, steps=1))

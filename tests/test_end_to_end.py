@@ -15,10 +15,9 @@ pytestmark = pytest.mark.flow
 
 
 @pytest.fixture(scope="module")
-def server():
-    with App("--whisper-compute-type", "float32") as app:
-        assert f"grpc://localhost:{app.port}, http://localhost:{app.port + 1}" in app.ready_line
-        yield app.port
+def server(float32_app):
+    assert f"grpc://localhost:{float32_app.port}, http://localhost:{float32_app.port + 1}" in float32_app.ready_line
+    return float32_app.port
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,9 @@ from tests.support.speech import SPEECH, wer
 FAST = dict(beam_size=1)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+# openai-whisper, the reference backend, in the slow lane: it takes three times faster-whisper's time here
+@pytest.fixture(scope="module", params=[pytest.param(backend, marks=pytest.mark.slow) if backend == "openai-whisper"
+                                        else backend for backend in BACKENDS])
 def engine(request):
     return load_engine(WhisperConfig(backend=request.param, model=EMBEDDED_BASE))
 

@@ -30,6 +30,7 @@ def server():
         yield app
 
 
+@pytest.mark.slow  # a load test: forty requests of both kinds while a replica dies (bench/load.py measures load)
 def test_mixed_load_with_a_replica_killed_loses_nothing_and_mixes_nothing_up(server):
     deadline = time.monotonic() + 60  # each replica announces itself a moment after it listens
     while len(server.replica_pids("diffusion")) < 2 and time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import pytest
 
 from speech2image.asr.audio import decode_audio
 from speech2image.observability import names
-from tests.support.app import App, Page
+from tests.support.app import Page
 from tests.support.audio_files import encode
 from tests.support.metrics import total, wait_until
 from tests.support.pace import measure
@@ -26,9 +26,8 @@ SLOW_IMAGE_SECONDS = 10  # an image still being drawn when the test clicks or su
 
 
 @pytest.fixture(scope="module")
-def server():
-    with App("--whisper-compute-type", "float32") as app:
-        yield app
+def server(float32_app):
+    return float32_app
 
 
 @pytest.fixture(scope="module")
