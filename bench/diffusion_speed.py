@@ -139,12 +139,15 @@ def configurations(args, own_tiny_vae: bool) -> tuple[dict[str, dict], list[str]
             openvino = dict(diffusion_backend="openvino", vae="tiny")
             configs["openvino float32 + tiny VAE"] = dict(dtype="float32", **openvino)
             if emulated_cpu() and not args.all:
-                left_out.append("openvino int8 + tiny VAE: skipped when emulated (--all tries it): OpenVINO picks its "
-                                "int8-weight matmul by its own CPU check, which the oneDNN cap then refuses")
+                left_out.append("openvino int8 weights + tiny VAE: skipped when emulated (--all tries it): OpenVINO "
+                                "picks its int8-weight matmul by its own CPU check, which the oneDNN cap then refuses")
             else:
-                configs["openvino int8 + tiny VAE"] = dict(dtype="float32", openvino_weights="int8", **openvino)
+                configs["openvino int8 weights + tiny VAE"] = dict(dtype="float32", openvino_int8="weights", **openvino)
+            configs["openvino int8 full + tiny VAE"] = dict(dtype="float32", openvino_int8="full", **openvino)
             if native or args.all:
                 configs["openvino bfloat16 + tiny VAE"] = dict(dtype="bfloat16", **openvino)
+                configs["openvino bfloat16 + int8 full + tiny VAE"] = dict(dtype="bfloat16", openvino_int8="full",
+                                                                           **openvino)
         else:
             left_out.append("openvino: not installed, skipped (pip install 'speech2image[openvino]')")
     else:
@@ -158,9 +161,9 @@ def configurations(args, own_tiny_vae: bool) -> tuple[dict[str, dict], list[str]
 
 
 def resolved(config: DiffusionConfig) -> tuple:
-    """What a configuration computes with: backend, dtype, VAE and OpenVINO weights, `auto` made concrete."""
+    """What a configuration computes with: backend, dtype, VAE and OpenVINO int8 mode, `auto` made concrete."""
     device, dtype, vae = resolve_device(config)
-    return resolve_backend(config, device, dtype), dtype, vae, config.openvino_weights
+    return resolve_backend(config, device), dtype, vae, config.openvino_int8
 
 
 def openvino_kernels(engine) -> str:
@@ -255,9 +258,11 @@ def compare_model(model: str, args) -> tuple[dict[str, float], str]:
     for label, alias in same_as.items():
         results[label] = results[alias]
     pairs = [("float32 + full VAE", "bfloat16 + full VAE"), ("float32 + tiny VAE", "defaults (auto)"),
-             ("float32 + tiny VAE", "openvino float32 + tiny VAE"), ("float32 + tiny VAE", "openvino int8 + tiny VAE"),
-             ("openvino float32 + tiny VAE", "openvino int8 + tiny VAE"),
-             ("float32 + tiny VAE", "openvino bfloat16 + tiny VAE")]
+             ("float32 + tiny VAE", "openvino float32 + tiny VAE"),
+             ("float32 + tiny VAE", "openvino int8 weights + tiny VAE"),
+             ("float32 + tiny VAE", "openvino int8 full + tiny VAE"),
+             ("float32 + tiny VAE", "openvino bfloat16 + tiny VAE"),
+             ("float32 + tiny VAE", "openvino bfloat16 + int8 full + tiny VAE")]
     for exact, fast in (pair for pair in pairs if set(pair) <= set(results)):
         a, b = results[exact]["picture"], results[fast]["picture"]
         x, y = results[exact]["latents"], results[fast]["latents"]

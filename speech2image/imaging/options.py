@@ -17,7 +17,7 @@ OFFLINE_MODEL = "tiny"  # random weights, built on first use: no network (app.py
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 VAES = ("auto", "full", "tiny")
 DIFFUSION_BACKENDS = ("auto", "torch", "openvino")
-OPENVINO_WEIGHTS = ("float", "int8")
+OPENVINO_INT8 = ("none", "weights", "full")
 # scheduler names users pass → diffusers class names
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -52,10 +52,12 @@ class DiffusionConfig:
         differ slightly, so image k is then not byte-identical to its seed drawn alone.
     diffusion_backend: what runs the text encoder, UNet and VAE decoder: "torch" (PyTorch),
         "openvino" (the CPU only; the `openvino` extra; SD 1.x/2.x, SD-Turbo and SDXS models,
-        converted once into the cache directory) or "auto": PyTorch on a GPU and where the CPU
-        computes bfloat16 natively, else OpenVINO where it is installed.
-    openvino_weights: "float", or "int8": the text encoder's and UNet's weights compressed
-        to int8 by NNCF (OpenVINO only; activations stay in dtype).
+        converted once into the cache directory) or "auto": OpenVINO on a CPU where it is
+        installed, PyTorch on a GPU, on CPUs with AMX and with `compile`.
+    openvino_int8: OpenVINO only, NNCF: "weights" compresses the text encoder's and the UNet's
+        weights to int8 (activations stay in dtype); "full" quantizes the UNet, weights and
+        activations, calibrated on its own inputs for a few prompts (the most speed and the
+        most difference: docs/benchmarks.md); "none" keeps float weights.
     """
 
     model: str = "stabilityai/sd-turbo"
@@ -69,14 +71,14 @@ class DiffusionConfig:
     cpu_threads: int = 0
     batch_images: bool = False
     diffusion_backend: str = "auto"
-    openvino_weights: str = "float"
+    openvino_int8: str = "none"
 
     def __post_init__(self):
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("vae", self.vae, VAES)
         check_range("cpu_threads", self.cpu_threads, 0, 1024)
         check_choice("diffusion_backend", self.diffusion_backend, DIFFUSION_BACKENDS)
-        check_choice("openvino_weights", self.openvino_weights, OPENVINO_WEIGHTS)
+        check_choice("openvino_int8", self.openvino_int8, OPENVINO_INT8)
 
 
 @dataclass(frozen=True)
