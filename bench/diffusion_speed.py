@@ -14,10 +14,11 @@ configurations with seeded random weights (no download) and saved once into the 
 so they load through the executor's own `load_engine` like a real model (weights loaded
 in the chosen dtype). `--compare` times one whole image (text encoder + UNet + VAE + PNG,
 the way the executor makes it) for each configuration, median of `--repeat` runs after a
-warm-up, and each part alone; each configuration runs in a process of its own, one after
-another, so that its peak memory is what a replica of it would hold. PyTorch's
-configurations are pinned to PyTorch; "defaults (auto)" is what the executor chooses here
-(OpenVINO where it is installed and the CPU has no native bfloat16). Then, same seed, how far
+warm-up (`--best`: the shortest, on a machine others load), and each part alone; each
+configuration runs in a process of its own, one after another, so that its peak memory is
+what a replica of it would hold. PyTorch's configurations are pinned to PyTorch; "defaults
+(auto)" is what the executor chooses here (OpenVINO where it is installed, but on AMX CPUs;
+OpenVINO's int8 modes are timed beside it). Then, same seed, how far
 each fast configuration draws from its exact one (relative L2 of the latents and of the
 images); last, the speedup of the defaults. Configurations this CPU cannot compute natively
 (bfloat16 without AVX512-BF16 or AMX: emulated, many times slower) are skipped with a line
@@ -79,7 +80,8 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_seconds(run, device: str, repeat: int) -> float:
+def median_seconds(run, device: str, repeat: int, best: bool = False) -> float:
+    """The median (with `best`, the shortest) of `repeat` timed runs."""
     times = []
     for _ in range(repeat):
         synchronize(device)
@@ -87,10 +89,10 @@ def median_seconds(run, device: str, repeat: int) -> float:
         run()
         synchronize(device)
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return min(times) if best else statistics.median(times)
 
 
-def parts(engine, size: int, repeat: int) -> dict[str, float]:
+def parts(engine, size: int, repeat: int, best: bool) -> dict[str, float]:
     """Seconds of each part of one image, alone: text encoder, one UNet step, VAE decode, PNG."""
     pipe, device = engine.pipe, engine.device
     dtype = getattr(torch, engine.dtype)
@@ -102,12 +104,12 @@ def parts(engine, size: int, repeat: int) -> dict[str, float]:
         decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
         image = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
         return {
-            "text encoder": median_seconds(lambda: pipe.encode_prompt(PROMPT, device, 1, False), device, repeat),
+            "text encoder": median_seconds(lambda: pipe.encode_prompt(PROMPT, device, 1, False), device, repeat, best),
             "UNet step": median_seconds(lambda: pipe.unet(latents, timestep, encoder_hidden_states=embeddings),
-                                        device, repeat),
+                                        device, repeat, best),
             "VAE decode": median_seconds(lambda: pipe.vae.decode(latents / pipe.vae.config.scaling_factor),
-                                         device, repeat),
-            "PNG": median_seconds(lambda: encode_png(image), device, repeat),
+                                         device, repeat, best),
+            "PNG": median_seconds(lambda: encode_png(image), device, repeat, best),
         }
 
 
@@ -139,12 +141,15 @@ def configurations(args, own_tiny_vae: bool) -> tuple[dict[str, dict], list[str]
             openvino = dict(diffusion_backend="openvino", vae="tiny")
             configs["openvino float32 + tiny VAE"] = dict(dtype="float32", **openvino)
             if emulated_cpu() and not args.all:
-                left_out.append("openvino int8 + tiny VAE: skipped when emulated (--all tries it): OpenVINO picks its "
-                                "int8-weight matmul by its own CPU check, which the oneDNN cap then refuses")
+                left_out.append("openvino int8 weights + tiny VAE: skipped when emulated (--all tries it): OpenVINO "
+                                "picks its int8-weight matmul by its own CPU check, which the oneDNN cap then refuses")
             else:
-                configs["openvino int8 + tiny VAE"] = dict(dtype="float32", openvino_weights="int8", **openvino)
+                configs["openvino int8 weights + tiny VAE"] = dict(dtype="float32", openvino_int8="weights", **openvino)
+            configs["openvino int8 full + tiny VAE"] = dict(dtype="float32", openvino_int8="full", **openvino)
             if native or args.all:
                 configs["openvino bfloat16 + tiny VAE"] = dict(dtype="bfloat16", **openvino)
+                configs["openvino bfloat16 + int8 full + tiny VAE"] = dict(dtype="bfloat16", openvino_int8="full",
+                                                                           **openvino)
         else:
             left_out.append("openvino: not installed, skipped (pip install 'speech2image[openvino]')")
     else:
@@ -158,9 +163,9 @@ def configurations(args, own_tiny_vae: bool) -> tuple[dict[str, dict], list[str]
 
 
 def resolved(config: DiffusionConfig) -> tuple:
-    """What a configuration computes with: backend, dtype, VAE and OpenVINO weights, `auto` made concrete."""
+    """What a configuration computes with: backend, dtype, VAE and OpenVINO int8 mode, `auto` made concrete."""
     device, dtype, vae = resolve_device(config)
-    return resolve_backend(config, device, dtype), dtype, vae, config.openvino_weights
+    return resolve_backend(config, device), dtype, vae, config.openvino_int8
 
 
 def openvino_kernels(engine) -> str:
@@ -208,8 +213,8 @@ def measure(args) -> None:
     latents = engine.pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0, width=args.size, height=args.size,
                           output_type="latent", generator=torch.Generator("cpu").manual_seed(0)).images
     with OtherLoad() as others:
-        per_image = median_seconds(lambda: generate(engine, PROMPT, settings), args.device, args.repeat)
-    timings = parts(engine, args.size, args.repeat)
+        per_image = median_seconds(lambda: generate(engine, PROMPT, settings), args.device, args.repeat, args.best)
+    timings = parts(engine, args.size, args.repeat, args.best)
     backend = "OpenVINO" if engine.backend == "openvino" else "PyTorch"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
     print(f"{model} {label:28s} {backend:8s} {engine.dtype:8s} {engine.vae:4s} VAE: {per_image:7.3f} s per image "
@@ -232,7 +237,8 @@ def compare_model(model: str, args) -> tuple[dict[str, float], str]:
     print(f"{description}, random weights, in {model_dir} ({time.perf_counter() - started:.0f} s); {args.size}², "
           f"1 step, guidance 0; device {args.device} "
           f"({torch.cuda.get_device_name() if gpu else f'{torch.get_num_threads()} threads'}); "
-          f"median of {args.repeat}; each configuration in a process of its own [{cpu_kind()}]", flush=True)
+          f"{'best' if args.best else 'median'} of {args.repeat}; each configuration in a process of its own "
+          f"[{cpu_kind()}]", flush=True)
     configs, left_out = configurations(args, own_tiny_vae="vae" not in ARCHITECTURES[architecture])
     for line in left_out:
         print(f"{model} {line} [{cpu_kind()}]")
@@ -255,9 +261,11 @@ def compare_model(model: str, args) -> tuple[dict[str, float], str]:
     for label, alias in same_as.items():
         results[label] = results[alias]
     pairs = [("float32 + full VAE", "bfloat16 + full VAE"), ("float32 + tiny VAE", "defaults (auto)"),
-             ("float32 + tiny VAE", "openvino float32 + tiny VAE"), ("float32 + tiny VAE", "openvino int8 + tiny VAE"),
-             ("openvino float32 + tiny VAE", "openvino int8 + tiny VAE"),
-             ("float32 + tiny VAE", "openvino bfloat16 + tiny VAE")]
+             ("float32 + tiny VAE", "openvino float32 + tiny VAE"),
+             ("float32 + tiny VAE", "openvino int8 weights + tiny VAE"),
+             ("float32 + tiny VAE", "openvino int8 full + tiny VAE"),
+             ("float32 + tiny VAE", "openvino bfloat16 + tiny VAE"),
+             ("float32 + tiny VAE", "openvino bfloat16 + int8 full + tiny VAE")]
     for exact, fast in (pair for pair in pairs if set(pair) <= set(results)):
         a, b = results[exact]["picture"], results[fast]["picture"]
         x, y = results[exact]["latents"], results[fast]["latents"]
@@ -322,6 +330,8 @@ def main():
     parser.add_argument("--steps", type=int, nargs=2, help="two step counts; per-step time is their slope")
     parser.add_argument("--batches", type=int, nargs="+")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--best", action="store_true",
+                        help="--compare: the shortest of the runs, not the median (a machine others load)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the UNet and VAE decoder")
     parser.add_argument("--all", action="store_true", help="--compare: also what this CPU only emulates")
     parser.add_argument("--cpu", choices=("native", *CPU_ISA_CAPS), default="native",

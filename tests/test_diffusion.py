@@ -125,14 +125,15 @@ def test_previews_come_at_evenly_spaced_steps_before_the_last(steps, partial_ima
 
 def test_progress_tells_each_step_each_preview_and_each_image_as_it_is_done(engine):
     told = []
-    settings = engine.resolve(GenerateOptions(num_images=2, steps=4, width=32, height=32, seed=3))
+    settings = engine.resolve(GenerateOptions(num_images=2, steps=4, width=64, height=64, seed=3))
     images = generate(engine, "a cat", settings, partial_images=1,
                       progress=lambda event, index, step, steps, image: told.append((event, index, step, steps, image)))
     first = [(event, step) for event, index, step, _, _ in told if index == 0]
     assert first == [("step", 1), ("step", 2), ("image.partial", 2), ("step", 3), ("step", 4), ("image.completed", 4)]
     assert [index for _, index, *_ in told] == [0] * 6 + [1] * 6  # image 0 done before image 1 begins
     previews = [image for event, _, _, _, image in told if event == "image.partial"]
-    assert all(p.partial and Image.open(io.BytesIO(from_blob(p.png))).size == (32, 32) for p in previews)
+    assert all(p.partial and Image.open(io.BytesIO(from_blob(p.png))).size == (32, 32) for p in previews)  # half
+    assert all(Image.open(io.BytesIO(from_blob(image.png))).size == (64, 64) for image in images)
     completed = [image for event, _, _, _, image in told if event == "image.completed"]
-    assert pngs(completed) == pngs(images) == pngs(draw(engine, "a cat", num_images=2, steps=4, width=32, height=32,
+    assert pngs(completed) == pngs(images) == pngs(draw(engine, "a cat", num_images=2, steps=4, width=64, height=64,
                                                         seed=3))  # previews do not change the images

@@ -34,6 +34,14 @@ def pixels(image) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(from_blob(image.png))).convert("RGB"), dtype=np.float64)
 
 
+def int8_weights(ir) -> bool:
+    """Whether a converted part holds int8 weights."""
+    import openvino
+
+    return any(op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() in ("i8", "u8")
+               for op in openvino.Core().read_model(ir).get_ordered_ops())
+
+
 def run(executor, *docs, **parameters):
     return call(executor.generate, docs=DocList[SpeechImageDoc](docs), parameters=parameters)
 
@@ -91,15 +99,20 @@ def test_a_second_start_converts_nothing_and_compiles_from_the_cache(executor, c
 
 
 @needs_openvino
-def test_int8_weights_are_converted_apart_and_draw_close_to_float(executor, cache):
+# measured on the tiny model: correlation 0.9996 (weights), 0.992 (full)
+@pytest.mark.parametrize("int8,parts,closeness", [("weights", {"text_encoder", "unet"}, 0.995),
+                                                   ("full", {"unet"}, 0.97)])
+def test_int8_parts_are_converted_apart_and_draw_close_to_float(executor, cache, int8, parts, closeness):
     engine = load_engine(DiffusionConfig(model="tiny", device="cpu", dtype="float32", diffusion_backend="openvino",
-                                         openvino_weights="int8"))
-    assert {path.stem for path in cache.glob("openvino/tiny-*/int8/*.xml")} == {"text_encoder", "unet",
-                                                                                 "tiny_vae_decoder"}
+                                         openvino_int8=int8))
+    directory = next(cache.glob(f"openvino/tiny-*/int8-{int8}"))
+    assert {path.stem for path in directory.glob("*.xml")} == {"text_encoder", "unet", "tiny_vae_decoder"}
+    assert {part for part in ("text_encoder", "unet", "tiny_vae_decoder")
+            if int8_weights(directory / f"{part}.xml")} == parts  # int8 where asked, float elsewhere
     exact = pixels(generate(executor.engine, "a red apple", executor.engine.resolve(OPTIONS))[0])
-    int8 = pixels(generate(engine, "a red apple", engine.resolve(OPTIONS))[0])
-    assert not np.array_equal(exact, int8)  # other weights
-    assert np.corrcoef(exact.ravel(), int8.ravel())[0, 1] > 0.99
+    quantized = pixels(generate(engine, "a red apple", engine.resolve(OPTIONS))[0])
+    assert not np.array_equal(exact, quantized)  # other weights
+    assert np.corrcoef(exact.ravel(), quantized.ravel())[0, 1] > closeness
 
 
 @needs_openvino
@@ -115,28 +128,30 @@ def test_a_flow_draws_with_openvino(cache):
     assert Image.open(io.BytesIO(from_blob(doc.images[0].png))).size == (48, 64)
 
 
-@pytest.mark.parametrize("cap,backend", [("avx2", "openvino"), ("avx512", "openvino"), ("avx512_bf16", "torch")])
+@pytest.mark.parametrize("cap,backend", [("avx2", "openvino"), ("avx512", "openvino"), ("avx512_bf16", "openvino"),
+                                         ("native", "torch")])
 def test_auto_picks_the_backend_measured_fastest_on_each_kind_of_cpu(monkeypatch, cap, backend):
-    """OpenVINO where the CPU has no native bfloat16, PyTorch bfloat16 where it has (docs/benchmarks.md)."""
+    """OpenVINO on AVX2 and AVX512-BF16 CPUs, PyTorch bfloat16 on AMX (docs/benchmarks.md); here an
+    AMX Xeon, as itself and capped to each older kind."""
     monkeypatch.setattr(openvino_backend, "available", lambda: True)
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: dict(AMX_XEON))
     monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
     monkeypatch.setenv(hardware.CPU_ISA_VARIABLE, cap)
     config = DiffusionConfig(device="cpu")
-    assert resolve_backend(config, *resolve_device(config)[:2]) == backend
+    assert resolve_backend(config, "cpu") == backend
 
 
 @pytest.mark.parametrize("config", [DiffusionConfig(device="cuda"), DiffusionConfig(device="cpu", compile=True)])
 def test_auto_keeps_pytorch_on_a_gpu_and_with_torch_compile(monkeypatch, config):
     monkeypatch.setattr(openvino_backend, "available", lambda: True)
     monkeypatch.setenv(hardware.CPU_ISA_VARIABLE, "avx2")
-    assert resolve_backend(config, *resolve_device(config)[:2]) == "torch"
+    assert resolve_backend(config, resolve_device(config)[0]) == "torch"
 
 
 def test_without_openvino_auto_is_pytorch_and_openvino_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(openvino_backend, "available", lambda: False)
     monkeypatch.setenv(hardware.CPU_ISA_VARIABLE, "avx2")
-    assert resolve_backend(DiffusionConfig(device="cpu"), "cpu", "float32") == "torch"
+    assert resolve_backend(DiffusionConfig(device="cpu"), "cpu") == "torch"
     with pytest.raises(ConfigurationError, match=r"^diffusion_backend='openvino' needs OpenVINO: pip install "
                                                  r"'speech2image\[openvino\]', or diffusion_backend='torch'$"):
         load_engine(DiffusionConfig(model="tiny", device="cpu", diffusion_backend="openvino"))
@@ -147,7 +162,7 @@ def test_openvino_on_a_gpu_is_refused_in_one_line():
         load_engine(DiffusionConfig(model="tiny", device="cuda", diffusion_backend="openvino"))
 
 
-@pytest.mark.parametrize("name,value", [("diffusion_backend", "onnx"), ("openvino_weights", "int4")])
+@pytest.mark.parametrize("name,value", [("diffusion_backend", "onnx"), ("openvino_int8", "int4")])
 def test_unknown_backend_or_weights_are_refused_with_the_choices(name, value):
     with pytest.raises(InvalidRequest, match=f"invalid {name}='{value}': allowed "):
         DiffusionConfig(**{name: value})

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from ..cache import tiny_diffusion_dir
 from ..errors import ConfigurationError, GenerationError, InvalidRequest, ModelLoadError, one_line
-from ..hardware import cpu_has_native_bfloat16
+from ..hardware import cpu_features, cpu_has_native_bfloat16
 from ..limits import MAX_SEED, SIZE_RANGE, TINY_MAX_SIZE
 from ..observability.names import DENOISE, PNG_ENCODE, PREVIEW_DECODE, TEXT_ENCODE, VAE_DECODE
 from ..observability.stages import StageClock
@@ -37,6 +37,7 @@ TINY_VAES = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
 ONE_STEP_MODELS = ("turbo", "sdxs")
 # zlib level 1: measured 1.1-1.8x faster than PIL's default (6) for 0-14 % larger files (README)
 PNG_COMPRESS_LEVEL = 1
+PREVIEW_MIN_LATENTS = 4  # a preview is decoded at half size unless that leaves fewer latents a side
 PNDM_PRK_STEPS = 4  # diffusers' PNDM starts with 4 Runge-Kutta steps, unless the model's config skips them
 
 
@@ -156,17 +157,18 @@ def _load_failure(model: str, error: Exception) -> str:
     )
 
 
-def resolve_backend(config: DiffusionConfig, device: str, dtype: str) -> str:
+def resolve_backend(config: DiffusionConfig, device: str) -> str:
     """`auto` made concrete: what bench/diffusion_speed.py measured fastest on each kind of CPU
-    (docs/benchmarks.md): OpenVINO where it is installed and the CPU has no native bfloat16,
-    PyTorch bfloat16 where it has; PyTorch on a GPU and with `compile` (torch.compile)."""
+    (docs/benchmarks.md): OpenVINO where it is installed (AVX2, and AVX512-BF16 CPUs in bfloat16),
+    PyTorch on AMX CPUs (its bfloat16 UNet runs on AMX; OpenVINO is not measured there); PyTorch
+    on a GPU and with `compile` (torch.compile)."""
     from . import openvino_backend
 
     if config.diffusion_backend != "auto":
         return config.diffusion_backend
-    if device != "cpu" or config.compile or not openvino_backend.available():
+    if device != "cpu" or config.compile or not openvino_backend.available() or "amx_tile" in cpu_features():
         return "torch"
-    return "torch" if dtype == "bfloat16" else "openvino"
+    return "openvino"
 
 
 def load_engine(config: DiffusionConfig = DiffusionConfig()) -> DiffusionEngine:
@@ -175,7 +177,7 @@ def load_engine(config: DiffusionConfig = DiffusionConfig()) -> DiffusionEngine:
     import torch
 
     device, dtype, vae = resolve_device(config)
-    backend = resolve_backend(config, device, dtype)
+    backend = resolve_backend(config, device)
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     tiny = config.model == OFFLINE_MODEL
@@ -253,10 +255,15 @@ def _openvino_pipeline(source: str, config: DiffusionConfig, *, device: str, dty
         return pipe, vae, "torch"
     own_tiny = index.get("vae", [None, None])[1] == "AutoencoderTiny"
     vae = "tiny" if own_tiny else vae
+    def calibration(pipe):  # the UNet's inputs at the model family's preset steps and guidance
+        steps, guidance = PRESETS[_family(config.model, pipe, has_random_weights(model_dir))]
+        return openvino_backend.unet_inputs(pipe, steps, guidance)
+
     parts = openvino_backend.load_parts(
-        config.model, model_dir, weights=config.openvino_weights, precision=dtype, threads=config.cpu_threads,
+        config.model, model_dir, int8=config.openvino_int8, precision=dtype, threads=config.cpu_threads,
         vae_part="tiny_vae_decoder" if vae == "tiny" and not own_tiny else "vae_decoder",
         torch_pipeline=lambda: _torch_pipeline(str(model_dir), config, device="cpu", dtype="float32", vae=vae)[0],
+        calibration=calibration,
     )
     extra = {} if config.safety_checker else {"safety_checker": None}
     try:  # the tokenizer, scheduler (and safety checker) only: the modules are OpenVINO's
@@ -393,11 +400,14 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
 
 
 def _decode(pipe, latents) -> list:
-    """Latents in the middle of denoising as PIL images, decoded as the pipeline decodes its last."""
+    """Latents in the middle of denoising as PIL images at half the image's size, decoded as the
+    pipeline decodes its last: a quarter of the decoding, encoding and sending of a full one."""
     import torch
 
     with torch.no_grad():
-        decoded = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        halved = torch.nn.functional.avg_pool2d(latents, 2) if min(latents.shape[-2:]) >= 2 * PREVIEW_MIN_LATENTS else \
+            latents
+        decoded = pipe.vae.decode(halved.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
     return pipe.image_processor.postprocess(decoded, output_type="pil")
 
 

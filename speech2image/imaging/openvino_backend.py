@@ -4,7 +4,7 @@ static shape; diffusers' pipeline keeps the rest (tokenizer, scheduler, the deno
 its callbacks, the image processor). optimum-intel would do the same but cannot be installed
 beside the project's transformers.
 
-On disk, `<cache>/openvino/<model>-<fingerprint>/<weights>/`: each part as OpenVINO IR (`.xml`,
+On disk, `<cache>/openvino/<model>-<fingerprint>/<int8 mode>/`: each part as OpenVINO IR (`.xml`,
 `.bin`, its module's config in `.json`), converted the first time a replica needs it (the
 fingerprint covers the model directory's files, their sizes and times, and OpenVINO's version);
 and `compiled/`, OpenVINO's own cache of compiled models, per input shape and precision. A
@@ -34,9 +34,18 @@ log = logging.getLogger(__name__)
 
 # the project's dtype → OpenVINO's inference precision on the CPU
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
-# the parts whose weights openvino_weights="int8" compresses (NNCF: matmuls and convolutions); the
-# others, and every part with "float", keep float weights (float16 on disk, computed in the precision)
+# the parts whose weights openvino_int8="weights" compresses (NNCF: matmuls and convolutions); "full"
+# quantizes the UNet alone, weights and activations; the rest keeps float weights (float16 on disk,
+# computed in the precision)
 INT8_PARTS = ("text_encoder", "unet")
+# what calibrates openvino_int8="full": the UNet's inputs while the torch pipeline draws these
+CALIBRATION_PROMPTS = (
+    "a photograph of an astronaut riding a horse", "a red apple on a wooden table",
+    "an oil painting of a lighthouse in a storm", "a watercolor portrait of an old fisherman",
+    "a city street at night in the rain, neon signs", "a bowl of ramen, studio lighting",
+    "a mountain lake at sunrise, mist over the water", "a cartoon cat wearing a wizard hat",
+)
+CALIBRATION_SAMPLES = 32  # at most, spread over the prompts and steps
 # the diffusers pipelines whose modules this converts: SD 1.x/2.x, SD-Turbo, SDXS
 PIPELINES = ("StableDiffusionPipeline",)
 FORMAT = 1  # of the files written here: a change makes every replica convert again
@@ -180,10 +189,11 @@ def fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def converted_dir(model: str, model_dir: Path, weights: str) -> Path:
-    """Where a model's converted parts live, per weights mode."""
+def converted_dir(model: str, model_dir: Path, int8: str) -> Path:
+    """Where a model's converted parts live, per int8 mode ("none": `float`)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", model.strip("/"))[-60:].strip("-.") or "model"
-    return cache_dir() / "openvino" / f"{name}-{fingerprint(model_dir)}" / weights
+    mode = "float" if int8 == "none" else f"int8-{int8}"
+    return cache_dir() / "openvino" / f"{name}-{fingerprint(model_dir)}" / mode
 
 
 def convert(module: torch.nn.Module, example: tuple):
@@ -201,11 +211,17 @@ def convert(module: torch.nn.Module, example: tuple):
         return openvino.convert_model(traced, example_input=example)
 
 
-def _save(model, directory: Path, part: str, config: dict, weights: str) -> None:
+def _save(model, directory: Path, part: str, config: dict, int8: str, calibration: Callable[[], list]) -> None:
     """A part's IR and config, written so that a reader never sees half of them (the .xml last)."""
     import openvino
 
-    if weights == "int8" and part in INT8_PARTS:
+    if int8 == "full" and part == "unet":
+        import nncf
+
+        samples = calibration()
+        model = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
+                              model_type=nncf.ModelType.TRANSFORMER)
+    elif int8 == "weights" and part in INT8_PARTS:
         import nncf
 
         model = nncf.compress_weights(model)  # int8, per output channel: no data needed
@@ -216,21 +232,43 @@ def _save(model, directory: Path, part: str, config: dict, weights: str) -> None
         os.replace(f"{partial}{suffix}", directory / f"{part}{suffix}")
 
 
+def unet_inputs(pipe, steps: int, guidance_scale: float) -> list[list[np.ndarray]]:
+    """The UNet's inputs while the torch pipeline draws CALIBRATION_PROMPTS (`steps` each), at most
+    CALIBRATION_SAMPLES of them, spread evenly: what int8 activations are calibrated on."""
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append([args[0].numpy(), torch.as_tensor(args[1], dtype=torch.float32).reshape(-1).numpy(),
+                     kwargs["encoder_hidden_states"].numpy()])
+
+    handle = pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            for seed, prompt in enumerate(CALIBRATION_PROMPTS):
+                pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, output_type="latent",
+                     generator=torch.Generator("cpu").manual_seed(seed))
+    finally:
+        handle.remove()
+    every = max(1, len(seen) // CALIBRATION_SAMPLES)
+    return seen[::every][:CALIBRATION_SAMPLES]
+
+
 def _config(module) -> dict:
     config = module.config
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
 
-def load_parts(model: str, model_dir: Path, *, weights: str, vae_part: str, torch_pipeline: Callable,
-               precision: str, threads: int) -> dict[str, torch.nn.Module]:
+def load_parts(model: str, model_dir: Path, *, int8: str, vae_part: str, torch_pipeline: Callable,
+               calibration: Callable, precision: str, threads: int) -> dict[str, torch.nn.Module]:
     """The text encoder, UNet and VAE decoder (`vae_part`: the model's own `vae_decoder` or the
     swapped-in `tiny_vae_decoder`), converted unless the cache holds them already (`torch_pipeline()`
-    gives the float32 torch pipeline, with that VAE, to convert from), compiled lazily per shape."""
+    gives the float32 torch pipeline, with that VAE, to convert from; `calibration(pipe)` the UNet
+    inputs int8="full" is calibrated on), compiled lazily per shape."""
     no_openvino_telemetry()
     import openvino
     from diffusers.configuration_utils import FrozenDict
 
-    directory = converted_dir(model, model_dir, weights)
+    directory = converted_dir(model, model_dir, int8)
     parts = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": vae_part}
     missing = [part for part in parts.values() if not (directory / f"{part}.xml").exists()]
     if missing:
@@ -240,9 +278,10 @@ def load_parts(model: str, model_dir: Path, *, weights: str, vae_part: str, torc
         for role, (module, example) in _example_inputs(pipe).items():
             if parts[role] in missing:
                 config = _config(getattr(pipe, role.removesuffix("_decoder")))
-                _save(convert(module, example), directory, parts[role], config, weights)
+                _save(convert(module, example), directory, parts[role], config, int8,
+                      lambda: calibration(pipe))
         del pipe
-        log.info("converted %s for OpenVINO (%s weights) into %s in %.0f s", ", ".join(missing), weights, directory,
+        log.info("converted %s for OpenVINO (int8: %s) into %s in %.0f s", ", ".join(missing), int8, directory,
                  time.perf_counter() - started)
     core = openvino.Core()
     config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY",

@@ -25,7 +25,7 @@ OFFLINE_MODEL = "tiny"  # random weights, built on first use: no network (app.py
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 VAES = ("auto", "full", "tiny")
 DIFFUSION_BACKENDS = ("auto", "torch", "openvino")
-OPENVINO_WEIGHTS = ("float", "int8")
+OPENVINO_INT8 = ("none", "weights", "full")
 # scheduler names users pass → diffusers class names
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -59,10 +59,12 @@ class DiffusionConfig:
         differ slightly, so image k is then not byte-identical to its seed drawn alone.
     diffusion_backend: what runs the text encoder, UNet and VAE decoder: "torch" (PyTorch),
         "openvino" (the CPU only; the `openvino` extra; SD 1.x/2.x, SD-Turbo and SDXS models,
-        converted once into the cache directory) or "auto": PyTorch on a GPU and where the CPU
-        computes bfloat16 natively, else OpenVINO where it is installed.
-    openvino_weights: "float", or "int8": the text encoder's and UNet's weights compressed
-        to int8 by NNCF (OpenVINO only; activations stay in dtype).
+        converted once into the cache directory) or "auto": OpenVINO on a CPU where it is
+        installed, PyTorch on a GPU, on CPUs with AMX and with `compile`.
+    openvino_int8: OpenVINO only, NNCF: "weights" compresses the text encoder's and the UNet's
+        weights to int8 (activations stay in dtype); "full" quantizes the UNet, weights and
+        activations, calibrated on its own inputs for a few prompts (the most speed and the
+        most difference: docs/benchmarks.md); "none" keeps float weights.
     """
 
     model: str = "stabilityai/sd-turbo"
@@ -77,8 +79,8 @@ class DiffusionConfig:
     batch_images: bool = False
     diffusion_backend: str = option("auto", "what runs the text encoder, UNet and VAE decoder: torch, openvino, or "
                                     "auto (the fastest measured on this CPU)", choices=DIFFUSION_BACKENDS)
-    openvino_weights: str = option("float", "OpenVINO's weights: float, or int8 (NNCF-compressed text encoder and "
-                                   "UNet)", choices=OPENVINO_WEIGHTS)
+    openvino_int8: str = option("none", "OpenVINO's int8 (NNCF): none, weights (the text encoder's and UNet's "
+                                "weights) or full (the UNet's weights and activations)", choices=OPENVINO_INT8)
 
     def __post_init__(self):
         check(self)
@@ -104,7 +106,7 @@ class GenerateOptions:
     scheduler: Optional[str] = option(None, "one of " + ", ".join(SCHEDULERS) + "; unset: the model's own",
                                       choices=tuple(SCHEDULERS))
     partial_images: int = option(0, f"previews of each image a streaming call sends, 0-{MAX_PARTIAL_IMAGES}, decoded "
-                                    "at evenly spaced steps", ge=0, le=MAX_PARTIAL_IMAGES)
+                                    "at half size at evenly spaced steps", ge=0, le=MAX_PARTIAL_IMAGES)
 
     def __post_init__(self):
         check(self)
