@@ -124,6 +124,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
                 if not first.done() and await request.is_disconnected():
                     first.cancel()
             opening = first.result()
+        except StopAsyncIteration:  # no event at all: an empty stream
+            opening = SpeechImageDoc()
         except BaseException:
             first.cancel()
             await answers.aclose()
@@ -132,9 +134,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         async def body():
             async with contextlib.aclosing(answers):
                 try:
-                    for event in [opening]:
-                        for shaped in shapes.events(event):
-                            yield openai.server_sent(shaped)
+                    for shaped in shapes.events(opening):
+                        yield openai.server_sent(shaped)
                     async for event in answers:
                         for shaped in shapes.events(event):
                             yield openai.server_sent(shaped)
