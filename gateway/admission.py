@@ -189,6 +189,22 @@ class ExecutorCalls(grpc.aio.UnaryUnaryClientInterceptor):
         return self._by_request.pop(request_id, default)
 
 
+class ExecutorStreams(grpc.aio.UnaryStreamClientInterceptor):
+    """The gateway's streaming RPCs to executors, kept in the same registry as ExecutorCalls (gRPC
+    takes one interceptor object per kind of call)."""
+
+    def __init__(self, calls: ExecutorCalls):
+        self._by_request = calls._by_request
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        rpc = await continuation(client_call_details, request)
+        request_id = getattr(getattr(request, "header", None), "request_id", None)
+        if request_id:
+            self._by_request[request_id].add(rpc)
+            rpc.add_done_callback(lambda done: _forget(self._by_request, request_id, done))
+        return rpc
+
+
 def _forget(by_request: dict, request_id: str, done) -> None:
     """A call or RPC that ended leaves its request's set, and a request with none left its map."""
     pending = by_request.get(request_id)

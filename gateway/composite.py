@@ -26,7 +26,7 @@ from jina.serve.runtimes.gateway.grpc import GRPCGateway
 from jina.serve.runtimes.gateway.http import FastAPIBaseGateway
 from jina.serve.runtimes.servers.composite import CompositeBaseServer
 
-from gateway.admission import Admission, ExecutorCalls
+from gateway.admission import Admission, ExecutorCalls, ExecutorStreams
 from gateway.connections import uvicorn_settings
 from gateway.grpc_guard import GatewayInterceptor
 from gateway.http_app import create_app
@@ -72,8 +72,9 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
                                                                  or "")), public_url=public_url, **server))
 
     def aio_tracing_client_interceptors(self):
-        """Jina's tracing interceptors (when tracing), and the one that lets Admission cancel RPCs."""
-        return [*(super().aio_tracing_client_interceptors() or []), self.executor_calls]
+        """Jina's tracing interceptors (when tracing), and those that let Admission cancel RPCs."""
+        return [*(super().aio_tracing_client_interceptors() or []), self.executor_calls,
+                ExecutorStreams(self.executor_calls)]
 
     async def shutdown(self):
         """Drain first: not ready (gRPC health NOT_SERVING, dry runs refused), no new request, those

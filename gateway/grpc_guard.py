@@ -25,7 +25,15 @@ from gateway.admission import Admission, busy
 from gateway.streaming import EXECUTORS, pipeline
 from speech2image.api.keys import ApiKeys
 from speech2image.api.openai import executor_error, retry_after
-from speech2image.errors import Busy, DeadlineExceeded, InvalidRequest, Speech2ImageError, Unavailable, one_line
+from speech2image.errors import (
+    Busy,
+    DeadlineExceeded,
+    InvalidRequest,
+    Speech2ImageError,
+    Unavailable,
+    one_line,
+    unanswered,
+)
 
 DRY_RUN = "/jina.JinaGatewayDryRunRPC/dry_run"  # readiness
 HEALTH = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")  # gRPC's own: nothing to scrub
@@ -42,8 +50,7 @@ DEPLOYMENT = re.compile(r"deployment (\w+)")
 def one_line_details(details: Optional[str]) -> str:
     """A connection error's details without addresses: which part of the Flow does not answer."""
     found = DEPLOYMENT.search(details or "")
-    part = f"the {found.group(1)} executor" if found else "a part of the Flow"
-    return f"{part} does not answer (it may be restarting); try again"
+    return unanswered(f"the {found.group(1)} executor" if found else "a part of the Flow")
 
 
 def scrub(message):
@@ -201,15 +208,17 @@ def _streaming(handler, admission: Admission, caller: Optional[str]):
     bad input): the call's status, as for Call; after it, an `error` event ends the stream."""
     from jina.types.request.data import SingleDocumentRequest
 
-    from speech2image.schema import SpeechImageDoc, error_doc, stream_parameters
+    from speech2image.schema import SpeechImageDoc, error_doc, refuse_filled
 
     async def streamed(request, context):
         try:
             admission.limit_rate(caller)
+            parameter_bytes = request.proto_wo_data.parameters.ByteSize()
             request.document_cls = SpeechImageDoc
             doc = request.data.doc
             doc.check_input()
-            parameters = dict(request.parameters or {}) or stream_parameters(doc)
+            parameters = _bounded_parameters(request, doc, parameter_bytes)
+            refuse_filled([doc.model_copy(update={"stream_parameters": None})], "whisper", "diffusion", "stream")
             target = request.header.target_executor
             if target and target not in EXECUTORS:
                 raise InvalidRequest(f"invalid target_executor={target!r}: name one of {', '.join(EXECUTORS)}")
@@ -235,6 +244,17 @@ def _streaming(handler, admission: Admission, caller: Optional[str]):
                                                 response_serializer=handler.response_serializer)
 
 
+def _bounded_parameters(request, doc, parameter_bytes: int) -> dict:
+    """A stream's options: its parameters, or the document's `stream_parameters` (JSON), each at
+    most MAX_PARAMETER_BYTES, parsed only then."""
+    from speech2image.schema import stream_parameters
+
+    if parameter_bytes > MAX_PARAMETER_BYTES or len(doc.stream_parameters or "") > MAX_PARAMETER_BYTES:
+        raise InvalidRequest(f"parameters too large: more than {MAX_PARAMETER_BYTES} bytes; send the options you "
+                             "mean, as name: value")
+    return dict(request.parameters or {}) or stream_parameters(doc)
+
+
 def _event_message(event, request_id: str, message_class):
     message = message_class()
     message.header.request_id = request_id
@@ -250,8 +270,11 @@ def _refused(error: Exception) -> "_Refused":
 
     if isinstance(error, Busy):
         return _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), (("retry-after", str(retry_after(error))),))
-    if isinstance(error, (InvalidRequest, DecodeError, ValueError)):
-        return _Refused(grpc.StatusCode.INVALID_ARGUMENT, one_line(error))
+    if isinstance(error, InvalidRequest):  # named as Jina names an executor's error in a Call's answer
+        return _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{type(error).__name__}: {one_line(error)}")
+    if isinstance(error, (DecodeError, ValueError, RecursionError)):
+        return _Refused(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a document this server can read; send "
+                        "one SpeechImageDoc, with its options as parameters")
     codes = {DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED, Unavailable: grpc.StatusCode.UNAVAILABLE}
     code = next((code for kind, code in codes.items() if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
     if not isinstance(error, Speech2ImageError):

@@ -123,6 +123,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
                 await asyncio.wait({first}, timeout=0.25)
                 if not first.done() and await request.is_disconnected():
                     first.cancel()
+                    await answers.aclose()
+                    return Response(status_code=204)  # nobody to tell: the work is stopped, no error logged
             opening = first.result()
         except StopAsyncIteration:  # no event at all: an empty stream
             opening = SpeechImageDoc()

@@ -20,11 +20,12 @@ from jina.types.request.data import SingleDocumentRequest
 
 from gateway.jina_internals import SkippingReplicas, replica_count, replicas_of, stream_to
 from speech2image.api.openai import executor_error
-from speech2image.errors import Busy, Unavailable, one_line
+from speech2image.errors import Busy, Unavailable, unanswered
 from speech2image.schema import STREAM_ERROR, TRANSCRIPT_DONE, SpeechImageDoc
 from speech2image.serving.deadline import PARAMETER as DEADLINE
 
 ENDPOINT = "/stream"
+ENDINGS = (None, TRANSCRIPT_DONE)  # an executor's last event: its document (Whisper's: the transcript)
 EXECUTORS = ("whisper", "diffusion")  # a Flow's executors, in order
 RPC_MARGIN_SECONDS = 5.0  # past the request's deadline, when the replica has said why it stopped
 
@@ -36,14 +37,17 @@ async def pipeline(admission, doc: SpeechImageDoc, parameters: dict, executors: 
     (Admission's, from the client's `parameters` and time)."""
     request_id = uuid.uuid4().hex
     admitted = admission.admit(parameters, client_seconds, caller)
-    for executor in executors:
-        ended = None
-        async with contextlib.aclosing(stream(admission.pool, executor, doc, admitted, request_id)) as answers:
-            async for event in answers:
-                if event.event in (None, TRANSCRIPT_DONE):
-                    ended = event
-                yield event
-        doc = ended.model_copy(update={"event": None}) if ended is not None else doc
+    try:
+        for executor in executors:
+            ended = None
+            async with contextlib.aclosing(stream(admission.pool, executor, doc, admitted, request_id)) as answers:
+                async for event in answers:
+                    if event.event in ENDINGS:
+                        ended = event
+                    yield event
+            doc = ended.model_copy(update={"event": None})
+    finally:
+        admission.cancel(request_id)  # whatever RPC of the request still runs (nothing, when it ended)
 
 
 async def stream(pool, deployment: str, doc: SpeechImageDoc, parameters: dict,
@@ -62,14 +66,14 @@ async def stream(pool, deployment: str, doc: SpeechImageDoc, parameters: dict,
         request.header.request_id = request_id
         request.document_cls = SpeechImageDoc
         request.data.doc = sent
-        answered = False
+        answered = ended = False
         answers = stream_to(pool, request, untried, endpoint=ENDPOINT, timeout=timeout)
         try:
             async for response, _ in answers:
                 if isinstance(response, BaseException):
                     if not answered and tries_left and _unreachable(response):
                         break  # before any event: the next replica
-                    raise Unavailable(f"the {deployment} executor could not be reached: {_details(response)}")
+                    raise Unavailable(unanswered(f"the {deployment} executor"))
                 response.document_cls = SpeechImageDoc
                 event = response.doc
                 if event.event == STREAM_ERROR:
@@ -77,10 +81,13 @@ async def stream(pool, deployment: str, doc: SpeechImageDoc, parameters: dict,
                     if not answered and tries_left and isinstance(error, Busy):
                         break  # refused before any work: the next replica
                     raise error
-                answered = True
+                answered, ended = True, event.event in ENDINGS
                 yield event
             else:
-                return
+                if ended:
+                    return
+                if answered or not tries_left:  # the call stopped without its end: the replica went away
+                    raise Unavailable(unanswered(f"the {deployment} executor"))
         finally:
             await answers.aclose()  # however it ends, the RPC ends with it
         untried.skipped.add(untried.last)
@@ -88,11 +95,6 @@ async def stream(pool, deployment: str, doc: SpeechImageDoc, parameters: dict,
 
 def _unreachable(error: BaseException) -> bool:
     return isinstance(error, InternalNetworkError) or "UNAVAILABLE" in str(getattr(error, "code", lambda: "")())
-
-
-def _details(error: BaseException) -> str:
-    details = getattr(error, "details", None)
-    return one_line(Exception(details() if callable(details) else str(error)))
 
 
 def addressed_to(executor: str, parameters: dict) -> dict:

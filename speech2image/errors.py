@@ -10,6 +10,11 @@ def one_line(error: Exception, limit: int = 300) -> str:
     return " ".join(str(error).split())[:limit] or type(error).__name__
 
 
+def unanswered(part: str) -> str:
+    """Why a request failed when a part of the Flow does not answer: named, without its address."""
+    return f"{part} does not answer (it may be restarting); try again"
+
+
 class Speech2ImageError(Exception):
     """Base class of the project's errors."""
 

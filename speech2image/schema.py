@@ -170,7 +170,7 @@ def stream_parameters(doc: SpeechImageDoc) -> dict:
     """A streaming call's parameters, which the gateway sends in the document as JSON."""
     try:
         parameters = json.loads(doc.stream_parameters or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         parameters = None
     if not isinstance(parameters, dict):
         raise InvalidRequest("stream_parameters is not a JSON object; send the request's parameters as one")

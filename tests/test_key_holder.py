@@ -349,7 +349,7 @@ def test_the_single_document_streaming_call_needs_a_key_and_refuses_an_empty_doc
             list(stub.stream_doc(empty, metadata=(("authorization", f"Bearer {KEY_A}"),), timeout=30))
     assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert refused.value.details().startswith("empty document: it has neither audio nor a text prompt")
+    assert refused.value.details().startswith("InvalidRequest: empty document: it has neither audio nor a text prompt")
 
 
 def test_a_key_holding_every_place_gives_one_up_to_another_keys_request(app, tls):

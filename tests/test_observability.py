@@ -67,7 +67,7 @@ def served(server, tmp_path_factory):
     not_audio = out / "notes.wav"
     not_audio.write_text("not audio\n" * 40)
     for args in ([SPEECH / "jfk.flac", SPEECH / "prompt4.wav", "--num-images", 2], ["--text", PROMPT], [not_audio]):
-        client(*args, "--host", f"localhost:{port}", "--width", 32, "--steps", 1, "--out", out)
+        client(*args, "--host", f"localhost:{port}", "--width", 32, "--steps", 1, "--out", out, "--json")  # one call
     return server
 
 

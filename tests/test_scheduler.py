@@ -454,42 +454,62 @@ def test_a_refusal_by_design_is_one_log_line_and_a_bug_keeps_its_stack(caplog):
 def test_a_stream_yields_what_the_work_emits_as_it_comes_and_closing_it_stops_the_work():
     scheduler = Scheduler(1)
     go_on = threading.Event()
+    turns = []
 
     def work(count, emit, turn):
+        turns.append(turn)
         for k in range(count):
             turn.check(f"item {k}")
             emit(k)
             go_on.wait(30)  # the test reads each item while the work waits
             go_on.clear()
 
+    async def body(turn, emit):
+        await scheduler.run(turn, work, 1000, emit)
+
     async def main():
         seen = []
-        async with scheduler.turn() as turn:
-            stream = scheduler.stream(turn, work, 1000)
-            async for item in stream:
-                seen.append(item)
-                if len(seen) == 3:
-                    break
-                go_on.set()
+        stream = scheduler.stream(None, None, body)
+        async for item in stream:
+            seen.append(item)
+            if len(seen) == 3:
+                break
             go_on.set()
-            await stream.aclose()  # waits until the work stopped at its next check
-        return seen, turn
+        go_on.set()
+        await stream.aclose()  # waits until the work stopped at its next check
+        return seen
 
-    seen, turn = asyncio.run(main())
-    assert seen == [0, 1, 2] and turn.cancelled.is_set()
+    assert asyncio.run(main()) == [0, 1, 2] and turns[0].cancelled.is_set()
+
+
+def test_a_streams_turn_ends_with_its_work_however_slowly_its_events_are_read():
+    scheduler = Scheduler(1)
+
+    async def body(turn, emit):
+        for k in range(3):
+            emit(k)
+
+    async def main():
+        stream = scheduler.stream(None, None, body)
+        first = await anext(stream)
+        async with scheduler.turn():  # the next request gets the replica while the first's events wait
+            pass
+        rest = [item async for item in stream]
+        return [first, *rest]
+
+    assert asyncio.run(main()) == [0, 1, 2]
 
 
 def test_a_stream_raises_the_works_error_after_what_it_emitted():
-    def work(emit, turn):
+    async def body(turn, emit):
         emit("first")
         raise DeadlineExceeded("deadline passed at step 2")
 
     async def main():
         seen, scheduler = [], Scheduler(1)
-        async with scheduler.turn() as turn:
-            with pytest.raises(DeadlineExceeded):
-                async for item in scheduler.stream(turn, work):
-                    seen.append(item)
+        with pytest.raises(DeadlineExceeded):
+            async for item in scheduler.stream(None, None, body):
+                seen.append(item)
         return seen
 
     assert asyncio.run(main()) == ["first"]

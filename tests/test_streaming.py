@@ -178,8 +178,8 @@ def test_jinas_own_client_streams_a_prompt_with_its_options_in_the_document(app)
             on="/stream", inputs=doc, return_type=SpeechImageDoc)]
 
     told = asyncio.run(events())
-    assert [(e.event, e.step) for e in told] == [("step", 1), ("step", 2), ("image.completed", 2)]
-    assert told[-1].images[0].seed == 3 and told[-1].images[0].width == 64
+    assert [(e.event, e.step) for e in told] == [("step", 1), ("step", 2), ("image.completed", 2), (None, None)]
+    assert told[-2].images[0].seed == 3 and told[-2].images[0].width == 64
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +203,30 @@ def test_the_node_sdk_streams_a_transcript(app, node_sdk, jfk_text):
     assert [e["type"] for e in events] == ["transcript.text.delta"] * (len(events) - 1) + ["transcript.text.done"]
     assert "".join(e["delta"] for e in events[:-1]) == events[-1]["text"]
     assert "ask not what your country" in events[-1]["text"].lower()
+
+
+def test_partial_images_without_a_stream_is_a_one_line_400(sdk):
+    with pytest.raises(openai.BadRequestError, match="partial_images is sent in a stream: add stream=true"):
+        sdk.images.generate(prompt="a red car", partial_images=2)
+
+
+@pytest.mark.parametrize(("fields", "refusal"), [
+    ({"prompt": "a cat", "text": "planted"}, "InvalidRequest: document 0 sets text, which the server fills"),
+    ({"prompt": "a cat", "event": "image.completed"}, "InvalidRequest: document 0 sets event, which the server fills"),
+    ({"prompt": "a cat", "stream_parameters": "[" * 70_000}, "InvalidRequest: parameters too large"),
+    ({"prompt": "a cat", "stream_parameters": "[" * 5_000}, "InvalidRequest: stream_parameters is not a JSON object"),
+])
+def test_a_grpc_stream_refuses_what_the_server_fills_and_oversized_options_in_one_line(app, fields, refusal):
+    import grpc
+    from jina.proto import jina_pb2_grpc
+    from jina.types.request.data import SingleDocumentRequest
+
+    from speech2image.schema import SpeechImageDoc
+
+    request = SingleDocumentRequest()
+    request.document_cls = SpeechImageDoc
+    request.data.doc = SpeechImageDoc(**fields)
+    with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            list(jina_pb2_grpc.JinaSingleDocumentRequestRPCStub(channel).stream_doc(request, timeout=60))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and refused.value.details().startswith(refusal)

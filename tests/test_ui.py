@@ -208,7 +208,7 @@ def test_a_file_that_is_not_audio_says_so_and_the_page_keeps_working(page, tmp_p
     upload(page, notes)
     generate(page)
     line = wait_for_status(page, "Error", "Done")
-    assert line.startswith("Error: the server refused the request: not audio: "), line
+    assert line.startswith("Error: the server refused the request: AudioError: not audio: "), line
     assert "Traceback" not in page.content()
     page.locator("#audio button[aria-label='Clear']").first.click()  # and the next one works
     upload(page, SPEECH / "prompt4.wav")

@@ -58,7 +58,8 @@ class StableDiffusionExecutor(Executor):
     @requests(on="/stream")
     async def stream(self, doc: SpeechImageDoc, tracing_context=None, **kwargs) -> SpeechImageDoc:
         """One document's images as they form (event documents): each step, `partial_images`
-        previews of each image, each image when done; an error ends the stream as its last event."""
+        previews of each image, each image when done, then the document; an error ends the stream
+        as its last event."""
         clock = StageClock(self.metrics.observe)
         try:
             with self.metrics.request("stream", tracing_context, model=self.engine.model, dtype=self.engine.dtype,
@@ -71,11 +72,15 @@ class StableDiffusionExecutor(Executor):
                     return
                 deadline, [prompt], [settings], work = request
                 partial_images = merge(self.defaults, parameters).partial_images
-                async with self.scheduler.turn(deadline, parameters.get(CALLER), work) as turn:
+
+                async def draw(turn, emit):
                     with self.metrics.working():
-                        async for event in self.scheduler.stream(turn, self._draw_streaming, prompt, settings,
-                                                                 partial_images, clock):
-                            yield event
+                        await self.scheduler.run(turn, self._draw_streaming, prompt, settings, partial_images, clock,
+                                                 emit)
+
+                async for event in self.scheduler.stream(deadline, parameters.get(CALLER), draw, work):
+                    yield event
+                yield doc  # the end: the document (its images went as events)
         except Exception as error:  # the stream's last event
             yield error_doc(error, self.logger)
 

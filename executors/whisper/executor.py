@@ -78,13 +78,14 @@ class WhisperExecutor(Executor):
                 doc.stream_parameters = None
                 docs = DocList[SpeechImageDoc]([doc])
                 deadline, options = self._admit(docs, parameters)
+                async def hear(turn, emit):
+                    [waveform] = await self._decode(docs, options, clock, turn)
+                    with self.metrics.working():
+                        await self.scheduler.run(turn, self._transcribe_streaming, doc, waveform, options, clock, emit)
+
                 if doc.has_audio():
-                    async with self.scheduler.turn(deadline, parameters.get(CALLER)) as turn:
-                        waveforms = await self._decode(docs, options, clock, turn)
-                        with self.metrics.working():
-                            async for event in self.scheduler.stream(turn, self._transcribe_streaming, doc,
-                                                                     waveforms[0], options, clock):
-                                yield event
+                    async for event in self.scheduler.stream(deadline, parameters.get(CALLER), hear):
+                        yield event
                 doc.event = TRANSCRIPT_DONE
                 yield doc
         except Exception as error:  # the stream's last event

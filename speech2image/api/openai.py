@@ -243,6 +243,9 @@ def image_request(body: ImageOptions, prompt: Optional[str] = None, model: Optio
               "partial_images": body.partial_images}
     if body.size and body.size != "auto":
         chosen["width"], chosen["height"] = (int(side) for side in body.size.split("x"))
+    if not body.stream and (body.partial_images or body.progress):
+        asked = "partial_images" if body.partial_images else "progress"
+        raise InvalidRequest(f"{asked} is sent in a stream: add stream=true, or leave {asked} out")
     options = dataclasses.replace(GenerateOptions(), **{k: v for k, v in chosen.items() if v is not None})
     return ImageRequest(prompt, options, body.response_format or "b64_json", model, body.stream, body.progress)
 
@@ -417,8 +420,10 @@ class StreamShapes:
         if doc.event is None:  # the diffusion step's document when it drew nothing
             return [self.done(doc)] if doc.no_images_reason else []
         if doc.event == TRANSCRIPT_DELTA:
+            if not doc.delta:
+                return []
             delta, self.said = (" " if self.said else "") + doc.delta, True
-            return [{"type": "transcript.text.delta", "delta": delta}] if doc.delta else []
+            return [{"type": "transcript.text.delta", "delta": delta}]
         if doc.event == TRANSCRIPT_DONE:
             return [{"type": "transcript.text.done", "text": doc.text or "", "language": doc.language,
                      "duration": doc.duration, "task": doc.task, "warnings": list(doc.warnings),
@@ -449,7 +454,14 @@ class StreamShapes:
             return {"type": "image_generation.partial_image", **common, "partial_image_index": number,
                     "step": event.step, "steps": event.total_steps}
         settings = image.model_dump(exclude={"id", "png", "prompt", "partial"})
-        return {"type": "image_generation.completed", **common, "revised_prompt": image.prompt, **settings}
+        return {"type": "image_generation.completed", **common, "usage": NO_TOKENS, "revised_prompt": image.prompt,
+                **settings}
+
+
+# OpenAI's images count tokens; these are drawn by diffusers, which counts none: zeros, as the
+# SDKs' completed event declares a usage
+NO_TOKENS = {"input_tokens": 0, "input_tokens_details": {"image_tokens": 0, "text_tokens": 0}, "output_tokens": 0,
+             "total_tokens": 0}
 
 
 def server_sent(event: dict) -> bytes:

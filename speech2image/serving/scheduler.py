@@ -252,17 +252,23 @@ class Scheduler:
                     await asyncio.shield(task)
             raise
 
-    async def stream(self, turn: Turn, work: Callable, *args):
-        """`work(*args, emit, turn)` in a thread, as :meth:`run`: what the work passes to `emit` is
-        yielded as it comes (then the work's error, if any, is raised). Closing the iterator early
-        (its caller went away) cancels the work at its next step, and waits until it stopped."""
+    async def stream(self, deadline: Optional[float], caller: Hashable, body: Callable, work: Optional[float] = None):
+        """The events that `body(turn, emit)` emits — a coroutine run in a turn of this replica,
+        whose refusal (Busy, DeadlineExceeded) is raised here — yielded as they come; `emit` may
+        be called from the event loop or from the work's thread (:meth:`run`). The turn ends when
+        the body does, however slowly the events are read; closing the iterator early (its
+        caller went away) cancels the body and waits until its work stopped at its next step."""
         loop = asyncio.get_running_loop()
         emitted: asyncio.Queue = asyncio.Queue()
 
         def emit(item) -> None:
             loop.call_soon_threadsafe(emitted.put_nowait, item)
 
-        done = asyncio.ensure_future(self.run(turn, work, *args, emit))
+        async def in_turn():
+            async with self.turn(deadline, caller, work) as turn:
+                await body(turn, emit)
+
+        done, got = asyncio.ensure_future(in_turn()), None
         try:
             while True:
                 while not emitted.empty():  # the work's emits reach the queue before its end does
@@ -277,7 +283,9 @@ class Scheduler:
                     got.cancel()
             done.result()
         finally:
+            if got is not None:
+                got.cancel()
             if not done.done():
                 done.cancel()
-                with contextlib.suppress(BaseException):
+                with contextlib.suppress(BaseException):  # as run(): the turn is never shared, so wait for it
                     await done

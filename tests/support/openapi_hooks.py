@@ -13,8 +13,9 @@ about a valid request, for the requests schemathesis means to be valid (positive
 - /generate's `uri` must be one the operator allowed (none here), and the client's own `timeout`
   is its deadline: positive requests send a prompt instead and leave a minute.
 - `stream: true` answers server-sent events, which schemathesis cannot read with the urllib3 that
-  Jina pins (its streamed response has no `read1`): positive requests ask for whole answers
-  (tests/test_streaming.py reads the streams, with the OpenAI SDK and curl).
+  Jina pins (its streamed response has no `read1`): positive requests ask for whole answers, and
+  so for no `partial_images` or `progress`, which only a stream takes (tests/test_streaming.py
+  reads the streams, with the OpenAI SDKs and curl).
 Negative requests go as drawn.
 """
 
@@ -28,6 +29,7 @@ SMALL = {"n": 2, "num_images": 2, "steps": 2}  # the most a positive request ask
 SIZES = ("width", "height")
 TINY_SIZES = range(16, 513, 8)
 PNDM_STEPS = 4
+STREAM_ONLY = ("stream", "partial_images", "progress")  # what asks for, or only goes with, a stream
 
 
 def silence(rate: int, seconds: float) -> bytes:
@@ -85,7 +87,7 @@ def _document(doc: dict) -> dict:
 def filter_case(context, case) -> bool:
     if not _positive(case) or case.media_type != "multipart/form-data":
         return True
-    if case.body.get("stream") not in (None, False, "false"):
+    if any(case.body.get(name) not in (None, False, "false", 0, "0") for name in STREAM_ONLY):
         return False
     size, steps = case.body.get("size"), case.body.get("steps")
     sides = size.split("x") if size not in (None, "auto") else ()
@@ -98,8 +100,8 @@ def map_case(context, case):
     if not _positive(case) or case.media_type != "application/json":
         return case
     body = _small(case.body)
-    if body.get("stream") is True:
-        body["stream"] = False
+    for name in STREAM_ONLY:
+        body.pop(name, None)
     if case.operation.path == "/generate":
         body["data"] = [_document(doc) for doc in body.get("data", [])[:2]]
         if isinstance(body.get("parameters"), dict):
