@@ -230,3 +230,29 @@ def test_a_grpc_stream_refuses_what_the_server_fills_and_oversized_options_in_on
         with pytest.raises(grpc.RpcError) as refused:
             list(jina_pb2_grpc.JinaSingleDocumentRequestRPCStub(channel).stream_doc(request, timeout=60))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and refused.value.details().startswith(refusal)
+
+
+def test_an_error_after_the_stream_opened_is_one_error_event_that_ends_it(app, pace):
+    """The transcript is sent, then the diffusion replica is full: its refusal is the last event."""
+    wait_until(lambda: idle(app), 60, "the replica idle")
+    url = f"http://127.0.0.1:{app.port + 1}"
+    body = json.dumps(pace.body(LONG_SECONDS, prompt="a long request"))
+    curls = []
+    try:
+        for count, metric in ((1, IN_PROGRESS), (1, QUEUE_LENGTH)):  # one running, one queued: full
+            curls.append(subprocess.Popen(["curl", "-s", "-o", "/dev/null", f"{url}/v1/images/generations",
+                                           "-H", "content-type: application/json", "-d", body]))
+            wait_until(lambda metric=metric, count=count: total(app.metrics_urls, metric, "diffusion") == count, 60,
+                       f"{metric} {count}")
+        with requests.post(f"{url}/v1/speech-to-image", files={"file": ("jfk.flac", (ROOT / "tests/data/jfk.flac")
+                                                                        .read_bytes())},
+                           data={"stream": "true"}, stream=True, timeout=120) as answer:
+            assert answer.status_code == 200
+            events = events_of(answer)
+    finally:
+        for curl in curls:
+            curl.kill()
+            curl.wait()
+    assert [e.get("type", "error") for e in events][-2:] == ["transcript.text.done", "error"]
+    assert events[-1]["error"]["type"] == "rate_limit_error" and "busy" in events[-1]["error"]["message"]
+    wait_until(lambda: idle(app), LONG_SECONDS / 2, "the replica idle after its clients went away")
