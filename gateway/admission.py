@@ -179,29 +179,29 @@ class ExecutorCalls(grpc.aio.UnaryUnaryClientInterceptor):
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):
         rpc = await continuation(client_call_details, request)
-        request_id = getattr(request, "request_id", None)
+        self.keep(getattr(request, "request_id", None), rpc)
+        return rpc
+
+    def keep(self, request_id: Optional[str], rpc) -> None:
+        """Keep an RPC under its request's id until it ends."""
         if request_id:
             self._by_request[request_id].add(rpc)
             rpc.add_done_callback(lambda done: _forget(self._by_request, request_id, done))
-        return rpc
 
     def pop(self, request_id: str, default=()):
         return self._by_request.pop(request_id, default)
 
 
 class ExecutorStreams(grpc.aio.UnaryStreamClientInterceptor):
-    """The gateway's streaming RPCs to executors, kept in the same registry as ExecutorCalls (gRPC
-    takes one interceptor object per kind of call)."""
+    """The gateway's streaming RPCs to executors, kept by ExecutorCalls too (gRPC takes one
+    interceptor object per kind of call)."""
 
     def __init__(self, calls: ExecutorCalls):
-        self._by_request = calls._by_request
+        self.calls = calls
 
     async def intercept_unary_stream(self, continuation, client_call_details, request):
         rpc = await continuation(client_call_details, request)
-        request_id = getattr(getattr(request, "header", None), "request_id", None)
-        if request_id:
-            self._by_request[request_id].add(rpc)
-            rpc.add_done_callback(lambda done: _forget(self._by_request, request_id, done))
+        self.calls.keep(getattr(getattr(request, "header", None), "request_id", None), rpc)
         return rpc
 
 
