@@ -9,6 +9,7 @@ the CPU's speed; the limits on waits only stop a test that hangs.
 
 import asyncio
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -57,6 +58,26 @@ def events_of(response) -> list[dict]:
             assert data.get("type", "error") == name
             events.append(data)
     return events
+
+
+@contextlib.contextmanager
+def full_replica(app, pace):
+    """The replica running one long request and queueing another (curl, killed after the block: its
+    clients gone, the gateway cancels their work, and the replica is idle again)."""
+    wait_until(lambda: idle(app), 60, "the replica idle")
+    body = json.dumps(pace.body(LONG_SECONDS, prompt="a long request"))
+    curls = []
+    try:
+        for metric in (IN_PROGRESS, QUEUE_LENGTH):  # one running, then one queued: full
+            curls.append(subprocess.Popen(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{app.port + 1}"
+                                           "/v1/images/generations", "-H", "content-type: application/json", "-d", body]))
+            wait_until(lambda metric=metric: total(app.metrics_urls, metric, "diffusion") == 1, 60, f"{metric} 1")
+        yield
+    finally:
+        for curl in curls:
+            curl.kill()
+            curl.wait()
+    wait_until(lambda: idle(app), LONG_SECONDS / 2, "the replica idle after its clients went away")
 
 
 def idle(app) -> bool:
@@ -130,25 +151,12 @@ def test_a_closed_stream_stops_its_work_at_the_next_step(app, pace):
 
 
 def test_a_full_replica_is_a_429_with_retry_after_before_the_stream_opens(app, pace):
-    wait_until(lambda: idle(app), 60, "the replica idle")
-    url = f"http://127.0.0.1:{app.port + 1}/v1/images/generations"
-    body = json.dumps(pace.body(LONG_SECONDS, prompt="a long request"))
-    curls = []
-    try:
-        for count, metric in ((1, IN_PROGRESS), (1, QUEUE_LENGTH)):  # one running, one queued: full
-            curls.append(subprocess.Popen(["curl", "-s", "-o", "/dev/null", url, "-H", "content-type: application/json",
-                                           "-d", body]))
-            wait_until(lambda metric=metric, count=count: total(app.metrics_urls, metric, "diffusion") == count, 60,
-                       f"{metric} {count}")
-        refused = requests.post(url, json={"prompt": "one too many", "stream": True}, timeout=60)
-        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
-        assert refused.headers["content-type"] == "application/json"
-        assert "busy" in refused.json()["error"]["message"]
-    finally:
-        for curl in curls:
-            curl.kill()  # the clients go away: the gateway cancels their work
-            curl.wait()
-    wait_until(lambda: idle(app), LONG_SECONDS / 2, "the replica idle after its clients went away")
+    with full_replica(app, pace):
+        refused = requests.post(f"http://127.0.0.1:{app.port + 1}/v1/images/generations",
+                                json={"prompt": "one too many", "stream": True}, timeout=60)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["content-type"] == "application/json"
+    assert "busy" in refused.json()["error"]["message"]
 
 
 def test_client_py_says_the_transcript_then_each_image_and_keeps_the_previews(app, tmp_path):
@@ -183,14 +191,15 @@ def test_jinas_own_client_streams_a_prompt_with_its_options_in_the_document(app)
 
 
 @pytest.fixture(scope="module")
-def node_sdk():
-    """The OpenAI Node SDK at the version tests/support/node/package-lock.json pins (npm ci)."""
+def node_sdk(tmp_path_factory):
+    """The OpenAI Node SDK at the version tests/support/node/package-lock.json pins, installed by
+    npm ci into a folder of its own (nothing is written into the repository)."""
     if not (shutil.which("node") and shutil.which("npm")):
         pytest.skip("node and npm are not installed (apt-get install nodejs npm)")
-    folder = ROOT / "tests/support/node"
-    if not (folder / "node_modules/openai").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True,
-                       timeout=600)
+    folder = tmp_path_factory.mktemp("node")
+    for name in ("package.json", "package-lock.json", "stream_transcript.mjs"):
+        shutil.copy(ROOT / "tests/support/node" / name, folder / name)
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True, timeout=600)
     return folder
 
 
@@ -234,25 +243,10 @@ def test_a_grpc_stream_refuses_what_the_server_fills_and_oversized_options_in_on
 
 def test_an_error_after_the_stream_opened_is_one_error_event_that_ends_it(app, pace):
     """The transcript is sent, then the diffusion replica is full: its refusal is the last event."""
-    wait_until(lambda: idle(app), 60, "the replica idle")
-    url = f"http://127.0.0.1:{app.port + 1}"
-    body = json.dumps(pace.body(LONG_SECONDS, prompt="a long request"))
-    curls = []
-    try:
-        for count, metric in ((1, IN_PROGRESS), (1, QUEUE_LENGTH)):  # one running, one queued: full
-            curls.append(subprocess.Popen(["curl", "-s", "-o", "/dev/null", f"{url}/v1/images/generations",
-                                           "-H", "content-type: application/json", "-d", body]))
-            wait_until(lambda metric=metric, count=count: total(app.metrics_urls, metric, "diffusion") == count, 60,
-                       f"{metric} {count}")
-        with requests.post(f"{url}/v1/speech-to-image", files={"file": ("jfk.flac", (ROOT / "tests/data/jfk.flac")
-                                                                        .read_bytes())},
-                           data={"stream": "true"}, stream=True, timeout=120) as answer:
-            assert answer.status_code == 200
-            events = events_of(answer)
-    finally:
-        for curl in curls:
-            curl.kill()
-            curl.wait()
+    with full_replica(app, pace), requests.post(
+            f"http://127.0.0.1:{app.port + 1}/v1/speech-to-image", data={"stream": "true"}, stream=True, timeout=120,
+            files={"file": ("jfk.flac", (ROOT / "tests/data/jfk.flac").read_bytes())}) as answer:
+        assert answer.status_code == 200
+        events = events_of(answer)
     assert [e.get("type", "error") for e in events][-2:] == ["transcript.text.done", "error"]
     assert events[-1]["error"]["type"] == "rate_limit_error" and "busy" in events[-1]["error"]["message"]
-    wait_until(lambda: idle(app), LONG_SECONDS / 2, "the replica idle after its clients went away")
