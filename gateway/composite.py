@@ -35,7 +35,7 @@ from speech2image.api.images import ImageStore
 from speech2image.api.keys import ApiKeys
 from speech2image.limits import AudioLimits, ConnectionLimits, KeyLimits, RequestLimits
 from speech2image.limits import max_request_bytes as derived_max_request_bytes
-from speech2image.serving.network import GRPC_SERVER_OPTIONS, HostPolicy
+from speech2image.serving.network import EXECUTOR_CHANNEL_OPTIONS, GRPC_SERVER_OPTIONS, HostPolicy
 
 
 class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
@@ -51,7 +51,7 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
                  requests_per_minute_per_key: Optional[float] = KeyLimits().requests_per_minute_per_key,
                  allowed_hosts: tuple = (), public_url: Optional[str] = None, **kwargs):
         self.executor_calls = ExecutorCalls()  # before super().__init__, which builds the channels
-        super().__init__(**kwargs)
+        super().__init__(**with_channel_options(kwargs))
         keys = ApiKeys.load(api_keys) if api_keys else None
         limit = max_request_bytes or derived_max_request_bytes(AudioLimits(), RequestLimits())
         rate = KeyLimits(requests_per_minute_per_key).requests_per_minute_per_key  # checked: in range
@@ -84,6 +84,17 @@ class Speech2ImageGateway(CompositeBaseServer, BaseGateway):
                 await server.health_servicer.enter_graceful_shutdown()
         await self.admission.drain()
         await super().shutdown()
+
+
+def with_channel_options(kwargs: dict) -> dict:
+    """The gateway's arguments with EXECUTOR_CHANNEL_OPTIONS under the Flow's own
+    `grpc_channel_options` (Jina merges them into its defaults for the channels to executors)."""
+    runtime_args = kwargs.get("runtime_args")
+    if runtime_args is None:
+        return kwargs
+    arguments = runtime_args if isinstance(runtime_args, dict) else vars(runtime_args)
+    arguments["grpc_channel_options"] = {**EXECUTOR_CHANNEL_OPTIONS, **(arguments.get("grpc_channel_options") or {})}
+    return kwargs
 
 
 class GrpcServer(GRPCGateway):

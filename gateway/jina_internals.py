@@ -83,6 +83,11 @@ class SkippingReplicas:
         self.last = connection.address if connection is not None else None
         return connection
 
+    def get_all_connections(self) -> list:
+        """The connections not skipped: Jina's sending tries each of them before it gives up (with
+        every one it would ask the round robin forever for one it has not tried)."""
+        return [c for c in self._replicas.get_all_connections() if c is None or c.address not in self.skipped]
+
     def __getattr__(self, name):
         return getattr(self._replicas, name)
 

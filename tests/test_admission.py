@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import grpc
@@ -54,13 +55,6 @@ def flow_file(directory, timeout_send_ms=None):
     path = directory / "flow.yml"
     path.write_text(yaml.safe_dump(flow))
     return path
-
-
-# docs/admission.md, known problem: with two replicas, a request refused as busy by one and sent on
-# to the other can stay unanswered (it never reaches that replica) when the machine is loaded; these
-# tests fill both replicas' queues and share one app.py, so one such request fails them together
-RETRY_BUG = pytest.mark.xfail(reason="a busy request sent on to another replica can stay unanswered under load",
-                              strict=False)
 
 
 def serving(app) -> bool:
@@ -120,7 +114,6 @@ def curl(app, body: dict) -> subprocess.Popen:
 
 
 @pytest.mark.flow
-@RETRY_BUG
 def test_a_full_flow_refuses_at_once_and_a_closed_connection_stops_its_work(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     cancelled = count(app, CANCELLED)
@@ -153,7 +146,6 @@ def test_a_full_flow_refuses_at_once_and_a_closed_connection_stops_its_work(app,
 
 
 @pytest.mark.flow
-@RETRY_BUG
 def test_a_full_replica_passes_the_request_to_one_with_room(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     refused = count(app, REFUSED)
@@ -178,7 +170,6 @@ def test_a_full_replica_passes_the_request_to_one_with_room(app, pace):
 
 
 @pytest.mark.flow
-@RETRY_BUG
 def test_a_deadline_that_passes_in_the_queue_drops_the_request_unworked(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     dropped, runs = count(app, DROPPED), count(app, RUNS)
@@ -199,7 +190,6 @@ def test_a_deadline_that_passes_in_the_queue_drops_the_request_unworked(app, pac
 
 
 @pytest.mark.flow
-@RETRY_BUG
 def test_a_client_timeout_stops_the_work_it_no_longer_waits_for(app, pace):
     """The gateway takes the client's gRPC deadline as the request's (a little earlier, so that the
     client usually hears why): the replica stops between two steps, and its one image is never drawn."""
@@ -218,7 +208,6 @@ def test_a_client_timeout_stops_the_work_it_no_longer_waits_for(app, pace):
 
 
 @pytest.mark.flow
-@RETRY_BUG
 def test_a_grpc_client_that_goes_away_has_its_work_cancelled(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     cancelled = count(app, CANCELLED)
@@ -238,7 +227,6 @@ def test_a_grpc_client_that_goes_away_has_its_work_cancelled(app, pace):
 
 
 @pytest.mark.flow
-@RETRY_BUG
 def test_sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(app, pace):
     wait_until(lambda: idle(app), 30, "the replicas idle")
     body = pace.body(IN_FLIGHT_SECONDS, prompt="a request in flight")
@@ -320,3 +308,35 @@ def test_the_deadline_comes_before_jinas_timeout_send_and_the_stop_waits_for_the
     assert parameters["deadline"] <= time.time() + 8  # 80 % of timeout_send
     assert longest_request(300, None) == longest_request(300, -1) == 300 and longest_request(5, 10) == 5
     assert stop_seconds(drain_seconds(longest_request(299.5, 600))) == 300 + CLOSE_SECONDS
+
+
+def test_a_call_whose_only_replica_left_is_unreachable_ends_with_an_error():
+    """Sent on after a Busy, a call whose one replica not yet tried is unreachable (a replica still
+    loading its model refuses connections) gets Jina's network error: Jina's sending must not ask
+    the round robin forever for a replica it has not tried (it would hold the gateway's event loop)."""
+    from jina.serve.networking import GrpcConnectionPool
+    from jina.types.request.data import DataRequest
+
+    from gateway.jina_internals import SkippingReplicas, replicas_of, send_to
+    from tests.support.ports import free_port
+
+    async def send_on():
+        pool = GrpcConnectionPool(runtime_name="test")
+        busy, unreachable = (f"127.0.0.1:{free_port()}" for _ in range(2))
+        for address in (busy, unreachable):
+            pool.add_connection(deployment="diffusion", address=address, head=True)
+        untried = SkippingReplicas(replicas_of(pool, "diffusion", True, None))
+        untried.skipped.add(busy)
+        request = DataRequest()
+        request.data.docs = make_documents([], "a request sent on")
+        try:
+            return await send_to(pool, [request], untried, endpoint="/", metadata=None, timeout=10, retries=-1)
+        finally:
+            await pool.close()
+
+    answers = []
+    sending = threading.Thread(target=lambda: answers.append(asyncio.run(send_on())), daemon=True)
+    sending.start()
+    sending.join(60)
+    assert not sending.is_alive(), "the call was still sending after 60 s"
+    assert answers and isinstance(answers[0], Exception), answers

@@ -21,6 +21,13 @@ METRICS_HOST = "SPEECH2IMAGE_METRICS_HOST"
 # an idle channel with GOAWAY too_many_pings, and a call sent on it fails over to another replica.
 # Every gRPC server of the Flow (executors and gateway) is given the allowance under its real name.
 GRPC_SERVER_OPTIONS = {"grpc.http2.min_ping_interval_without_data_ms": 5000}
+# The gateway's channels to the executors. gRPC waits longer and longer (1 s × 1.6 per try, up to
+# 2 minutes) before it connects again to an address that refused it, and a replica refuses until
+# it has loaded its model; a call in that wait fails at once (UNAVAILABLE), even after the replica
+# came up. Jina answers UNAVAILABLE by making a new channel, which by default shares the old one's
+# connection and its wait (gRPC's global subchannel pool): with a pool per channel it connects anew.
+EXECUTOR_CHANNEL_OPTIONS = {"grpc.use_local_subchannel_pool": 1, "grpc.initial_reconnect_backoff_ms": 100,
+                            "grpc.max_reconnect_backoff_ms": 1000}
 
 
 def is_loopback(address: str) -> bool:
