@@ -18,6 +18,8 @@ from speech2image.asr.transcription import load_engine, transcribe
 from speech2image.errors import ModelLoadError
 from tests.support.speech import SPEECH, wer
 
+pytestmark = pytest.mark.flow  # Whisper base, the multilingual model: its decoding takes most of a minute here
+
 # beam 1: the same languages and tasks as beam 5 on these clips, in a fraction of the time
 FAST = dict(beam_size=1)
 

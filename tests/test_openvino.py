@@ -99,6 +99,7 @@ def test_a_second_start_converts_nothing_and_compiles_from_the_cache(executor, c
 
 
 @needs_openvino
+@pytest.mark.flow  # NNCF compresses and calibrates: tens of seconds
 # measured on the tiny model: correlation 0.9996 (weights), 0.992 (full)
 @pytest.mark.parametrize("int8,parts,closeness", [("weights", {"text_encoder", "unet"}, 0.995),
                                                    ("full", {"unet"}, 0.97)])

@@ -453,7 +453,7 @@ def test_a_refusal_by_design_is_one_log_line_and_a_bug_keeps_its_stack(caplog):
 
 def test_a_stream_yields_what_the_work_emits_as_it_comes_and_closing_it_stops_the_work():
     scheduler = Scheduler(1)
-    go_on = threading.Event()
+    read = threading.Semaphore(0)  # one release per item the test has read: the work goes on
     turns = []
 
     def work(count, emit, turn):
@@ -461,8 +461,7 @@ def test_a_stream_yields_what_the_work_emits_as_it_comes_and_closing_it_stops_th
         for k in range(count):
             turn.check(f"item {k}")
             emit(k)
-            go_on.wait(30)  # the test reads each item while the work waits
-            go_on.clear()
+            read.acquire(timeout=30)
 
     async def body(turn, emit):
         await scheduler.run(turn, work, 1000, emit)
@@ -474,8 +473,8 @@ def test_a_stream_yields_what_the_work_emits_as_it_comes_and_closing_it_stops_th
             seen.append(item)
             if len(seen) == 3:
                 break
-            go_on.set()
-        go_on.set()
+            read.release()
+        read.release(1000)  # the work never waits again, whatever it emits before it sees the cancel
         await stream.aclose()  # waits until the work stopped at its next check
         return seen
 
