@@ -21,6 +21,7 @@ MAX_IMAGES = 8  # per document
 MAX_PARTIAL_IMAGES = 3  # previews of each image in a streaming call (OpenAI's bound)
 MAX_SEED = 2**31 - 1  # seeds travel as protobuf int32
 STEPS = (1, 150)
+EDIT_STRENGTH = (0.01, 1.0)  # an edit runs steps x strength steps: at 0.01, 100 of them make one
 GUIDANCE_SCALE = (0.0, 30.0)
 MAX_NEGATIVE_PROMPT_CHARS = 2000
 SIZE_MULTIPLE = 8  # width and height: multiples of it, from a quarter to twice the model's native size
@@ -28,6 +29,11 @@ SIZE_RANGE = (0.25, 2.0)
 TINY_MAX_SIZE = 512  # the random-weights test model: its attention makes larger images slow on a CPU
 BEAM_SIZE = (1, 16)
 MAX_INITIAL_PROMPT_CHARS = 1000
+# an image to edit, and its mask: bytes, and pixels as its header declares them (checked before it
+# is decoded: a small file can declare gigapixels)
+MAX_EDIT_IMAGE_BYTES = 16 * MEGA
+MAX_EDIT_IMAGE_PIXELS = 4096 * 4096
+EDIT_FORMATS = ("PNG", "JPEG", "WEBP")
 
 
 @dataclass(frozen=True)
@@ -147,8 +153,10 @@ def max_body_bytes(route: str, max_request_bytes: int, max_audio_bytes: int) -> 
     """The largest HTTP body each kind of route accepts (never over max_request_bytes): "audio", a
     form with one audio file; "documents", Jina's JSON route, whose bytes are decimal numbers (up
     to 4 characters a byte, and its parsing costs many times its size in memory: one file's
-    worth — more files go over gRPC); "fields", a JSON or form request without audio."""
-    sizes = {"audio": max_audio_bytes + MEGA, "documents": 4 * max_audio_bytes + MEGA, "fields": MEGA}
+    worth — more files go over gRPC); "fields", a JSON or form request without audio; "images", a
+    form with an image to edit and its mask."""
+    sizes = {"audio": max_audio_bytes + MEGA, "documents": 4 * max_audio_bytes + MEGA, "fields": MEGA,
+             "images": 2 * MAX_EDIT_IMAGE_BYTES + MEGA}
     return min(sizes[route], max_request_bytes * (4 if route == "documents" else 1))
 
 

@@ -68,6 +68,7 @@ class GeneratedImage(BaseDoc):
     device: str = ""
     dtype: str = ""  # the weights' and computation's: float16, bfloat16 or float32
     vae: str = ""  # the decoder: full or tiny
+    strength: Optional[float] = None  # an edit's: how far from the image it was drawn (none: a new image)
     seconds: float = 0.0
     random_weights: bool = False
     nsfw: bool = False
@@ -93,6 +94,10 @@ class SpeechImageDoc(BaseDoc):
     waveform: Optional[NdArray] = None  # float32 mono samples at 16 kHz
     uri: Optional[str] = None  # server-side path or URL; refused unless allow-listed
     prompt: Optional[str] = None  # text prompt; used when there is no audio
+    # an image to edit (PNG, JPEG or WebP bytes as uint8): the images are drawn from it; and the
+    # mask of the area to repaint (a PNG of its size, transparent there: OpenAI's rule)
+    edit_image: Optional[NdArray] = None
+    edit_mask: Optional[NdArray] = None
 
     # speech -> text (WhisperExecutor)
     text: Optional[str] = None

@@ -5,10 +5,19 @@ from jina import Executor, requests
 
 from speech2image.imaging.diffusion import generate, load_engine
 from speech2image.imaging.options import DiffusionArguments
+from speech2image.imaging.pictures import edit_source
 from speech2image.observability.metrics import ExecutorMetrics
 from speech2image.observability.stages import StageClock
 from speech2image.options import configure, merge
-from speech2image.schema import GeneratedImage, SpeechImageDoc, error_doc, event_doc, refuse_filled, stream_parameters
+from speech2image.schema import (
+    GeneratedImage,
+    SpeechImageDoc,
+    error_doc,
+    event_doc,
+    from_blob,
+    refuse_filled,
+    stream_parameters,
+)
 from speech2image.serving.announce import announce_when_serving
 from speech2image.serving.deadline import monotonic_deadline
 from speech2image.serving.interrupts import leave_interrupts_to_the_flow
@@ -49,10 +58,10 @@ class StableDiffusionExecutor(Executor):
             request = self._admit(docs, parameters)
             if request is None:
                 return docs  # nothing to draw: nothing to queue for
-            deadline, prompts, settings, work = request
+            deadline, prompts, settings, sources, work = request
             async with self.scheduler.turn(deadline, parameters.get(CALLER), work) as turn:
                 with self.metrics.working():
-                    await self.scheduler.run(turn, self._draw_all, docs, prompts, settings, clock)
+                    await self.scheduler.run(turn, self._draw_all, docs, prompts, settings, sources, clock)
         return docs
 
     @requests(on="/stream")
@@ -70,29 +79,34 @@ class StableDiffusionExecutor(Executor):
                 if request is None:
                     yield doc
                     return
-                deadline, [prompt], [settings], work = request
+                deadline, [prompt], [settings], [source], work = request
                 partial_images = merge(self.defaults, parameters).partial_images
 
                 async def draw(turn, emit):
                     with self.metrics.working():
-                        await self.scheduler.run(turn, self._draw_streaming, prompt, settings, partial_images, clock,
-                                                 emit)
+                        await self.scheduler.run(turn, self._draw_streaming, prompt, settings, source, partial_images,
+                                                 clock, emit)
 
                 async for event in self.scheduler.stream(deadline, parameters.get(CALLER), draw, work):
                     yield event
+                doc.edit_image = doc.edit_mask = None
                 yield doc  # the end: the document (its images went as events)
         except Exception as error:  # the stream's last event
             yield error_doc(error, self.logger)
 
     def _admit(self, docs, parameters: dict):
         """Check every document and option before any model work; (deadline, prompts, settings,
-        work), or None when there is nothing to draw."""
+        edit sources, work), or None when there is nothing to draw."""
         deadline = monotonic_deadline(parameters, self.limits.request_timeout_seconds)
         options = merge(self.defaults, parameters)
         self.limits.check_documents(docs)
         refuse_filled(docs, "diffusion", "stream")
         prompts = [(doc.image_prompt() or "").strip() for doc in docs]
-        settings = [self.engine.resolve(options) for _ in docs]  # once each: rejects sizes the model cannot draw
+        sources = [edit_source(*(from_blob(blob) if blob is not None else None for blob in (doc.edit_image,
+                                                                                          doc.edit_mask)))
+                   for doc in docs]
+        # once each: rejects sizes the model cannot draw
+        settings = [self.engine.resolve(options, source) for source in sources]
         for doc, prompt in zip(docs, prompts, strict=True):
             if not prompt:
                 doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
@@ -103,20 +117,21 @@ class StableDiffusionExecutor(Executor):
                                       steps=first.steps, width=first.width, height=first.height)
         self.metrics.set_attributes(steps=first.steps, width=first.width, height=first.height,
                                     images=len(first.seeds))
-        return deadline, prompts, settings, work
+        return deadline, prompts, settings, sources, work
 
-    def _draw_all(self, docs, prompts, settings, clock, turn) -> None:
-        for doc, prompt, resolved in zip(docs, prompts, settings, strict=True):
+    def _draw_all(self, docs, prompts, settings, sources, clock, turn) -> None:
+        for doc, prompt, resolved, source in zip(docs, prompts, settings, sources, strict=True):
             if prompt:
                 doc.images = DocList[GeneratedImage](generate(
-                    self.engine, prompt, resolved, turn=turn, clock=clock,
+                    self.engine, prompt, resolved, turn=turn, clock=clock, source=source,
                     drawn=lambda count: self.metrics.images_made(self.engine.model, count)))
+            doc.edit_image = doc.edit_mask = None  # answers stay small
 
-    def _draw_streaming(self, prompt, settings, partial_images, clock, emit, turn) -> None:
+    def _draw_streaming(self, prompt, settings, source, partial_images, clock, emit, turn) -> None:
         def progress(event, index, step, steps, image):
             emit(event_doc(event, image_index=index, step=step, total_steps=steps, images=[image] if image else []))
 
-        generate(self.engine, prompt, settings, turn=turn, clock=clock, progress=progress,
+        generate(self.engine, prompt, settings, turn=turn, clock=clock, progress=progress, source=source,
                  partial_images=partial_images, drawn=lambda count: self.metrics.images_made(self.engine.model, count))
 
     @requests(on="/models")

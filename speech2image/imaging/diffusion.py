@@ -20,13 +20,22 @@ from typing import Callable, Optional
 from ..cache import tiny_diffusion_dir
 from ..errors import ConfigurationError, GenerationError, InvalidRequest, ModelLoadError, one_line
 from ..hardware import cpu_features, cpu_has_native_bfloat16
-from ..limits import MAX_SEED, SIZE_RANGE, TINY_MAX_SIZE
+from ..limits import MAX_SEED, SIZE_MULTIPLE, SIZE_RANGE, TINY_MAX_SIZE
 from ..observability.names import DENOISE, PNG_ENCODE, PREVIEW_DECODE, TEXT_ENCODE, VAE_DECODE
 from ..observability.stages import StageClock
 from ..options import check_range
 from ..schema import IMAGE_COMPLETED, IMAGE_PARTIAL, STEP, GeneratedImage, to_blob
 from ..serving.scheduler import Turn
-from .options import OFFLINE_MODEL, PRESETS, SCHEDULERS, DiffusionConfig, GenerateOptions
+from .options import (
+    IMAGE_TO_IMAGE_STRENGTH,
+    INPAINT_STRENGTH,
+    OFFLINE_MODEL,
+    PRESETS,
+    SCHEDULERS,
+    DiffusionConfig,
+    GenerateOptions,
+)
+from .pictures import Source
 from .random_pipelines import TINY_VAE_SUBFOLDER, has_random_weights, save_random_pipeline
 
 log = logging.getLogger(__name__)
@@ -52,6 +61,13 @@ class Settings:
     height: int
     scheduler: str
     negative_prompt: Optional[str]
+    strength: Optional[float] = None  # an edit's (None: a new image)
+    warnings: tuple[str, ...] = ()  # what was changed from the request, and why
+
+    @property
+    def denoise_steps(self) -> int:
+        """The steps that run: an edit starts `strength` of the way, so it runs steps × strength."""
+        return int(self.steps * self.strength) if self.strength is not None else self.steps
 
 
 class DiffusionEngine:
@@ -69,6 +85,8 @@ class DiffusionEngine:
         self.native_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.default_scheduler = _scheduler_name(type(pipe.scheduler).__name__)
         self._schedulers = {self.default_scheduler: pipe.scheduler}
+        self._edit_pipelines: dict[bool, object] = {}  # inpainting? → the pipeline sharing pipe's modules
+        self.load_encoder: Optional[Callable[[], object]] = None  # OpenVINO: a torch VAE to encode images with
         encoders = [m for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if m]
         self.stage_modules = {TEXT_ENCODE: encoders, DENOISE: [pipe.unet], VAE_DECODE: [pipe.vae.decoder]}
 
@@ -78,11 +96,15 @@ class DiffusionEngine:
         low, high = (int(self.native_size * factor) for factor in SIZE_RANGE)
         return max(8, low), TINY_MAX_SIZE if self.family == "tiny" else high
 
-    def resolve(self, options: GenerateOptions) -> Settings:
-        """Check options against this model and fill in presets (no model work)."""
+    def resolve(self, options: GenerateOptions, source: Optional[Source] = None) -> Settings:
+        """Check options against this model and fill in presets (no model work). An edit's size is
+        by default its image's, scaled down to fit the model's range; its steps are raised where
+        steps × strength would run none (a warning says so)."""
         preset_steps, guidance = PRESETS[self.family]
         low, high = self.size_range
         width, height = options.width or self.native_size, options.height or self.native_size
+        if source is not None and not options.width and not options.height:
+            width, height = fitted(source.size, low, high)
         for name, value in (("width", width), ("height", height)):
             check_range(name, value, low, high)
         steps, scheduler = options.steps or preset_steps, options.scheduler or self.default_scheduler
@@ -90,6 +112,15 @@ class DiffusionEngine:
         if scheduler == "pndm" and steps < PNDM_PRK_STEPS and not skips_prk:
             raise InvalidRequest(f"invalid steps={steps}: the pndm scheduler takes {PNDM_PRK_STEPS} or more with "
                                  "this model; ask for more steps, or another scheduler")
+        strength, warnings = None, ()
+        if source is not None:
+            strength = options.strength or (INPAINT_STRENGTH if source.mask is not None else IMAGE_TO_IMAGE_STRENGTH)
+            asked = steps
+            while int(steps * strength) < 1:
+                steps += 1
+            if steps != asked:
+                warnings = (f"steps raised from {asked} to {steps}: an edit runs steps x strength of them "
+                            f"({steps} x {strength:g}), and at least one",)
         seed = options.seed if options.seed is not None else secrets.randbelow(MAX_SEED + 1)
         return Settings(
             seeds=tuple((seed + k) % (MAX_SEED + 1) for k in range(options.num_images)),
@@ -98,7 +129,24 @@ class DiffusionEngine:
             width=width, height=height,
             scheduler=scheduler,
             negative_prompt=options.negative_prompt,
+            strength=strength, warnings=warnings,
         )
+
+    def pipeline(self, source: Optional[Source]):
+        """The pipeline that draws from `source`: the loaded text-to-image one, or diffusers'
+        image-to-image or inpainting pipeline made from it once (its modules: no second copy)."""
+        if source is None:
+            return self.pipe
+        inpaint = source.mask is not None
+        if inpaint not in self._edit_pipelines:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+            if self.load_encoder is not None and getattr(self.pipe.vae, "encoding", None) is None:
+                self.pipe.vae.encoding = self.load_encoder()
+            made = (AutoPipelineForInpainting if inpaint else AutoPipelineForImage2Image).from_pipe(self.pipe)
+            made.set_progress_bar_config(disable=True)
+            self._edit_pipelines[inpaint] = made
+        return self._edit_pipelines[inpaint]
 
     def scheduler(self, name: str):
         """The named scheduler, made from the model's own scheduler config once."""
@@ -107,6 +155,13 @@ class DiffusionEngine:
 
             self._schedulers[name] = getattr(diffusers, SCHEDULERS[name]).from_config(self.pipe.scheduler.config)
         return self._schedulers[name]
+
+
+def fitted(size: tuple[int, int], low: int, high: int) -> tuple[int, int]:
+    """An image's size scaled down (never up) to fit `high` a side, in multiples of SIZE_MULTIPLE
+    and at least `low`."""
+    scale = min(1.0, high / max(size))
+    return tuple(max(low, int(side * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE) for side in size)
 
 
 def _scheduler_name(class_name: str) -> str:
@@ -184,14 +239,16 @@ def load_engine(config: DiffusionConfig = DiffusionConfig()) -> DiffusionEngine:
     source = str(save_random_pipeline(tiny_diffusion_dir(), "tiny")) if tiny else config.model
     random_weights = has_random_weights(source) if os.path.isdir(source) else False
     started = time.perf_counter()
+    load_encoder = None
     if backend == "openvino":
-        pipe, vae, backend = _openvino_pipeline(source, config, device=device, dtype=dtype, vae=vae)
+        pipe, vae, backend, load_encoder = _openvino_pipeline(source, config, device=device, dtype=dtype, vae=vae)
     else:
         pipe, vae = _torch_pipeline(source, config, device=device, dtype=dtype, vae=vae)
         if config.compile:
             _compile(pipe)
     engine = DiffusionEngine(pipe, config, device=device, dtype=dtype, vae=vae, backend=backend,
                              random_weights=random_weights)
+    engine.load_encoder = load_encoder
     why = " (native on this CPU)" if dtype == "bfloat16" and device == "cpu" else ""
     log.info("diffusion model %s (%s) loaded on %s, %s%s, %s VAE, %s%s in %.1f s", config.model,
              type(pipe).__name__, device, dtype, why, vae, "OpenVINO" if backend == "openvino" else "PyTorch",
@@ -226,8 +283,9 @@ def _torch_pipeline(source: str, config: DiffusionConfig, *, device: str, dtype:
 
 def _openvino_pipeline(source: str, config: DiffusionConfig, *, device: str, dtype: str, vae: str):
     """The diffusers pipeline with its text encoder, UNet and VAE decoder run by OpenVINO (converted
-    from the torch pipeline once, then from the cache); its VAE's name and the backend. Under
-    `auto`, a pipeline OpenVINO does not convert here (SDXL) loads in PyTorch instead."""
+    from the torch pipeline once, then from the cache); its VAE's name, the backend, and what
+    loads the torch VAE that encodes an edit's image (None in PyTorch). Under `auto`, a pipeline
+    OpenVINO does not convert here (SDXL) loads in PyTorch instead."""
     from diffusers import DiffusionPipeline
 
     from . import openvino_backend
@@ -252,7 +310,7 @@ def _openvino_pipeline(source: str, config: DiffusionConfig, *, device: str, dty
                                      f"models; {config.model!r} is a {index.get('_class_name')}: use "
                                      "diffusion_backend='torch'")
         pipe, vae = _torch_pipeline(source, config, device=device, dtype=dtype, vae=vae)
-        return pipe, vae, "torch"
+        return pipe, vae, "torch", None
     own_tiny = index.get("vae", [None, None])[1] == "AutoencoderTiny"
     vae = "tiny" if own_tiny else vae
     def calibration(pipe):  # the UNet's inputs at the model family's preset steps and guidance
@@ -272,7 +330,17 @@ def _openvino_pipeline(source: str, config: DiffusionConfig, *, device: str, dty
         raise ModelLoadError(_load_failure(config.model, e)) from e
     pipe = type(skeleton)(**{**skeleton.components, **parts}, requires_safety_checker=config.safety_checker)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, vae, "openvino"
+
+    def load_encoder():  # the VAE whose decoder OpenVINO runs, in PyTorch: its encoder is used
+        import torch
+        from diffusers import AutoencoderKL, AutoencoderTiny
+
+        if vae == "tiny" and not own_tiny:
+            return _tiny_vae(pipe, str(model_dir), config, random_weights=has_random_weights(model_dir),
+                             dtype=torch.float32)
+        return (AutoencoderTiny if own_tiny else AutoencoderKL).from_pretrained(model_dir, subfolder="vae")
+
+    return pipe, vae, "openvino", load_encoder
 
 
 def _tiny_vae(pipe, source: str, config: DiffusionConfig, *, random_weights: bool, dtype):
@@ -321,8 +389,10 @@ def preview_steps(steps: int, partial_images: int) -> tuple[int, ...]:
 
 def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: Optional[Turn] = None,
              clock: StageClock = StageClock(), drawn: Callable[[int], None] = lambda count: None,
-             progress: Optional[Progress] = None, partial_images: int = 0) -> list[GeneratedImage]:
-    """Draw the images of `settings` (from :meth:`DiffusionEngine.resolve`) for `prompt`; between
+             progress: Optional[Progress] = None, partial_images: int = 0,
+             source: Optional[Source] = None) -> list[GeneratedImage]:
+    """Draw the images of `settings` (from :meth:`DiffusionEngine.resolve`) for `prompt`, anew or
+    from `source` (an edit: image to image, or inpainting with its mask); between
     two denoising steps `turn` may stop it (DeadlineExceeded, Cancelled). `clock` times each
     image's stages: text_encode, denoise, vae_decode, png_encode; `drawn` is told how many images
     each pipeline call drew, as they come (work done counts even when the rest is stopped).
@@ -331,7 +401,7 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
     turn = turn or Turn()  # no deadline, never cancelled
     import torch
 
-    warnings = []
+    warnings = list(settings.warnings)
     tokenizer = engine.pipe.tokenizer
     n_tokens = len(tokenizer(prompt).input_ids)
     truncated = n_tokens > tokenizer.model_max_length
@@ -341,7 +411,15 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
     # one seed per pipeline call unless batching: batched numerics differ slightly, and
     # image k must come out byte-identical when its seed is asked for alone
     batches = [settings.seeds] if engine.batch_images else [(seed,) for seed in settings.seeds]
-    previews = preview_steps(settings.steps, partial_images) if progress else ()
+    steps = settings.denoise_steps
+    previews = preview_steps(steps, partial_images) if progress else ()
+    pipe = engine.pipeline(source)
+    edit = {"width": settings.width, "height": settings.height}
+    if source is not None:  # image to image draws at its image's size: the image (and mask) resized to the settings'
+        size = (settings.width, settings.height)
+        edit = {"image": source.image.resize(size), "strength": settings.strength}
+        if source.mask is not None:
+            edit.update(mask_image=source.mask.resize(size), width=settings.width, height=settings.height)
     images: list[GeneratedImage] = []
 
     def image(picture, seed: int, seconds: float, nsfw: bool = False, partial: bool = False) -> GeneratedImage:
@@ -351,10 +429,10 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
             png=to_blob(png), prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed,
             steps=settings.steps, guidance_scale=settings.guidance_scale, width=settings.width,
             height=settings.height, scheduler=settings.scheduler, model=engine.model, device=engine.device,
-            dtype=engine.dtype, vae=engine.vae, seconds=seconds, random_weights=engine.random_weights,
+            dtype=engine.dtype, vae=engine.vae, strength=settings.strength, seconds=seconds, random_weights=engine.random_weights,
             nsfw=nsfw, prompt_truncated=truncated, warnings=[] if partial else list(warnings), partial=partial)
 
-    engine.pipe.scheduler = engine.scheduler(settings.scheduler)
+    pipe.scheduler = engine.scheduler(settings.scheduler)
     try:
         for seeds in batches:
             first = len(images)
@@ -362,34 +440,37 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
             started = time.perf_counter()
 
             def after_step(pipe, step, timestep, callback_kwargs, seeds=seeds, first=first, started=started):
-                turn.check(f"step {step + 1} of {settings.steps} of image {first + 1} of {n}")
+                turn.check(f"step {step + 1} of {steps} of image {first + 1} of {n}")
                 if progress:
                     for k in range(len(seeds)):
-                        progress(STEP, first + k, step + 1, settings.steps, None)
+                        progress(STEP, first + k, step + 1, steps, None)
                     if step + 1 in previews:
                         with clock.aside(), clock.stage(PREVIEW_DECODE):
                             pictures = _decode(pipe, callback_kwargs["latents"])
                         for k, (picture, seed) in enumerate(zip(pictures, seeds, strict=True)):
-                            progress(IMAGE_PARTIAL, first + k, step + 1, settings.steps,
+                            progress(IMAGE_PARTIAL, first + k, step + 1, steps,
                                      image(picture, seed, time.perf_counter() - started, partial=True))
                 return callback_kwargs
 
             with clock.watch(engine.stage_modules):
-                output = engine.pipe(
+                output = pipe(
                     prompt=[prompt] * len(seeds),
                     negative_prompt=[settings.negative_prompt] * len(seeds) if settings.negative_prompt else None,
                     num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
-                    width=settings.width, height=settings.height,
                     generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-                    output_type="pil", callback_on_step_end=after_step,
+                    output_type="pil", callback_on_step_end=after_step, **edit,
                 )
             drawn(len(output.images))
             seconds = (time.perf_counter() - started) / len(seeds)
             flagged = output.nsfw_content_detected or [False] * len(seeds)
-            for picture, seed, nsfw in zip(output.images, seeds, flagged, strict=True):
+            pictures = output.images
+            if "mask_image" in edit:  # OpenAI's edits keep the image outside the mask as it was, pixel for pixel
+                pictures = [pipe.image_processor.apply_overlay(edit["mask_image"], edit["image"], picture).convert("RGB")
+                            for picture in pictures]
+            for picture, seed, nsfw in zip(pictures, seeds, flagged, strict=True):
                 images.append(image(picture, seed, seconds, bool(nsfw)))
                 if progress:
-                    progress(IMAGE_COMPLETED, len(images) - 1, settings.steps, settings.steps, images[-1])
+                    progress(IMAGE_COMPLETED, len(images) - 1, steps, steps, images[-1])
     except torch.OutOfMemoryError as e:
         torch.cuda.empty_cache()
         raise GenerationError(

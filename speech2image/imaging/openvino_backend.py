@@ -129,12 +129,16 @@ class VaeDecoder(torch.nn.Module):
     def __init__(self, decoder: CompiledModel, config):
         super().__init__()
         self.decoder, self.config = decoder, config
+        self.encoding = None  # a torch VAE whose encoder an edit's image goes through (set on the first edit)
 
     def decode(self, latents, return_dict=True, generator=None):
         from diffusers.models.autoencoders.vae import DecoderOutput
 
         images = self.decoder(latents)
         return DecoderOutput(sample=images) if return_dict else (images,)
+
+    def encode(self, images, return_dict=True):
+        return self.encoding.encode(images, return_dict=return_dict)
 
 
 class _LastHiddenState(torch.nn.Module):

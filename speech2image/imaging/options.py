@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..limits import (
+    EDIT_STRENGTH,
     GUIDANCE_SCALE,
     MAX_IMAGES,
     MAX_NEGATIVE_PROMPT_CHARS,
@@ -43,6 +44,8 @@ PRESETS = {
     "turbo": (1, 0.0),
     "tiny": (4, 7.5),
 }
+IMAGE_TO_IMAGE_STRENGTH = 0.6  # an edit keeps the picture's layout and changes what the prompt says
+INPAINT_STRENGTH = 1.0  # a mask's area is drawn anew
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,10 @@ class GenerateOptions:
                                          "size; unset: native", multiple_of=SIZE_MULTIPLE)
     scheduler: Optional[str] = option(None, "one of " + ", ".join(SCHEDULERS) + "; unset: the model's own",
                                       choices=tuple(SCHEDULERS))
+    strength: Optional[float] = option(None, f"edits only: how far from the image, {EDIT_STRENGTH[0]:g}-1; unset: "
+                                             f"{IMAGE_TO_IMAGE_STRENGTH:g}, or {INPAINT_STRENGTH:g} in a mask's area; "
+                                             "an edit runs steps x strength steps (at least one)",
+                                       ge=EDIT_STRENGTH[0], le=EDIT_STRENGTH[1])
     partial_images: int = option(0, f"previews of each image a streaming call sends, 0-{MAX_PARTIAL_IMAGES}, decoded "
                                     "at half size at evenly spaced steps", ge=0, le=MAX_PARTIAL_IMAGES)
 
