@@ -55,6 +55,7 @@ from speech2image.serving.network import HostPolicy
 
 OPEN = ("/", "/dry_run")  # health (Jina installs GET /) and readiness: never behind a key
 AUDIO_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/speech-to-image")
+IMAGE_ROUTES = ("/v1/images/edits",)
 CALLER = "speech2image_caller"  # the request's key id (None without keys), in the ASGI scope's state
 KEPT_IMAGES = "/v1/images/"  # GET by a 192-bit name only its answer holds, for an hour: a capability, like a signed URL
 NO_SUCH_IMAGE = "no such image: it was never stored, or it is forgotten (images are kept for an hour)"
@@ -237,6 +238,22 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         [doc] = await flow(request, DOCS([SpeechImageDoc(prompt=asked.prompt)]),
                            openai.parameters("diffusion", asked.options), target="diffusion")
         return openai.images_answer(doc.images, asked, image_url(store, request, public_url))
+
+    @app.post("/v1/images/edits", summary="An image edited as a prompt says (OpenAI): image to image, or inpainting "
+                                           "with a mask", responses={200: {"model": openai.ImagesAnswer,
+                                                                           "content": EVENT_STREAM},
+                                                                     **refusals(400, 404, 429, 503, 504)},
+              openapi_extra=IMAGE_FORM, dependencies=ONCE_EACH)
+    async def edits(request: Request, form: Annotated[openai.ImageEditForm, File()]):
+        asked = openai.edit_request(form)
+        openai.check_model(asked.model, (await models())["diffusion"], "image")
+        doc = SpeechImageDoc(prompt=asked.prompt, edit_image=to_blob(await form.edited().read()),
+                             edit_mask=to_blob(await form.mask.read()) if form.mask is not None else None)
+        if asked.stream:
+            return await server_sent_events(request, events(
+                request, doc, openai.parameters("diffusion", asked.options), ("diffusion",)), openai.StreamShapes(asked))
+        [answer] = await flow(request, DOCS([doc]), openai.parameters("diffusion", asked.options), target="diffusion")
+        return openai.images_answer(answer.images, asked, image_url(store, request, public_url))
 
     @app.post("/v1/speech-to-image", summary="Speech to images: the whole pipeline (this server's own route)",
               responses={200: {"model": openai.SpeechToImageAnswer, "content": EVENT_STREAM},
@@ -476,6 +493,9 @@ TRANSCRIPT = {200: {"description": "the transcript: JSON (response_format json, 
                                 "text/plain": {"schema": {"type": "string"}},
                                 **EVENT_STREAM}}}
 AUDIO_FORM = {"requestBody": {"content": {"multipart/form-data": {"encoding": {"file": {"contentType": "audio/*"}}}}}}
+IMAGE_FORM = {"requestBody": {"content": {"multipart/form-data": {"encoding": {
+    **{field: {"contentType": "image/png, image/jpeg, image/webp"} for field in ("image", "image[]")},
+    "mask": {"contentType": "image/png"}}}}}}
 
 
 async def _each_field_once(request: Request) -> None:
@@ -637,7 +657,8 @@ class Guard:
             except Busy as refusal:
                 return await self._refuse(scope, send, refusal)
         scope.setdefault("state", {})[CALLER] = caller  # whose room of the image store, whose turn in a replica
-        route = "audio" if scope["path"] in AUDIO_ROUTES else "documents" if scope["path"] == "/generate" else "fields"
+        route = ("audio" if scope["path"] in AUDIO_ROUTES else "images" if scope["path"] in IMAGE_ROUTES
+                 else "documents" if scope["path"] == "/generate" else "fields")
         limit = max_body_bytes(route, self.max_request_bytes, self.max_audio_bytes)
         declared = headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:

@@ -174,6 +174,26 @@ class SpeechToImageForm(ImageOptions):
     temperature: Optional[request_field(TranscribeOptions, "temperature")] = None
 
 
+class ImageEditForm(ImageOptions):
+    """POST /v1/images/edits: OpenAI's multipart form, with this server's options. No mask: image to
+    image; a mask (transparent where the image is repainted): inpainting."""
+
+    model_config = ConfigDict(json_schema_extra=_form_schema)
+    image: Optional[UploadFile] = Field(None, description="the image to edit: PNG, JPEG or WebP")
+    images: list[UploadFile] = Field([], alias="image[]", description="images sent as a list: the first is edited")
+    mask: Optional[UploadFile] = Field(None, description="a PNG of the image's size, transparent (alpha 0) where the "
+                                                         "image is repainted")
+    prompt: str = Field(pattern=r"\S", description="what the edited image shows")
+    model: Optional[str] = Field(None, description="the served image model (GET /v1/models); unset: it")
+    strength: Optional[request_field(GenerateOptions, "strength")] = None
+
+    def edited(self) -> UploadFile:
+        """The image to edit: `image`, else the first of `image[]`."""
+        if self.image is None and not self.images:
+            raise InvalidRequest("missing image: send the image to edit as the form field image")
+        return self.image or self.images[0]
+
+
 def invalid(error: dict, taken: Sequence[str]) -> InvalidRequest:
     """A request model's first validation error (pydantic's) as one line: the field, its value, and
     what it should be (or the fields the route takes)."""
@@ -248,6 +268,14 @@ def image_request(body: ImageOptions, prompt: Optional[str] = None, model: Optio
         raise InvalidRequest(f"{asked} is sent in a stream: add stream=true, or leave {asked} out")
     options = dataclasses.replace(GenerateOptions(), **{k: v for k, v in chosen.items() if v is not None})
     return ImageRequest(prompt, options, body.response_format or "b64_json", model, body.stream, body.progress)
+
+
+def edit_request(form: ImageEditForm) -> ImageRequest:
+    """The form of /v1/images/edits: an image request with its strength."""
+    asked = image_request(form, form.prompt, form.model)
+    if form.strength is None:
+        return asked
+    return dataclasses.replace(asked, options=dataclasses.replace(asked.options, strength=form.strength))
 
 
 def speech_to_image_request(form: SpeechToImageForm) -> tuple[TranscriptionRequest, ImageRequest]:

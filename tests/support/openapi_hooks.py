@@ -12,6 +12,11 @@ about a valid request, for the requests schemathesis means to be valid (positive
   multipart body changed by a hook for a negative one.
 - /generate's `uri` must be one the operator allowed (none here), and the client's own `timeout`
   is its deadline: positive requests send a prompt instead and leave a minute.
+- An image field's schema says PNG, JPEG or WebP bytes; that they decode, it cannot: images are
+  drawn here (32x32, half transparent, so that one is also a mask of any other's size), and a
+  positive edit asks for little (at most 2 images of 2 steps, 64x64), since it draws. Schemathesis
+  sends the items of `image[]` as text fields, not files (which the route refuses): positive
+  cases send `image` (the SDK's `image[]` is tested in tests/test_edits.py).
 - `stream: true` answers server-sent events, which schemathesis cannot read with the urllib3 that
   Jina pins (its streamed response has no `read1`): positive requests ask for whole answers, and
   so for no `partial_images` or `progress`, which only a stream takes (tests/test_streaming.py
@@ -46,6 +51,24 @@ def silence(rate: int, seconds: float) -> bytes:
 schemathesis.openapi.media_type("audio/wav", st.builds(silence, st.sampled_from([8000, 16000, 44100]),
                                                        st.floats(0.1, 1.0)))
 SILENCE = list(silence(16000, 0.2))
+EDIT_SIZE = 32  # every image drawn here: any one is a mask of any other's size
+
+
+def picture(kind: str, shade: int) -> bytes:
+    """A EDIT_SIZE² image, its left half transparent where the format has transparency."""
+    from PIL import Image
+
+    drawn = Image.new("RGBA", (EDIT_SIZE, EDIT_SIZE), (shade, 40, 40, 255))
+    drawn.paste((0, 0, 0, 0), (0, 0, EDIT_SIZE // 2, EDIT_SIZE))
+    buffer = io.BytesIO()
+    (drawn.convert("RGB") if kind == "JPEG" else drawn).save(buffer, kind)
+    return buffer.getvalue()
+
+
+for _kind in ("PNG", "JPEG", "WEBP"):
+    schemathesis.openapi.media_type(f"image/{_kind.lower()}", st.builds(picture, st.just(_kind), st.integers(0, 255)))
+EDIT_MOST = {"n": 2, "steps": 2}  # a positive edit draws: it asks for little
+EDIT_SIZES = range(16, 65, 8)
 
 
 def _positive(case) -> bool:
@@ -91,6 +114,11 @@ def filter_case(context, case) -> bool:
         return False
     size, steps = case.body.get("size"), case.body.get("steps")
     sides = size.split("x") if size not in (None, "auto") else ()
+    if case.operation.path == "/v1/images/edits":
+        little = all(case.body.get(name) is None or int(case.body[name]) <= most for name, most in EDIT_MOST.items())
+        one_file = case.body.get("image") is not None and not case.body.get("image[]")
+        return little and one_file and all(int(side) in EDIT_SIZES for side in sides) and case.body.get(
+            "scheduler") != "pndm"
     return all(int(side) in TINY_SIZES for side in sides) and not (
         case.body.get("scheduler") == "pndm" and steps is not None and int(steps) < PNDM_STEPS)
 
