@@ -15,7 +15,6 @@ import argparse
 import atexit
 import contextlib
 import io
-import json
 import math
 import os
 import re
@@ -116,18 +115,14 @@ def options_from(language: str, task: str, num_images, seed: str, steps: str, gu
 
 
 def picture(image):
-    """One answer's image, its settings in a PNG text chunk that gradio keeps in the file it serves
-    (in its own cache, under the hash of its bytes: one person's images are not named by another's
-    seed, and the cache is cleaned)."""
+    """One answer's image as gradio serves it: gradio keeps the PNG's settings chunk
+    (`speech2image.imaging.provenance`) in the file, in its own cache, under the hash of its bytes
+    (one person's images are not named by another's seed, and the cache is cleaned)."""
     from PIL import Image
 
     from speech2image.schema import from_blob
 
-    settings = {k: getattr(image, k) for k in ("prompt", "negative_prompt", "seed", "steps", "guidance_scale",
-                                                "width", "height", "scheduler", "model", "dtype", "vae")}
-    drawn = Image.open(io.BytesIO(from_blob(image.png)))
-    drawn.info["speech2image"] = json.dumps(settings)
-    return drawn
+    return Image.open(io.BytesIO(from_blob(image.png)))
 
 
 async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api_key: Optional[str] = None):

@@ -273,21 +273,21 @@ def test_an_unreachable_flow_is_one_readable_line(browser, lonely_ui):
 
 
 def test_served_png_holds_its_settings():
+    from gradio.processing_utils import encode_pil_to_bytes
     from PIL import Image
 
     import ui
+    from speech2image.imaging.diffusion import encode_png
+    from speech2image.imaging.provenance import chunk
     from speech2image.schema import GeneratedImage, to_blob
 
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), "red").save(buffer, format="PNG")
-    image = GeneratedImage(png=to_blob(buffer.getvalue()), prompt="a red apple", seed=5, steps=2, width=8, height=8,
-                           model="tiny", dtype="bfloat16", vae="tiny")
+    image = GeneratedImage(prompt="a red apple", seed=5, steps=2, width=8, height=8, model="tiny", vae="tiny")
+    image.png = to_blob(encode_png(Image.new("RGB", (8, 8), "red"), chunk(image, {"transcript": "a red apple"})))
     saved = io.BytesIO()  # as gradio's cache writes it (processing_utils.encode_pil_to_bytes keeps text chunks)
-    from gradio.processing_utils import encode_pil_to_bytes
-
     saved.write(encode_pil_to_bytes(ui.picture(image), "png"))
     settings = json.loads(Image.open(saved).text["speech2image"])
-    assert (settings["prompt"], settings["seed"], settings["steps"], settings["vae"]) == ("a red apple", 5, 2, "tiny")
+    assert (settings["prompt"], settings["seed"], settings["steps"], settings["transcript"]) == (
+        "a red apple", 5, 2, "a red apple")
 
 
 @pytest.mark.flow

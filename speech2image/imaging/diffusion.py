@@ -26,6 +26,7 @@ from ..observability.stages import StageClock
 from ..options import check_range
 from ..schema import IMAGE_COMPLETED, IMAGE_PARTIAL, STEP, GeneratedImage, to_blob
 from ..serving.scheduler import Turn
+from . import provenance
 from .options import (
     IMAGE_TO_IMAGE_STRENGTH,
     INPAINT_STRENGTH,
@@ -390,14 +391,15 @@ def preview_steps(steps: int, partial_images: int) -> tuple[int, ...]:
 def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: Optional[Turn] = None,
              clock: StageClock = StageClock(), drawn: Callable[[int], None] = lambda count: None,
              progress: Optional[Progress] = None, partial_images: int = 0,
-             source: Optional[Source] = None) -> list[GeneratedImage]:
+             source: Optional[Source] = None, heard: Optional[dict] = None) -> list[GeneratedImage]:
     """Draw the images of `settings` (from :meth:`DiffusionEngine.resolve`) for `prompt`, anew or
     from `source` (an edit: image to image, or inpainting with its mask); between
     two denoising steps `turn` may stop it (DeadlineExceeded, Cancelled). `clock` times each
     image's stages: text_encode, denoise, vae_decode, png_encode; `drawn` is told how many images
     each pipeline call drew, as they come (work done counts even when the rest is stopped).
     `progress`, when given, is told each step, `partial_images` previews of each image (decoded
-    from its latents by the pipeline's VAE) and each image as soon as it is done."""
+    from its latents by the pipeline's VAE) and each image as soon as it is done. Each PNG carries
+    its settings (and `heard`: the transcript and language of a spoken prompt)."""
     turn = turn or Turn()  # no deadline, never cancelled
     import torch
 
@@ -423,14 +425,16 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
     images: list[GeneratedImage] = []
 
     def image(picture, seed: int, seconds: float, nsfw: bool = False, partial: bool = False) -> GeneratedImage:
-        with clock.stage(PNG_ENCODE):
-            png = encode_png(picture)
-        return GeneratedImage(
-            png=to_blob(png), prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed,
+        made = GeneratedImage(
+            prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed,
             steps=settings.steps, guidance_scale=settings.guidance_scale, width=settings.width,
             height=settings.height, scheduler=settings.scheduler, model=engine.model, device=engine.device,
-            dtype=engine.dtype, vae=engine.vae, strength=settings.strength, seconds=seconds, random_weights=engine.random_weights,
-            nsfw=nsfw, prompt_truncated=truncated, warnings=[] if partial else list(warnings), partial=partial)
+            dtype=engine.dtype, vae=engine.vae, strength=settings.strength, seconds=seconds,
+            random_weights=engine.random_weights, nsfw=nsfw, prompt_truncated=truncated,
+            warnings=[] if partial else list(warnings), partial=partial)
+        with clock.stage(PNG_ENCODE):
+            made.png = to_blob(encode_png(picture, provenance.chunk(made, heard)))
+        return made
 
     pipe.scheduler = engine.scheduler(settings.scheduler)
     try:
@@ -492,8 +496,15 @@ def _decode(pipe, latents) -> list:
     return pipe.image_processor.postprocess(decoded, output_type="pil")
 
 
-def encode_png(picture) -> bytes:
-    """A PIL image as PNG bytes, at the project's compression level."""
+def encode_png(picture, settings: Optional[str] = None) -> bytes:
+    """A PIL image as PNG bytes, at the project's compression level, with its settings chunk
+    (`speech2image.imaging.provenance`) when given."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = None
+    if settings is not None:
+        info = PngInfo()
+        info.add_text(provenance.KEY, settings)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    picture.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL, pnginfo=info)
     return buffer.getvalue()
