@@ -31,6 +31,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Turn spoken audio into images with a speech2image server.")
     parser.add_argument("audio", nargs="*", type=Path, help="audio files (wav, flac, mp3, ogg/opus, m4a)")
     parser.add_argument("--text", help="a text prompt instead of audio (skips the speech step)")
+    parser.add_argument("--image", type=Path, metavar="FILE",
+                        help="an image to edit (PNG, JPEG, WebP): spoken words about it refine it, its settings (a "
+                             "PNG of this service) giving the prompt and seed")
+    parser.add_argument("--mask", type=Path, metavar="FILE",
+                        help="with --image: a PNG of its size, transparent where it is repainted")
     parser.add_argument("--host", default="localhost:54322",
                         help="HOST:PORT (gRPC), http://HOST:PORT, or grpcs:// / https:// for TLS")
     parser.add_argument("--api-key", default=os.environ.get("SPEECH2IMAGE_API_KEY"),
@@ -100,7 +105,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's own log lines (a failed TLS handshake) too
     try:
         parameters = request_parameters(vars(args))
-        docs = make_documents(args.audio, args.text)
+        docs = make_documents(args.audio, args.text, args.image, args.mask)
         if args.ca:
             trust(args.ca)
         inputs = [str(p) for p in args.audio] if args.text is None else ["text"]

@@ -54,8 +54,8 @@ from speech2image.schema import EMPTY_DOCUMENT, FILLED_BY, SpeechImageDoc, to_bl
 from speech2image.serving.network import HostPolicy
 
 OPEN = ("/", "/dry_run")  # health (Jina installs GET /) and readiness: never behind a key
-AUDIO_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/speech-to-image")
-IMAGE_ROUTES = ("/v1/images/edits",)
+AUDIO_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations")
+IMAGE_ROUTES = ("/v1/images/edits", "/v1/speech-to-image")  # an image with its mask, or audio with an image
 CALLER = "speech2image_caller"  # the request's key id (None without keys), in the ASGI scope's state
 KEPT_IMAGES = "/v1/images/"  # GET by a 192-bit name only its answer holds, for an hour: a capability, like a signed URL
 NO_SUCH_IMAGE = "no such image: it was never stored, or it is forgotten (images are kept for an hour)"
@@ -264,7 +264,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         names = await models()
         openai.check_model(heard.model, names["whisper"], "Whisper", (openai.WHISPER_ALIAS,))
         openai.check_model(image.model, names["diffusion"], "image")
-        audio = SpeechImageDoc(audio=to_blob(await form.file.read()))
+        audio = SpeechImageDoc(audio=to_blob(await form.file.read()),
+                               edit_image=to_blob(await form.image.read()) if form.image is not None else None)
         parameters = {**openai.parameters("whisper", heard.options), **openai.parameters("diffusion", image.options)}
         if image.stream:
             return await server_sent_events(request, events(request, audio, parameters, EXECUTORS),

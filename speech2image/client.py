@@ -56,22 +56,27 @@ def request_parameters(options: dict) -> dict:
     return parameters
 
 
-def make_documents(audio_files: list[Path], text: Optional[str] = None):
-    """One document per audio file (its bytes), or one text-only document."""
+def make_documents(audio_files: list[Path], text: Optional[str] = None, image: Optional[Path] = None,
+                   mask: Optional[Path] = None):
+    """One document per audio file (its bytes), or one text-only document; each with the image to
+    edit (spoken words about it refine it) and its mask, when given."""
     from .schema import SpeechImageDoc, to_blob
 
+    edit = {"edit_image": to_blob(_read(image, "an image")) if image else None,
+            "edit_mask": to_blob(_read(mask, "a mask")) if mask else None}
     if text is not None:
-        return _doc_list()([SpeechImageDoc(prompt=text)])
-    docs = []
-    for path in audio_files:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise ClientError(f"cannot read {path}: {e.strerror}") from e
-        if not data:
-            raise ClientError(f"{path} is empty: record some speech into it first")
-        docs.append(SpeechImageDoc(audio=to_blob(data)))
-    return _doc_list()(docs)
+        return _doc_list()([SpeechImageDoc(prompt=text, **edit)])
+    return _doc_list()([SpeechImageDoc(audio=to_blob(_read(path, "some speech")), **edit) for path in audio_files])
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ClientError(f"cannot read {path}: {e.strerror}") from e
+    if not data:
+        raise ClientError(f"{path} is empty: put {what} into it first")
+    return data
 
 
 def post(docs, host: str = "localhost:54322", parameters: Optional[dict] = None, *, timeout: float = 600.0,

@@ -154,9 +154,9 @@ def max_body_bytes(route: str, max_request_bytes: int, max_audio_bytes: int) -> 
     form with one audio file; "documents", Jina's JSON route, whose bytes are decimal numbers (up
     to 4 characters a byte, and its parsing costs many times its size in memory: one file's
     worth — more files go over gRPC); "fields", a JSON or form request without audio; "images", a
-    form with an image to edit and its mask."""
+    form with an image to edit and its mask, or audio and an image to refine."""
     sizes = {"audio": max_audio_bytes + MEGA, "documents": 4 * max_audio_bytes + MEGA, "fields": MEGA,
-             "images": 2 * MAX_EDIT_IMAGE_BYTES + MEGA}
+             "images": max(max_audio_bytes, MAX_EDIT_IMAGE_BYTES) + MAX_EDIT_IMAGE_BYTES + MEGA}
     return min(sizes[route], max_request_bytes * (4 if route == "documents" else 1))
 
 

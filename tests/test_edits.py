@@ -185,3 +185,74 @@ def test_of_images_sent_as_a_list_the_first_is_edited(sdk):
                   extra_body=options)
     alone = edit(sdk, image=("car.png", red_car(), "image/png"), extra_body=options)
     assert listed.data[0].b64_json == alone.data[0].b64_json
+
+
+# --- refining by voice -------------------------------------------------------------------------
+
+def test_spoken_words_are_added_to_the_images_prompt_and_a_speaker_can_start_over():
+    from speech2image.imaging.provenance import refined
+
+    previous = {"prompt": "a red car", "seed": 5}
+    assert refined(previous, " In the snow. ") == ("a red car, In the snow", True)
+    assert refined(None, "A red car at night.") == ("A red car at night", True)  # no settings: the words alone
+    assert refined(previous, "New picture: a blue boat.") == ("a blue boat.", False)
+    assert refined(previous, "start over, a green field") == ("a green field", False)
+
+
+def test_only_a_prompt_and_a_seed_are_read_from_a_clients_image():
+    from PIL.PngImagePlugin import PngInfo
+
+    from speech2image.imaging.provenance import settings_of
+
+    def carrying(text: str):
+        info = PngInfo()
+        info.add_text("speech2image", text)
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buffer, "PNG", pnginfo=info)
+        return open_picture(buffer.getvalue())
+
+    assert settings_of(carrying('{"prompt": "a red car", "seed": 5, "model": "x"}')) == {"prompt": "a red car",
+                                                                                          "seed": 5}
+    assert settings_of(carrying('{"prompt": "a red car", "seed": -1}')) == {"prompt": "a red car", "seed": None}
+    for text in ('{"prompt": 3}', "[1, 2]", "not json", '{"seed": 5}'):
+        assert settings_of(carrying(text)) is None
+    assert settings_of(open_picture(red_car())) is None
+
+
+@pytest.mark.flow
+def test_every_png_carries_its_settings_and_speech_refines_the_last_image(sdk, base_url, tmp_path, clips):
+    from tests.support.speech import SPEECH
+
+    drawn = sdk.images.generate(model="tiny", prompt="a red car", size="64x64", extra_body={"seed": 5, "steps": 2})
+    png = base64.b64decode(drawn.data[0].b64_json)
+    settings = json.loads(Image.open(io.BytesIO(png)).text["speech2image"])
+    assert (settings["prompt"], settings["seed"], settings["steps"], settings["strength"]) == ("a red car", 5, 2, None)
+    (tmp_path / "car.png").write_bytes(png)
+    done = subprocess.run(["curl", "-s", f"{base_url}/v1/speech-to-image", "-F", f"file=@{SPEECH / 'prompt4.wav'}",
+                           "-F", f"image=@{tmp_path / 'car.png'}", "-F", "steps=2", "-F", "strength=0.5"],
+                          capture_output=True, timeout=120)
+    answer = json.loads(done.stdout)
+    [image] = answer["data"]
+    heard = answer["text"].strip().rstrip(".!? ")
+    assert image["revised_prompt"] == f"a red car, {heard}" and image["seed"] == 5 and image["strength"] == 0.5
+    refined = json.loads(Image.open(io.BytesIO(base64.b64decode(image["b64_json"]))).text["speech2image"])
+    assert (refined["prompt"], refined["transcript"], refined["language"]) == (f"a red car, {heard}", answer["text"],
+                                                                               "en")
+
+
+@pytest.mark.flow
+def test_client_py_refines_an_image_by_voice_over_grpc(float32_app, tmp_path):
+    from tests.support.app import run_client
+    from tests.support.speech import SPEECH
+
+    first = run_client("--text", "a red car", "--host", f"localhost:{float32_app.port}", "--seed", 9, "--steps", 2,
+                       "--width", 64, "--height", 64, "--out", tmp_path / "first", "--json")
+    assert first.returncode == 0, first.stderr
+    [png] = json.loads(first.stdout)["images"]
+    again = run_client(SPEECH / "prompt4.wav", "--image", png, "--host", f"localhost:{float32_app.port}",
+                       "--steps", 2, "--out", tmp_path / "again", "--json")
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    [refined] = result["images"]
+    settings = json.loads(Image.open(refined).text["speech2image"])
+    assert settings["prompt"].startswith("a red car, ") and settings["seed"] == 9 and settings["strength"] == 0.6

@@ -6,6 +6,7 @@ from jina import Executor, requests
 from speech2image.imaging.diffusion import generate, load_engine
 from speech2image.imaging.options import DiffusionArguments
 from speech2image.imaging.pictures import edit_source
+from speech2image.imaging.provenance import spoken_edit
 from speech2image.observability.metrics import ExecutorMetrics
 from speech2image.observability.stages import StageClock
 from speech2image.options import configure, merge
@@ -84,8 +85,8 @@ class StableDiffusionExecutor(Executor):
 
                 async def draw(turn, emit):
                     with self.metrics.working():
-                        await self.scheduler.run(turn, self._draw_streaming, prompt, settings, source, partial_images,
-                                                 clock, emit)
+                        await self.scheduler.run(turn, self._draw_streaming, prompt, settings, source, heard(doc),
+                                                 partial_images, clock, emit)
 
                 async for event in self.scheduler.stream(deadline, parameters.get(CALLER), draw, work):
                     yield event
@@ -101,12 +102,17 @@ class StableDiffusionExecutor(Executor):
         options = merge(self.defaults, parameters)
         self.limits.check_documents(docs)
         refuse_filled(docs, "diffusion", "stream")
-        prompts = [(doc.image_prompt() or "").strip() for doc in docs]
-        sources = [edit_source(*(from_blob(blob) if blob is not None else None for blob in (doc.edit_image,
-                                                                                          doc.edit_mask)))
-                   for doc in docs]
-        # once each: rejects sizes the model cannot draw
-        settings = [self.engine.resolve(options, source) for source in sources]
+        prompts, sources, settings = [], [], []
+        for doc in docs:
+            prompt = (doc.image_prompt() or "").strip()
+            source = edit_source(*(from_blob(blob) if blob is not None else None
+                                   for blob in (doc.edit_image, doc.edit_mask)))
+            asked = options
+            if source is not None and doc.text is not None and prompt:  # words spoken about the image
+                prompt, source, asked = spoken_edit(prompt, source, options)
+            prompts.append(prompt)
+            sources.append(source)
+            settings.append(self.engine.resolve(asked, source))  # each: refuses sizes the model cannot draw
         for doc, prompt in zip(docs, prompts, strict=True):
             if not prompt:
                 doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
@@ -123,15 +129,15 @@ class StableDiffusionExecutor(Executor):
         for doc, prompt, resolved, source in zip(docs, prompts, settings, sources, strict=True):
             if prompt:
                 doc.images = DocList[GeneratedImage](generate(
-                    self.engine, prompt, resolved, turn=turn, clock=clock, source=source,
+                    self.engine, prompt, resolved, turn=turn, clock=clock, source=source, heard=heard(doc),
                     drawn=lambda count: self.metrics.images_made(self.engine.model, count)))
             doc.edit_image = doc.edit_mask = None  # answers stay small
 
-    def _draw_streaming(self, prompt, settings, source, partial_images, clock, emit, turn) -> None:
+    def _draw_streaming(self, prompt, settings, source, spoken, partial_images, clock, emit, turn) -> None:
         def progress(event, index, step, steps, image):
             emit(event_doc(event, image_index=index, step=step, total_steps=steps, images=[image] if image else []))
 
-        generate(self.engine, prompt, settings, turn=turn, clock=clock, progress=progress, source=source,
+        generate(self.engine, prompt, settings, turn=turn, clock=clock, progress=progress, source=source, heard=spoken,
                  partial_images=partial_images, drawn=lambda count: self.metrics.images_made(self.engine.model, count))
 
     @requests(on="/models")
@@ -140,3 +146,8 @@ class StableDiffusionExecutor(Executor):
         for doc in docs:
             doc.images = DocList[GeneratedImage]([GeneratedImage(model=self.engine.model)])
         return docs
+
+
+def heard(doc: SpeechImageDoc):
+    """The transcript and language of a spoken prompt, for its images' settings; None for a typed one."""
+    return {"transcript": doc.text, "language": doc.language} if doc.text is not None else None

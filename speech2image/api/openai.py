@@ -163,7 +163,8 @@ class ImageBody(ImageOptions):
 
 class SpeechToImageForm(ImageOptions):
     """POST /v1/speech-to-image: this server's multipart form; the audio, Whisper's options (task
-    auto: English out) and the image options."""
+    auto: English out) and the image options; with an image, the words say what to change in it
+    (refining: docs/api.md#refine-by-voice)."""
 
     model_config = ConfigDict(json_schema_extra=_form_schema)
     file: UploadFile = Field(description="the audio file: wav, flac, mp3, ogg/opus, m4a/mp4/aac or webm")
@@ -172,6 +173,10 @@ class SpeechToImageForm(ImageOptions):
     language: Optional[request_field(TranscribeOptions, "language")] = None
     prompt: Optional[request_field(TranscribeOptions, "initial_prompt")] = None
     temperature: Optional[request_field(TranscribeOptions, "temperature")] = None
+    image: Optional[UploadFile] = Field(None, description="an image to refine (PNG, JPEG or WebP): the spoken words "
+                                                          "say what to change; its settings chunk gives its prompt "
+                                                          "and seed")
+    strength: Optional[request_field(GenerateOptions, "strength")] = None
 
 
 class ImageEditForm(ImageOptions):
@@ -272,16 +277,21 @@ def image_request(body: ImageOptions, prompt: Optional[str] = None, model: Optio
 
 def edit_request(form: ImageEditForm) -> ImageRequest:
     """The form of /v1/images/edits: an image request with its strength."""
-    asked = image_request(form, form.prompt, form.model)
-    if form.strength is None:
+    return with_strength(image_request(form, form.prompt, form.model), form.strength)
+
+
+def with_strength(asked: ImageRequest, strength: Optional[float]) -> ImageRequest:
+    if strength is None:
         return asked
-    return dataclasses.replace(asked, options=dataclasses.replace(asked.options, strength=form.strength))
+    return dataclasses.replace(asked, options=dataclasses.replace(asked.options, strength=strength))
 
 
 def speech_to_image_request(form: SpeechToImageForm) -> tuple[TranscriptionRequest, ImageRequest]:
     """The form of /v1/speech-to-image: Whisper's part (task auto: English out) and the image part."""
     heard = TranscriptionRequest(_transcribe_options(form, "auto"), "json", False, form.model, form.stream)
-    return heard, image_request(form, model=form.image_model)
+    if form.strength is not None and form.image is None:
+        raise InvalidRequest("strength applies to an image to refine: send the image, or leave strength out")
+    return heard, with_strength(image_request(form, model=form.image_model), form.strength)
 
 
 def parameters(executor: str, options) -> dict:
