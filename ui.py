@@ -125,16 +125,29 @@ def picture(image):
     return Image.open(io.BytesIO(from_blob(image.png)))
 
 
-async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api_key: Optional[str] = None):
+async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api_key: Optional[str] = None,
+                refine: Optional[bytes] = None):
     """Yield (status, transcript, images) as the answer grows, one stream for all of it: the
     transcript as Whisper hears it, then each image sharpening (its partial images, with its
     step), then drawn. None: unchanged since the last yield. Stop closes the stream: the
-    replica stops the work at its next step."""
-    from speech2image.schema import IMAGE_COMPLETED, IMAGE_PARTIAL, STEP, TRANSCRIPT_DELTA, TRANSCRIPT_DONE
+    replica stops the work at its next step. With `refine` (a PNG), spoken words say what to change
+    in it (docs/api.md#refine-by-voice); a typed prompt draws anew. The last yield, once every
+    image is drawn, adds their PNGs as a fourth item."""
+    from speech2image.schema import (
+        IMAGE_COMPLETED,
+        IMAGE_PARTIAL,
+        STEP,
+        TRANSCRIPT_DELTA,
+        TRANSCRIPT_DONE,
+        from_blob,
+        to_blob,
+    )
 
     parameters = request_parameters(options)  # checked here: a bad option fails before any upload
     if audio:
         [doc] = make_documents([Path(audio)])
+        if refine is not None:
+            doc.edit_image = to_blob(refine)
         transcript = ""
         yield "Transcribing…", "", []
     elif prompt and prompt.strip():
@@ -143,7 +156,7 @@ async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api
     else:
         yield "Record or upload some speech, or type a prompt", "", []
         return
-    count, shown = options["num_images"], {}  # image index → (picture, caption)
+    count, shown, pngs = options["num_images"], {}, {}  # image index → (picture, caption); → its PNG
 
     def gallery():
         return [shown[index] for index in sorted(shown)]
@@ -168,10 +181,15 @@ async def speak(host: str, audio: Optional[str], prompt: str, options: dict, api
             done = event.event == IMAGE_COMPLETED
             caption = f"seed {image.seed}" + ("" if done else f", step {event.step} of {event.total_steps}")
             shown[event.image_index] = (picture(image), caption)
+            if done:
+                pngs[event.image_index] = from_blob(image.png)
             drawn = sum(1 for _, caption in shown.values() if ", step" not in caption)
             status = (f"Done: {count} image(s)" if drawn == count else f"Drew {drawn} of {count}") if done else \
                 f"Drawing image {event.image_index + 1} of {count}: step {event.step} of {event.total_steps}"
-            yield status, transcript, gallery()
+            if done and drawn == count:
+                yield status, transcript, gallery(), [pngs[index] for index in sorted(pngs)]
+            else:
+                yield status, transcript, gallery()
 
 
 async def answer(send, status: int, line: str, headers: tuple = ()) -> None:
@@ -492,16 +510,34 @@ def keep_files_private() -> None:
 def build(host: str, api_key: Optional[str] = None):
     """The gradio page; the Flow's `api_key` is used here, on the server, and never sent to browsers."""
     import gradio as gr
+    from PIL import Image
 
     async def generate(audio, prompt, language, task, num_images, seed, steps, guidance, width, height,
-                       negative_prompt, previews):
+                       negative_prompt, previews, visit, chosen):
+        """The answer as it grows; once drawn, its images join this visit's strip, the last one chosen."""
+        refine = visit[chosen] if chosen is not None and audio else None
         try:
             options = options_from(language, task, num_images, seed, steps, guidance, width, height, negative_prompt,
                                    previews)
-            async for status, transcript, images in speak(host, audio, prompt, options, api_key):
-                yield status, transcript, gr.skip() if images is None else images
+            async for status, transcript, images, *drawn in speak(host, audio, prompt, options, api_key, refine):
+                if drawn:
+                    visit = [*visit, *drawn[0]]
+                    yield (status, transcript, images, visit, strip_of(visit), len(visit) - 1,
+                           refining(len(visit) - 1))
+                else:
+                    yield status, transcript, gr.skip() if images is None else images, *[gr.skip()] * 4
         except Speech2ImageError as e:  # one readable line, never a traceback
-            yield f"Error: {e}", gr.skip(), gr.skip()
+            yield f"Error: {e}", *[gr.skip()] * 6
+
+    def strip_of(visit: list[bytes]) -> list:
+        return [(Image.open(io.BytesIO(png)), f"{index + 1}") for index, png in enumerate(visit)]
+
+    def refining(chosen: Optional[int]) -> str:
+        return (f"Speaking again refines image {chosen + 1} of the strip (pick another there, or press New picture)"
+                if chosen is not None else "Speaking again draws a new picture")
+
+    def choose(selected: gr.SelectData):
+        return selected.index, refining(selected.index)
 
     # uploads and images live in gradio's cache: every 10 minutes, files older than an hour go
     with gr.Blocks(title="speech2image", analytics_enabled=False, delete_cache=CACHE_CLEANING) as page:
@@ -532,8 +568,17 @@ def build(host: str, api_key: Optional[str] = None):
                 status = gr.Textbox(label="Status", interactive=False, elem_id="status")
                 transcript = gr.Textbox(label="Transcript", interactive=False, elem_id="transcript")
                 gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="images")
+                mode = gr.Markdown(refining(None), elem_id="mode")
+                strip = gr.Gallery(label="This visit's images: pick one to refine", columns=8, height=140,
+                                   format="png", allow_preview=False, elem_id="strip")
+                new_picture = gr.Button("New picture", elem_id="new_picture")
+        visit = gr.State([])  # this visit's PNGs (with their settings), for as long as the page is open
+        chosen = gr.State(None)  # the index in `visit` of the image speaking refines; None: a new picture
         event = run.click(generate, [audio, prompt, language, task, num_images, seed, steps, guidance, width,
-                                     height, negative_prompt, previews], [status, transcript, gallery])
+                                     height, negative_prompt, previews, visit, chosen],
+                          [status, transcript, gallery, visit, strip, chosen, mode])
+        strip.select(choose, None, [chosen, mode])
+        new_picture.click(lambda: (None, refining(None)), None, [chosen, mode])
         stop.click(lambda: "Stopped: the images not drawn yet were cancelled", None, status, cancels=[event])
     return page
 
