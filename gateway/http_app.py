@@ -251,7 +251,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
                              edit_mask=to_blob(await form.mask.read()) if form.mask is not None else None)
         if asked.stream:
             return await server_sent_events(request, events(
-                request, doc, openai.parameters("diffusion", asked.options), ("diffusion",)), openai.StreamShapes(asked))
+                request, doc, openai.parameters("diffusion", asked.options), ("diffusion",)),
+                openai.StreamShapes(asked, kind="image_edit"))
         [answer] = await flow(request, DOCS([doc]), openai.parameters("diffusion", asked.options), target="diffusion")
         return openai.images_answer(answer.images, asked, image_url(store, request, public_url))
 

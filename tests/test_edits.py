@@ -256,3 +256,13 @@ def test_client_py_refines_an_image_by_voice_over_grpc(float32_app, tmp_path):
     [refined] = result["images"]
     settings = json.loads(Image.open(refined).text["speech2image"])
     assert settings["prompt"].startswith("a red car, ") and settings["seed"] == 9 and settings["strength"] == 0.6
+
+
+@pytest.mark.flow
+def test_the_sdk_streams_an_edits_previews_then_the_image(sdk):
+    stream = edit(sdk, image=("car.png", red_car(), "image/png"), stream=True, partial_images=1,
+                  extra_body={"seed": 2, "steps": 4, "strength": 1.0})
+    events = list(stream)
+    assert [event.type for event in events] == ["image_edit.partial_image", "image_edit.completed"]
+    final = Image.open(io.BytesIO(base64.b64decode(events[-1].b64_json)))
+    assert final.size == (WIDTH, HEIGHT) and json.loads(final.text["speech2image"])["strength"] == 1.0

@@ -444,10 +444,10 @@ class StreamShapes:
     transcript.text.delta / .done, image_generation.partial_image / .completed (with `index` and
     `seed`, so that n > 1 is unambiguous, and each image's settings), and this server's own
     image_generation.progress (each step, when asked for) and speech_to_image.done (the end of a
-    pipeline that drew nothing)."""
+    pipeline that drew nothing). An edit's images are image_edit.* events, as OpenAI names them."""
 
-    def __init__(self, image: Optional[ImageRequest] = None):
-        self.image = image
+    def __init__(self, image: Optional[ImageRequest] = None, kind: str = "image_generation"):
+        self.image, self.kind = image, kind
         self.created = int(time.time())
         self.said = False  # a delta was sent: the next one starts with a space
         self.partials: dict[int, int] = {}  # image index → its partial images sent
@@ -470,7 +470,7 @@ class StreamShapes:
         if doc.event == STEP:
             if not (self.image and self.image.progress):
                 return []
-            return [{"type": "image_generation.progress", "index": doc.image_index, "step": doc.step,
+            return [{"type": f"{self.kind}.progress", "index": doc.image_index, "step": doc.step,
                      "steps": doc.total_steps}]
         if doc.event in (IMAGE_PARTIAL, IMAGE_COMPLETED):
             return [self._image(doc, doc.images[0])]
@@ -489,10 +489,10 @@ class StreamShapes:
         if event.event == IMAGE_PARTIAL:
             number = self.partials.get(event.image_index, 0)
             self.partials[event.image_index] = number + 1
-            return {"type": "image_generation.partial_image", **common, "partial_image_index": number,
+            return {"type": f"{self.kind}.partial_image", **common, "partial_image_index": number,
                     "step": event.step, "steps": event.total_steps}
         settings = image.model_dump(exclude={"id", "png", "prompt", "partial"})
-        return {"type": "image_generation.completed", **common, "usage": NO_TOKENS, "revised_prompt": image.prompt,
+        return {"type": f"{self.kind}.completed", **common, "usage": NO_TOKENS, "revised_prompt": image.prompt,
                 **settings}
 
 
