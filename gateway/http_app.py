@@ -259,7 +259,7 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
     @app.post("/v1/speech-to-image", summary="Speech to images: the whole pipeline (this server's own route)",
               responses={200: {"model": openai.SpeechToImageAnswer, "content": EVENT_STREAM},
                          **refusals(400, 404, 429, 503, 504)},
-              openapi_extra=AUDIO_FORM, dependencies=ONCE_EACH)
+              openapi_extra=SPEECH_IMAGE_FORM, dependencies=ONCE_EACH)
     async def speech_to_image(request: Request, form: Annotated[openai.SpeechToImageForm, File()]):
         heard, image = openai.speech_to_image_request(form)
         names = await models()
@@ -495,9 +495,11 @@ TRANSCRIPT = {200: {"description": "the transcript: JSON (response_format json, 
                                 "text/plain": {"schema": {"type": "string"}},
                                 **EVENT_STREAM}}}
 AUDIO_FORM = {"requestBody": {"content": {"multipart/form-data": {"encoding": {"file": {"contentType": "audio/*"}}}}}}
+IMAGES = {"contentType": "image/png, image/jpeg, image/webp"}
 IMAGE_FORM = {"requestBody": {"content": {"multipart/form-data": {"encoding": {
-    **{field: {"contentType": "image/png, image/jpeg, image/webp"} for field in ("image", "image[]")},
-    "mask": {"contentType": "image/png"}}}}}}
+    "image": IMAGES, "image[]": IMAGES, "mask": {"contentType": "image/png"}}}}}}
+SPEECH_IMAGE_FORM = {"requestBody": {"content": {"multipart/form-data": {"encoding": {
+    "file": {"contentType": "audio/*"}, "image": IMAGES}}}}}
 
 
 async def _each_field_once(request: Request) -> None:

@@ -91,7 +91,7 @@ def test_the_document_states_each_routes_fields_bounds_and_answers(http):
     assert set(form["properties"]) == {"file", "model", "image_model", "language", "prompt", "temperature", "n",
                                        "size", "response_format", "user", "seed", "steps", "guidance_scale",
                                        "negative_prompt", "scheduler", "partial_images", "stream",
-                                       "progress"}  # what the route reads, no more
+                                       "progress", "image", "strength"}  # what the route reads, no more
     assert form["additionalProperties"] is False and form["required"] == ["file"]
     assert (form["properties"]["n"]["minimum"], form["properties"]["n"]["maximum"]) == (1, 8)
     assert form["properties"]["size"]["pattern"] == "^(auto|[0-9]{1,5}x[0-9]{1,5})$"

@@ -112,6 +112,8 @@ def filter_case(context, case) -> bool:
         return True
     if any(case.body.get(name) not in (None, False, "false", 0, "0") for name in STREAM_ONLY):
         return False
+    if case.body.get("strength") is not None and case.body.get("image") is None:
+        return False  # only an edit takes a strength (/v1/speech-to-image without an image refuses it)
     size, steps = case.body.get("size"), case.body.get("steps")
     sides = size.split("x") if size not in (None, "auto") else ()
     if case.operation.path == "/v1/images/edits":
