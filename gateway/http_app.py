@@ -301,12 +301,13 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
 
 Executor = Literal[EXECUTORS]
 INPUTS = ("audio", "waveform", "uri", "prompt")
+EDITS = ("edit_image", "edit_mask")  # what a document may carry beside its input
 
 
 class DocumentInput(BaseModel):
     """A document as a client sends it: audio (a file's bytes), a waveform, a uri the operator
-    allowed or a prompt. The fields the executors fill come empty, as Jina's clients send them, or
-    not at all (a text to draw is a prompt here)."""
+    allowed or a prompt; and an image to edit with its mask. The fields the executors fill come
+    empty, as Jina's clients send them, or not at all (a text to draw is a prompt here)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [
         {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in INPUTS]})
@@ -319,6 +320,11 @@ class DocumentInput(BaseModel):
     uri: Optional[str] = Field(None, description="a path or http(s) URL the operator allowed (allowed_audio_dirs, "
                                                  "allowed_audio_urls); refused otherwise")
     prompt: Optional[str] = Field(None, min_length=1, description="text to draw, when there is no audio")
+    edit_image: Optional[list[Annotated[int, Field(ge=0, le=255)]]] = Field(
+        None, min_length=1, description="the bytes of an image to edit (PNG, JPEG or WebP), as numbers; spoken words "
+                                        "about it refine it")
+    edit_mask: Optional[list[Annotated[int, Field(ge=0, le=255)]]] = Field(
+        None, min_length=1, description="the bytes of a PNG of the image's size, transparent where it is repainted")
 
     @model_validator(mode="after")
     def _has_input(self):
@@ -327,7 +333,7 @@ class DocumentInput(BaseModel):
         return self
 
     def speech_image_doc(self) -> SpeechImageDoc:
-        return SpeechImageDoc(**self.model_dump(include={"id", *INPUTS}, exclude_none=True))
+        return SpeechImageDoc(**self.model_dump(include={"id", *INPUTS, *EDITS}, exclude_none=True))
 
 
 def _filled_fields() -> dict:

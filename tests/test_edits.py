@@ -266,3 +266,14 @@ def test_the_sdk_streams_an_edits_previews_then_the_image(sdk):
     assert [event.type for event in events] == ["image_edit.partial_image", "image_edit.completed"]
     final = Image.open(io.BytesIO(base64.b64decode(events[-1].b64_json)))
     assert final.size == (WIDTH, HEIGHT) and json.loads(final.text["speech2image"])["strength"] == 1.0
+
+
+@pytest.mark.flow
+def test_jinas_json_route_carries_an_edit(float32_app, tmp_path):
+    from speech2image.client import make_documents, post, request_parameters
+
+    (tmp_path / "car.png").write_bytes(red_car())
+    docs = make_documents([], "a red car in the snow", image=tmp_path / "car.png")
+    [doc] = post(docs, f"http://127.0.0.1:{float32_app.port + 1}", request_parameters({"steps": 2, "seed": 4}))
+    [image] = doc.images
+    assert (image.width, image.height, image.strength, image.steps) == (WIDTH, HEIGHT, 0.6, 2)
