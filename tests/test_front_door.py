@@ -261,7 +261,7 @@ def test_the_page_uses_the_key_on_its_server_and_never_shows_it(server, tls):
     from tests.support.app import Page
 
     with Page(f"grpcs://localhost:{server.port}", "--api-key", KEY, "--ca", str(tls / "ca.pem")) as ui:
-        status, transcript, images = Client(ui.url, verbose=False).predict(
+        status, transcript, images, *_ = Client(ui.url, verbose=False).predict(
             None, "a red apple", "auto", "auto", 1, "", "1", "", "32", "32", "", fn_index=0)
         assert status == "Done: 1 image(s)" and len(images) == 1
         page = httpx.get(ui.url).text + httpx.get(f"{ui.url}/config").text

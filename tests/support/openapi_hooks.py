@@ -10,6 +10,8 @@ about a valid request, for the requests schemathesis means to be valid (positive
   4 with pndm, 32x32), which also keeps the run short; a positive multipart request (whose
   silence draws nothing) that the model would refuse is left out, since schemathesis takes a
   multipart body changed by a hook for a negative one.
+- /generate's `edit_image` and `edit_mask` are drawn as the forms' images are (a mask only with
+  an image: alone it is refused).
 - /generate's `uri` must be one the operator allowed (none here), and the client's own `timeout`
   is its deadline: positive requests send a prompt instead and leave a minute.
 - An image field's schema says PNG, JPEG or WebP bytes; that they decode, it cannot: images are
@@ -99,6 +101,9 @@ def _document(doc: dict) -> dict:
     doc = dict(doc)
     if doc.get("audio") is not None:
         doc["audio"] = SILENCE
+    if doc.get("edit_image") is not None:  # bytes that decode, as for the forms' images
+        doc["edit_image"] = list(picture("PNG", 0))
+    doc["edit_mask"] = list(picture("PNG", 1)) if doc.get("edit_mask") is not None and doc.get("edit_image") else None
     if doc.get("uri") is not None:
         doc["uri"] = None
         if all(doc.get(name) is None for name in ("audio", "waveform", "prompt")):
