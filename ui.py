@@ -41,6 +41,7 @@ SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # never a web font 
 CACHE_CLEANING = (600, 3600)  # gradio's delete_cache: (every, older than) in seconds
 FORM_BYTES = 65_536  # an upload's form around its file: boundaries, part headers
 SPOOL_IN_MEMORY = 1 << 20  # a request body up to this size is held in memory, a larger one in an unnamed file
+STRIP_IMAGES = 24  # the most images of a visit the strip keeps (the oldest go): each is a PNG in the session
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -515,19 +516,21 @@ def build(host: str, api_key: Optional[str] = None):
     async def generate(audio, prompt, language, task, num_images, seed, steps, guidance, width, height,
                        negative_prompt, previews, visit, chosen):
         """The answer as it grows; once drawn, its images join this visit's strip, the last one chosen."""
-        refine = visit[chosen] if chosen is not None and audio else None
         try:
+            refine = visit[chosen] if chosen is not None and audio else None
             options = options_from(language, task, num_images, seed, steps, guidance, width, height, negative_prompt,
                                    previews)
             async for status, transcript, images, *drawn in speak(host, audio, prompt, options, api_key, refine):
                 if drawn:
-                    visit = [*visit, *drawn[0]]
+                    visit = [*visit, *drawn[0]][-STRIP_IMAGES:]
                     yield (status, transcript, images, visit, strip_of(visit), len(visit) - 1,
                            refining(len(visit) - 1))
                 else:
                     yield status, transcript, gr.skip() if images is None else images, *[gr.skip()] * 4
         except Speech2ImageError as e:  # one readable line, never a traceback
             yield f"Error: {e}", *[gr.skip()] * 6
+        except (IndexError, TypeError):  # a strip index the page did not give
+            yield "Error: no such image in the strip: pick one there, or press New picture", *[gr.skip()] * 6
 
     def strip_of(visit: list[bytes]) -> list:
         return [(Image.open(io.BytesIO(png)), f"{index + 1}") for index, png in enumerate(visit)]
@@ -569,8 +572,8 @@ def build(host: str, api_key: Optional[str] = None):
                 transcript = gr.Textbox(label="Transcript", interactive=False, elem_id="transcript")
                 gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="images")
                 mode = gr.Markdown(refining(None), elem_id="mode")
-                strip = gr.Gallery(label="This visit's images: pick one to refine", columns=8, height=140,
-                                   format="png", allow_preview=False, elem_id="strip")
+                strip = gr.Gallery(label="This visit's images: pick one to refine", columns=6, rows=1, height=120,
+                                   object_fit="contain", format="png", allow_preview=False, elem_id="strip")
                 new_picture = gr.Button("New picture", elem_id="new_picture")
         visit = gr.State([])  # this visit's PNGs (with their settings), for as long as the page is open
         chosen = gr.State(None)  # the index in `visit` of the image speaking refines; None: a new picture

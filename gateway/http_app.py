@@ -48,7 +48,8 @@ from speech2image.errors import (
     Unavailable,
 )
 from speech2image.imaging.options import GenerateOptions
-from speech2image.limits import ConnectionLimits, max_body_bytes
+from speech2image.imaging.pictures import checked_picture
+from speech2image.limits import MAX_EDIT_IMAGE_BYTES, ConnectionLimits, max_body_bytes
 from speech2image.options import request_field
 from speech2image.schema import EMPTY_DOCUMENT, FILLED_BY, SpeechImageDoc, to_blob
 from speech2image.serving.network import HostPolicy
@@ -247,8 +248,9 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
     async def edits(request: Request, form: Annotated[openai.ImageEditForm, File()]):
         asked = openai.edit_request(form)
         openai.check_model(asked.model, (await models())["diffusion"], "image")
-        doc = SpeechImageDoc(prompt=asked.prompt, edit_image=to_blob(await form.edited().read()),
-                             edit_mask=to_blob(await form.mask.read()) if form.mask is not None else None)
+        image = checked(await form.edited().read(), "image")
+        mask = checked(await form.mask.read(), "mask") if form.mask is not None else None
+        doc = SpeechImageDoc(prompt=asked.prompt, edit_image=image, edit_mask=mask)
         if asked.stream:
             return await server_sent_events(request, events(
                 request, doc, openai.parameters("diffusion", asked.options), ("diffusion",)),
@@ -265,8 +267,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         names = await models()
         openai.check_model(heard.model, names["whisper"], "Whisper", (openai.WHISPER_ALIAS,))
         openai.check_model(image.model, names["diffusion"], "image")
-        audio = SpeechImageDoc(audio=to_blob(await form.file.read()),
-                               edit_image=to_blob(await form.image.read()) if form.image is not None else None)
+        audio = SpeechImageDoc(audio=to_blob(await form.file.read()),  # an image is checked before Whisper's work
+                               edit_image=checked(await form.image.read(), "image") if form.image is not None else None)
         parameters = {**openai.parameters("whisper", heard.options), **openai.parameters("diffusion", image.options)}
         if image.stream:
             return await server_sent_events(request, events(request, audio, parameters, EXECUTORS),
@@ -280,6 +282,8 @@ def create_app(streamer, dry_run, *, keys: Optional[ApiKeys], max_request_bytes:
         target = body.target_executor or (body.header.target_executor if body.header else None)
         parameters = body.parameters.model_dump(exclude_none=True) if body.parameters else {}
         docs = await flow(request, DOCS([doc.speech_image_doc() for doc in body.data]), parameters, target=target)
+        for doc in docs:  # an image sent to be edited is not sent back (a request to Whisper alone keeps it)
+            doc.edit_image = doc.edit_mask = None
         # the answer may hold megabytes of images as numbers: encoded off the event loop
         return Response(await asyncio.to_thread(_jina_answer, parameters, docs), media_type="application/json")
 
@@ -321,10 +325,11 @@ class DocumentInput(BaseModel):
                                                  "allowed_audio_urls); refused otherwise")
     prompt: Optional[str] = Field(None, min_length=1, description="text to draw, when there is no audio")
     edit_image: Optional[list[Annotated[int, Field(ge=0, le=255)]]] = Field(
-        None, min_length=1, description="the bytes of an image to edit (PNG, JPEG or WebP), as numbers; spoken words "
-                                        "about it refine it")
+        None, min_length=1, max_length=MAX_EDIT_IMAGE_BYTES,
+        description="the bytes of an image to edit (PNG, JPEG or WebP), as numbers; spoken words about it refine it")
     edit_mask: Optional[list[Annotated[int, Field(ge=0, le=255)]]] = Field(
-        None, min_length=1, description="the bytes of a PNG of the image's size, transparent where it is repainted")
+        None, min_length=1, max_length=MAX_EDIT_IMAGE_BYTES,
+        description="the bytes of a PNG of the image's size, transparent where it is repainted")
 
     @model_validator(mode="after")
     def _has_input(self):
@@ -517,6 +522,13 @@ async def _each_field_once(request: Request) -> None:
 
 
 ONCE_EACH = [Depends(_each_field_once)]
+
+
+def checked(data: bytes, what: str):
+    """An image's bytes for a document, once its header passed the executor's checks (format,
+    pixels, bytes): a bad image is refused before any work."""
+    checked_picture(data, what)
+    return to_blob(data)
 
 
 def refusals(*statuses: int, shape: type = openai.ErrorAnswer) -> dict:

@@ -33,7 +33,7 @@ MAX_INITIAL_PROMPT_CHARS = 1000
 # is decoded: a small file can declare gigapixels)
 MAX_EDIT_IMAGE_BYTES = 16 * MEGA
 MAX_EDIT_IMAGE_PIXELS = 4096 * 4096
-EDIT_FORMATS = ("PNG", "JPEG", "WEBP")
+EDIT_FORMATS = ("PNG", "JPEG", "WEBP")  # a camera's MPO opens as a JPEG (its first picture)
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,16 @@ class RequestLimits:
                 f"{width}x{height} = {work:.1f} megapixel-steps > max_megapixel_steps={self.max_megapixel_steps:g}; "
                 "ask for fewer images, fewer steps or a smaller size"
             )
+        return work
+
+    def check_total_work(self, works: list[float]) -> float:
+        """The work of documents drawn at sizes and steps of their own (edits), together; refused
+        over max_megapixel_steps."""
+        work = sum(works)
+        if work > self.max_megapixel_steps:
+            raise InvalidRequest(f"request too large: its {len(works)} documents take {work:.1f} megapixel-steps > "
+                                 f"max_megapixel_steps={self.max_megapixel_steps:g}; send fewer documents, images or "
+                                 "steps, or smaller images")
         return work
 
 

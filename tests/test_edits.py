@@ -60,9 +60,9 @@ def test_a_declared_gigapixel_image_is_refused_before_it_is_decoded():
 
 
 @pytest.mark.parametrize("data,message", [
-    (b"hello, not an image", "image is not an image Pillow can read: send a PNG, JPEG, WebP file"),
-    (encoded(Image.new("RGB", (8, 8)), "GIF"), "image is GIF: send a PNG, JPEG, WebP file"),
-    (red_car()[:200], r"image could not be decoded \(\w+\): send a whole PNG, JPEG, WebP file"),
+    (b"hello, not an image", "image is not a PNG, JPEG or WebP file Pillow can read: send one"),
+    (encoded(Image.new("RGB", (8, 8)), "GIF"), "image is not a PNG, JPEG or WebP file Pillow can read: send one"),
+    (red_car()[:200], r"image could not be decoded \(\w+\): send a whole PNG, JPEG or WebP file"),
 ])
 def test_what_is_not_a_whole_png_jpeg_or_webp_is_one_line(data, message):
     with pytest.raises(InvalidRequest, match=message):
@@ -83,6 +83,13 @@ def test_openais_mask_becomes_diffusers_white_where_repainted():
         edit_source(red_car(), encoded(Image.new("RGB", (WIDTH, HEIGHT))))
     with pytest.raises(InvalidRequest, match="a mask without an image"):
         edit_source(None, left_half_mask())
+    with pytest.raises(InvalidRequest, match="mask has no transparent pixel, so nothing to repaint"):
+        edit_source(red_car(), encoded(Image.new("RGBA", (WIDTH, HEIGHT), (0, 0, 0, 255))))
+    # no mask: an image's own transparent area is repainted, as OpenAI does
+    see_through = Image.new("RGBA", (WIDTH, HEIGHT), (200, 30, 30, 255))
+    see_through.paste((0, 0, 0, 0), (0, 0, 10, 10))
+    source = edit_source(encoded(see_through))
+    assert source.image.mode == "RGB" and source.mask.getbbox() == (0, 0, 10, 10)
 
 
 def test_an_edit_is_drawn_at_its_images_size_scaled_down_to_fit():
@@ -160,8 +167,8 @@ def test_bad_input_is_one_line_and_the_service_keeps_serving(base_url, tmp_path)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     cases = [
-        (["image=@" + str(tmp_path / "text.png")], 400, "image is not an image Pillow can read"),
-        (["image=@" + str(tmp_path / "anim.gif")], 400, "image is GIF: send a PNG, JPEG, WebP file"),
+        (["image=@" + str(tmp_path / "text.png")], 400, "image is not a PNG, JPEG or WebP file Pillow can read"),
+        (["image=@" + str(tmp_path / "anim.gif")], 400, "image is not a PNG, JPEG or WebP file Pillow can read"),
         (["image=@" + str(tmp_path / "bomb.png")], 400, f"image declares more than {MAX_EDIT_IMAGE_PIXELS} pixels"),
         (["image=@" + str(tmp_path / "car.png"), "mask=@" + str(tmp_path / "small-mask.png")], 400,
          f"mask is 32x32, the image {WIDTH}x{HEIGHT}"),
@@ -199,6 +206,20 @@ def test_spoken_words_are_added_to_the_images_prompt_and_a_speaker_can_start_ove
     assert refined(previous, "start over, a green field") == ("a green field", False)
 
 
+def test_a_refined_prompt_over_the_limit_says_how_to_start_over():
+    from PIL.PngImagePlugin import PngInfo
+
+    from speech2image.imaging.options import GenerateOptions
+    from speech2image.imaging.provenance import spoken_edit
+
+    info = PngInfo()
+    info.add_text("speech2image", json.dumps({"prompt": "a red car" + ", in the snow" * 90, "seed": 5}))
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "PNG", pnginfo=info)
+    with pytest.raises(InvalidRequest, match='over max_prompt_chars=1000: say "new picture"'):
+        spoken_edit("at night", edit_source(buffer.getvalue()), GenerateOptions(), 1000)
+
+
 def test_only_a_prompt_and_a_seed_are_read_from_a_clients_image():
     from PIL.PngImagePlugin import PngInfo
 
@@ -214,7 +235,7 @@ def test_only_a_prompt_and_a_seed_are_read_from_a_clients_image():
     assert settings_of(carrying('{"prompt": "a red car", "seed": 5, "model": "x"}')) == {"prompt": "a red car",
                                                                                           "seed": 5}
     assert settings_of(carrying('{"prompt": "a red car", "seed": -1}')) == {"prompt": "a red car", "seed": None}
-    for text in ('{"prompt": 3}', "[1, 2]", "not json", '{"seed": 5}'):
+    for text in ('{"prompt": 3}', "[1, 2]", "not json", '{"seed": 5}', "[" * 100_000):
         assert settings_of(carrying(text)) is None
     assert settings_of(open_picture(red_car())) is None
 

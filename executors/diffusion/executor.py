@@ -3,6 +3,7 @@
 from docarray import DocList
 from jina import Executor, requests
 
+from speech2image.errors import InvalidRequest
 from speech2image.imaging.diffusion import generate, load_engine
 from speech2image.imaging.options import DiffusionArguments
 from speech2image.imaging.pictures import edit_source
@@ -103,24 +104,32 @@ class StableDiffusionExecutor(Executor):
         self.limits.check_documents(docs)
         refuse_filled(docs, "diffusion", "stream")
         prompts, sources, settings = [], [], []
-        for doc in docs:
+        for index, doc in enumerate(docs):
             prompt = (doc.image_prompt() or "").strip()
-            source = edit_source(*(from_blob(blob) if blob is not None else None
-                                   for blob in (doc.edit_image, doc.edit_mask)))
+            source = edit_source(*binary(index, doc)) if prompt else None
             asked = options
-            if source is not None and doc.text is not None and prompt:  # words spoken about the image
-                prompt, source, asked = spoken_edit(prompt, source, options)
+            if source is not None and doc.text is not None:  # words spoken about the image
+                prompt, source, asked = spoken_edit(prompt, source, options, self.limits.max_prompt_chars)
             prompts.append(prompt)
             sources.append(source)
             settings.append(self.engine.resolve(asked, source))  # each: refuses sizes the model cannot draw
         for doc, prompt in zip(docs, prompts, strict=True):
             if not prompt:
                 doc.no_images_reason = "no speech found in the audio" if doc.no_speech else "empty prompt"
-        if not any(prompts):
+                doc.edit_image = doc.edit_mask = None  # answers stay small
+        drawn = [resolved for resolved, prompt in zip(settings, prompts, strict=True) if prompt]
+        if not drawn:
             return None
-        first = settings[0]
-        work = self.limits.check_work(documents=sum(map(bool, prompts)), num_images=len(first.seeds),
-                                      steps=first.steps, width=first.width, height=first.height)
+        # each document's work (an edit's size and steps are its own), against the bound together
+        shapes = [(len(s.seeds), s.denoise_steps, s.width, s.height) for s in drawn]
+        if len(set(shapes)) == 1:
+            work = self.limits.check_work(documents=len(drawn), num_images=shapes[0][0], steps=shapes[0][1],
+                                          width=shapes[0][2], height=shapes[0][3])
+        else:
+            work = self.limits.check_total_work([
+                self.limits.check_work(documents=1, num_images=n, steps=steps, width=width, height=height)
+                for n, steps, width, height in shapes])
+        first = drawn[0]
         self.metrics.set_attributes(steps=first.steps, width=first.width, height=first.height,
                                     images=len(first.seeds))
         return deadline, prompts, settings, sources, work
@@ -151,3 +160,12 @@ class StableDiffusionExecutor(Executor):
 def heard(doc: SpeechImageDoc):
     """The transcript and language of a spoken prompt, for its images' settings; None for a typed one."""
     return {"transcript": doc.text, "language": doc.language} if doc.text is not None else None
+
+
+def binary(index: int, doc: SpeechImageDoc) -> tuple:
+    """A document's image to edit and mask as bytes (None where absent); a value outside a byte is
+    one line, as for audio."""
+    try:
+        return tuple(from_blob(blob) if blob is not None else None for blob in (doc.edit_image, doc.edit_mask))
+    except ValueError as e:
+        raise InvalidRequest(f"document {index}: edit_image or edit_mask: {e}; send the file's bytes") from e

@@ -17,6 +17,7 @@ import json
 import re
 from typing import Optional
 
+from ..errors import InvalidRequest
 from ..limits import MAX_SEED
 
 KEY = "speech2image"
@@ -41,7 +42,7 @@ def settings_of(picture) -> Optional[dict]:
         return None
     try:
         settings = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return None
     if not isinstance(settings, dict) or not isinstance(settings.get("prompt"), str):
         return None
@@ -63,12 +64,15 @@ def refined(previous: Optional[dict], spoken: str) -> tuple[str, bool]:
     return f"{previous['prompt'].strip()}, {words}", True
 
 
-def spoken_edit(words: str, source, options):
+def spoken_edit(words: str, source, options, max_chars: int):
     """(prompt, source, options) for words spoken about `source` (a pictures.Source): the refined
     prompt, the source (None when the speaker started over) and the options with the image's seed
-    unless one was asked."""
+    unless one was asked. InvalidRequest when the refined prompt is over `max_chars`."""
     previous = settings_of(source.image)
     prompt, edit = refined(previous, words)
+    if len(prompt) > max_chars:
+        raise InvalidRequest(f"the refined prompt is {len(prompt)} characters, over max_prompt_chars={max_chars}: "
+                             "say \"new picture\" and what to draw, to start over")
     if not edit:
         return prompt, None, options
     if options.seed is None and previous and previous["seed"] is not None:
