@@ -572,8 +572,10 @@ def build(host: str, api_key: Optional[str] = None):
                 transcript = gr.Textbox(label="Transcript", interactive=False, elem_id="transcript")
                 gallery = gr.Gallery(label="Images", columns=2, format="png", elem_id="images")
                 mode = gr.Markdown(refining(None), elem_id="mode")
+                # JPEG thumbnails: never the same file in gradio's cache as the PNG the gallery above is
+                # writing in the same answer (the visit keeps the PNGs, with their settings)
                 strip = gr.Gallery(label="This visit's images: pick one to refine", columns=6, rows=1, height=120,
-                                   object_fit="contain", format="png", allow_preview=False, elem_id="strip")
+                                   object_fit="contain", format="jpeg", allow_preview=False, elem_id="strip")
                 new_picture = gr.Button("New picture", elem_id="new_picture")
         visit = gr.State([])  # this visit's PNGs (with their settings), for as long as the page is open
         chosen = gr.State(None)  # the index in `visit` of the image speaking refines; None: a new picture
