@@ -76,7 +76,7 @@ class DiffusionEngine:
     schedulers hold state (the executor's scheduler gives each request its turn)."""
 
     def __init__(self, pipe, config: DiffusionConfig, *, device: str, dtype: str, vae: str, backend: str,
-                 random_weights: bool):
+                 random_weights: bool, load_encoder: Optional[Callable[[], object]] = None):
         self.pipe = pipe
         self.model = config.model
         self.batch_images = config.batch_images
@@ -87,7 +87,7 @@ class DiffusionEngine:
         self.default_scheduler = _scheduler_name(type(pipe.scheduler).__name__)
         self._schedulers = {self.default_scheduler: pipe.scheduler}
         self._edit_pipelines: dict[bool, object] = {}  # inpainting? → the pipeline sharing pipe's modules
-        self.load_encoder: Optional[Callable[[], object]] = None  # OpenVINO: a torch VAE to encode images with
+        self.load_encoder = load_encoder  # OpenVINO: loads the torch VAE whose encoder an edit's image goes through
         encoders = [m for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if m]
         self.stage_modules = {TEXT_ENCODE: encoders, DENOISE: [pipe.unet], VAE_DECODE: [pipe.vae.decoder]}
 
@@ -248,8 +248,7 @@ def load_engine(config: DiffusionConfig = DiffusionConfig()) -> DiffusionEngine:
         if config.compile:
             _compile(pipe)
     engine = DiffusionEngine(pipe, config, device=device, dtype=dtype, vae=vae, backend=backend,
-                             random_weights=random_weights)
-    engine.load_encoder = load_encoder
+                             random_weights=random_weights, load_encoder=load_encoder)
     why = " (native on this CPU)" if dtype == "bfloat16" and device == "cpu" else ""
     log.info("diffusion model %s (%s) loaded on %s, %s%s, %s VAE, %s%s in %.1f s", config.model,
              type(pipe).__name__, device, dtype, why, vae, "OpenVINO" if backend == "openvino" else "PyTorch",

@@ -1,5 +1,5 @@
 """Images sent to be edited: checked from their headers before they are decoded, then decoded
-whole with Pillow. Imports no model library (the gateway and the client use it too)."""
+whole with Pillow. Imports no model library (the gateway checks headers with it too)."""
 
 import io
 from dataclasses import dataclass
