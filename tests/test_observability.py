@@ -172,15 +172,6 @@ def test_the_shipped_dashboards_are_the_generated_ones():
     assert {t["datasource"]["uid"] for p in grafana["panels"] for t in p["targets"]} == {"${datasource}"}
 
 
-@pytest.mark.flow
-def test_no_monitoring_and_a_dead_trace_collector_never_fail_a_request(tmp_path):
-    with App("--no-monitoring", "--tracing", f"http://localhost:{free_port()}") as app:
-        done = client(SPEECH / "prompt4.wav", "--host", f"localhost:{app.port}", "--width", 32, "--steps", 1,
-                      "--out", tmp_path)
-        assert done.returncode == 0, done.stderr
-        assert not app.metrics_urls and not any(line.startswith("metrics:") for line in app.output)
-
-
 @pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus package")
 def test_prometheus_on_a_busy_port_fails_with_one_line():
     import socket

@@ -1,4 +1,5 @@
-"""Faults and load against `python app.py --offline` with 2 diffusion replicas, and secrets.
+"""Faults and load against `python app.py --offline` with 2 diffusion replicas, and secrets;
+then one without metrics whose trace collector is not there, and whose whisper replica dies.
 
 A smaller run of bench/load.py (which does 1000 requests): mixed good and bad requests
 from 8 concurrent clients, one diffusion replica killed with SIGKILL mid-run, every
@@ -16,8 +17,10 @@ import psutil
 import pytest
 
 from tests.support.app import App
+from tests.support.app import run_client as client
 from tests.support.load import cases, run_load
-from tests.support.speech import ROOT
+from tests.support.ports import free_port
+from tests.support.speech import ROOT, SPEECH
 
 pytestmark = pytest.mark.flow
 
@@ -73,11 +76,27 @@ def test_the_hf_token_never_reaches_logs_answers_or_exports(server, tmp_path):
             assert TOKEN not in exported.read_text(), exported
 
 
-def test_a_lost_whisper_executor_stops_app_py_with_exit_3_for_its_supervisor():
+@pytest.fixture(scope="module")
+def unmonitored():
+    """app.py without metrics, sending traces to a collector that is not there; its whisper
+    replica is killed by the last test that uses it."""
+    with App("--no-monitoring", "--tracing", f"http://localhost:{free_port()}") as app:
+        yield app
+
+
+def test_no_monitoring_and_a_dead_trace_collector_never_fail_a_request(unmonitored, tmp_path):
+    done = client(SPEECH / "prompt4.wav", "--host", f"localhost:{unmonitored.port}", "--width", 32, "--steps", 1,
+                  "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not unmonitored.metrics_urls and not any(line.startswith("metrics:") for line in unmonitored.output)
+
+
+def test_a_lost_whisper_executor_stops_app_py_with_exit_3_for_its_supervisor(unmonitored):
     """No Flow that looks ready and fails every audio request: a supervisor (systemd, Docker's
     restart policy, Kubernetes) starts it again."""
-    with App("--no-monitoring") as app:
-        [whisper] = app.replica_pids("whisper")
-        psutil.Process(whisper).kill()
-        assert app.process.wait(timeout=30) == 3
-        assert "no whisper replica is left: stopping (exit 3)" in app.stderr()
+    [whisper] = unmonitored.replica_pids("whisper")
+    psutil.Process(whisper).kill()
+    # the stop waits 5 s for the dead replica (timeout_ctrl) and at most the exporter's timeout (10 s)
+    # for the spans: OpenTelemetry 1.29 retried a dead collector for 63 s in every process
+    assert unmonitored.process.wait(timeout=60) == 3
+    assert "no whisper replica is left: stopping (exit 3)" in unmonitored.stderr()
