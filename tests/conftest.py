@@ -63,11 +63,20 @@ def foreign_clips() -> dict[str, dict]:
 OPT_IN = ("slow", "container", "gpu")  # run only when -m names them
 
 
+SHARED_APP = "float32_app"
+
+
 def pytest_collection_modifyitems(config, items):
     """Leave out the tests marked slow, container or gpu unless the -m expression names that mark,
-    so that `-m "not flow"` (the fast lane) still leaves them out."""
+    so that `-m "not flow"` (the fast lane) still leaves them out. For the two workers
+    (pytest-xdist, `--dist loadgroup`): the modules that share the session's app.py form one group,
+    which one worker runs (one start)."""
     named = config.getoption("markexpr") or ""
     left_out = [item for item in items if any(item.get_closest_marker(mark) and mark not in named for mark in OPT_IN)]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = [item for item in items if item not in left_out]
+    sharing = {item.module for item in items if SHARED_APP in getattr(item, "fixturenames", ())}
+    for item in items:
+        if item.module in sharing:
+            item.add_marker(pytest.mark.xdist_group(SHARED_APP))
