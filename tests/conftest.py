@@ -6,6 +6,9 @@ import os
 # loaded CTranslate2 or PyTorch thread pools can deadlock.
 os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
 os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")
+# Two workers, each with its apps' replicas, share the cores: OpenMP threads that spin while they
+# wait (the default) take the CPU the other processes need (admission and flow tests: 144 -> 126 s)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
