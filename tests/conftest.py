@@ -23,7 +23,8 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session")
 def float32_app():
     """`python app.py --offline --whisper-compute-type float32`, shared by the modules that need no
-    other flags (test_end_to_end, test_ui): each app.py start costs tens of seconds on 2 cores.
+    other flags (test_edits, test_end_to_end, test_ui): each app.py start costs tens of seconds on 2 cores
+    (with two workers, it starts in each worker that runs one of them).
     Tests on it read counters as differences, never as totals."""
     from tests.support.app import App
 
@@ -66,20 +67,11 @@ def foreign_clips() -> dict[str, dict]:
 OPT_IN = ("slow", "container", "gpu")  # run only when -m names them
 
 
-SHARED_APP = "float32_app"
-
-
 def pytest_collection_modifyitems(config, items):
     """Leave out the tests marked slow, container or gpu unless the -m expression names that mark,
-    so that `-m "not flow"` (the fast lane) still leaves them out. For the two workers
-    (pytest-xdist, `--dist loadgroup`): the modules that share the session's app.py form one group,
-    which one worker runs (one start)."""
+    so that `-m "not flow"` (the fast lane) still leaves them out."""
     named = config.getoption("markexpr") or ""
     left_out = [item for item in items if any(item.get_closest_marker(mark) and mark not in named for mark in OPT_IN)]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = [item for item in items if item not in left_out]
-    sharing = {item.module for item in items if SHARED_APP in getattr(item, "fixturenames", ())}
-    for item in items:
-        if item.module in sharing:
-            item.add_marker(pytest.mark.xdist_group(SHARED_APP))
