@@ -28,9 +28,10 @@ from speech2image.serving.network import (
     is_loopback,
     metrics_bind_from_environment,
 )
+from speech2image.serving.processes import start_flow_processes_from_a_forkserver
 
-# every process of the Flow imports this file first (multiprocessing's spawn runs the main module
-# as __mp_main__): Jina's metrics servers bind the address app.py chose, not all interfaces
+# every process of the Flow imports this file first (multiprocessing's forkserver runs the main
+# module as __mp_main__ in each child): Jina's metrics servers bind the address app.py chose, not all interfaces
 metrics_bind_from_environment()
 
 ROOT = Path(__file__).resolve().parent
@@ -282,7 +283,7 @@ def build_flow(args: argparse.Namespace, specs: list[dict]):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("JINA_MP_START_METHOD", "spawn")  # no fork after model thread pools start
+    start_flow_processes_from_a_forkserver()
     quiet_start_up()
     os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # our own one-line errors say what failed

@@ -2,17 +2,16 @@
 
 import os
 
-# Flows start their executors with spawn: a forked child of a process that already
-# loaded CTranslate2 or PyTorch thread pools can deadlock.
-os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
+import pytest
+
+from speech2image.serving.processes import start_flow_processes_from_a_forkserver
+from tests.support.speech import SPEECH, manifest, texts
+
+start_flow_processes_from_a_forkserver()  # before jina's import: the tests' Flows start as app.py's do
 os.environ.setdefault("JINA_LOG_LEVEL", "WARNING")
 # Two workers, each with its apps' replicas, share the cores: OpenMP threads that spin while they
 # wait (the default) take the CPU the other processes need (admission and flow tests: 144 -> 126 s)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import pytest
-
-from tests.support.speech import SPEECH, manifest, texts
 
 
 def pytest_addoption(parser):

@@ -4,7 +4,7 @@ Jina binds every server to 0.0.0.0 unless given a host, and starts each part's m
 with `prometheus_client.start_http_server(port)`, whose address is 0.0.0.0 by default and
 cannot be passed through Jina. :func:`metrics_bind_from_environment` gives that function the
 address in $SPEECH2IMAGE_METRICS_HOST; app.py sets it, and every process of its Flow calls this
-at start (multiprocessing's spawn imports the main module, app.py, in each of them first).
+at start (multiprocessing's forkserver imports the main module, app.py, in each of them first).
 """
 
 import functools
