@@ -10,7 +10,7 @@ from PIL import Image
 from executors.diffusion.executor import StableDiffusionExecutor
 from speech2image.errors import InvalidRequest
 from speech2image.limits import RequestLimits
-from speech2image.schema import SpeechImageDoc, from_blob
+from speech2image.schema import SpeechImageDoc, from_blob, to_blob
 from tests.support.executors import call
 from tests.support.speech import ROOT
 
@@ -116,3 +116,36 @@ def test_images_a_client_sent_are_refused_not_echoed(executor):
     planted = SpeechImageDoc(prompt="a cat", images=DocList[GeneratedImage]([GeneratedImage(prompt="planted")]))
     with pytest.raises(InvalidRequest, match=r"document 0 sets images, which the server fills"):
         run(executor, planted)
+
+
+def test_an_image_to_edit_is_decoded_off_the_event_loop(executor, monkeypatch):
+    """The replica's event loop keeps serving (other requests' stream events, health checks) while
+    an edit's image is decoded: decoding waits here until the loop has run something else."""
+    import asyncio
+    import threading
+
+    from executors.diffusion import executor as module
+
+    loop_served, decode = threading.Event(), module.edit_source
+
+    def edit_source(*data):
+        assert loop_served.wait(10), "the executor decoded the image on its event loop, which was blocked"
+        return decode(*data)
+
+    monkeypatch.setattr(module, "edit_source", edit_source)
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(picture, "PNG")
+
+    async def generate_beside_the_loop():
+        async def serve_something_else():
+            loop_served.set()
+
+        other = asyncio.ensure_future(serve_something_else())
+        docs = await executor.generate(docs=DocList[SpeechImageDoc]([SpeechImageDoc(
+            prompt="a red car", edit_image=to_blob(picture.getvalue()))]), parameters={"strength": 0.5})
+        await other
+        return docs
+
+    [doc] = call(lambda **_: generate_beside_the_loop())
+    assert len(doc.images) == 2 and doc.images[0].strength == 0.5
+

@@ -1,5 +1,7 @@
 """StableDiffusionExecutor: text → images for every document of a request."""
 
+import asyncio
+
 from docarray import DocList
 from jina import Executor, requests
 
@@ -57,7 +59,7 @@ class StableDiffusionExecutor(Executor):
         clock = StageClock(self.metrics.observe)
         with self.metrics.request("generate", tracing_context, model=self.engine.model, dtype=self.engine.dtype,
                                   vae=self.engine.vae, documents=len(docs)):
-            request = self._admit(docs, parameters)
+            request = await asyncio.to_thread(self._admit, docs, parameters)
             if request is None:
                 return docs  # nothing to draw: nothing to queue for
             deadline, prompts, settings, sources, work = request
@@ -77,7 +79,7 @@ class StableDiffusionExecutor(Executor):
                                       vae=self.engine.vae, documents=1):
                 parameters = stream_parameters(doc)
                 doc.stream_parameters = None
-                request = self._admit(DocList[SpeechImageDoc]([doc]), parameters)
+                request = await asyncio.to_thread(self._admit, DocList[SpeechImageDoc]([doc]), parameters)
                 if request is None:
                     yield doc
                     return
@@ -98,7 +100,9 @@ class StableDiffusionExecutor(Executor):
 
     def _admit(self, docs, parameters: dict):
         """Check every document and option before any model work; (deadline, prompts, settings,
-        edit sources, work), or None when there is nothing to draw."""
+        edit sources, work), or None when there is nothing to draw. Run in a thread: decoding an
+        image to edit (up to 4096², a quarter of a second) would stall the replica's event loop,
+        which streams the other requests' events meanwhile."""
         deadline = monotonic_deadline(parameters, self.limits.request_timeout_seconds)
         options = merge(self.defaults, parameters)
         self.limits.check_documents(docs)
