@@ -149,3 +149,10 @@ def test_an_image_to_edit_is_decoded_off_the_event_loop(executor, monkeypatch):
     [doc] = call(lambda **_: generate_beside_the_loop())
     assert len(doc.images) == 2 and doc.images[0].strength == 0.5
 
+
+def test_one_side_asked_for_an_edit_keeps_its_images_aspect_ratio(executor):
+    picture = io.BytesIO()
+    Image.new("RGB", (128, 64), "red").save(picture, "PNG")
+    [doc] = run(executor, SpeechImageDoc(prompt="a red car", edit_image=to_blob(picture.getvalue())), width=64,
+                num_images=1)
+    assert Image.open(io.BytesIO(from_blob(doc.images[0].png))).size == (64, 32)

@@ -96,6 +96,9 @@ def test_an_edit_is_drawn_at_its_images_size_scaled_down_to_fit():
     assert fitted((WIDTH, HEIGHT), 8, 512) == (WIDTH, HEIGHT)
     assert fitted((4032, 3024), 128, 1024) == (1024, 768)
     assert fitted((1001, 50), 128, 512) == (512, 128)  # never under the model's least size
+    assert fitted((4032, 3024), 128, 1024, width=512) == (512, 384)  # one side asked: the other keeps the ratio
+    assert fitted((4032, 3024), 128, 1024, height=512) == (680, 512)
+    assert fitted((100, 1000), 128, 1024, width=512) == (512, 1024)  # within the model's range
 
 
 # --- the front door ----------------------------------------------------------------------------

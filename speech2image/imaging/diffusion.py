@@ -104,8 +104,8 @@ class DiffusionEngine:
         preset_steps, guidance = PRESETS[self.family]
         low, high = self.size_range
         width, height = options.width or self.native_size, options.height or self.native_size
-        if source is not None and not options.width and not options.height:
-            width, height = fitted(source.size, low, high)
+        if source is not None and not (options.width and options.height):
+            width, height = fitted(source.size, low, high, options.width, options.height)
         for name, value in (("width", width), ("height", height)):
             check_range(name, value, low, high)
         steps, scheduler = options.steps or preset_steps, options.scheduler or self.default_scheduler
@@ -158,11 +158,14 @@ class DiffusionEngine:
         return self._schedulers[name]
 
 
-def fitted(size: tuple[int, int], low: int, high: int) -> tuple[int, int]:
-    """An image's size scaled down (never up) to fit `high` a side, in multiples of SIZE_MULTIPLE
-    and at least `low`."""
-    scale = min(1.0, high / max(size))
-    return tuple(max(low, int(side * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE) for side in size)
+def fitted(size: tuple[int, int], low: int, high: int, width: Optional[int] = None,
+           height: Optional[int] = None) -> tuple[int, int]:
+    """An edit's size: its image's, scaled to the one side asked (`width` or `height`: the other
+    keeps the image's aspect ratio), else down (never up) to fit `high` a side; in multiples of
+    SIZE_MULTIPLE, within `low`..`high`."""
+    scale = width / size[0] if width else height / size[1] if height else min(1.0, high / max(size))
+    fit = [min(high, max(low, int(side * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE)) for side in size]
+    return width or fit[0], height or fit[1]
 
 
 def _scheduler_name(class_name: str) -> str:
