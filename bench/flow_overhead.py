@@ -24,7 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("JINA_MP_START_METHOD", "spawn")
+from speech2image.serving.processes import start_flow_processes_from_a_forkserver  # noqa: E402
+
+start_flow_processes_from_a_forkserver()  # as app.py: before jina's import
 os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
 
 import app  # noqa: E402

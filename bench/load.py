@@ -21,14 +21,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("JINA_MP_START_METHOD", "spawn")  # the open loop runs app.py's Flow in this process
 os.environ.setdefault("JINA_LOG_LEVEL", "ERROR")
 
 from bench import admission
 from speech2image.hardware import describe_cpu
 from speech2image.limits import ReplicaLimits
+from speech2image.serving.processes import start_flow_processes_from_a_forkserver
 from tests.support.app import App
 from tests.support.load import cases, run_load
+
+start_flow_processes_from_a_forkserver()  # the open loop runs app.py's Flow in this process
 
 
 def main():
