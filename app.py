@@ -30,8 +30,9 @@ from speech2image.serving.network import (
 )
 from speech2image.serving.processes import start_flow_processes_from_a_forkserver
 
-# every process of the Flow imports this file first (multiprocessing's forkserver runs the main
-# module as __mp_main__ in each child): Jina's metrics servers bind the address app.py chose, not all interfaces
+# every process of the Flow imports this file before Jina starts its metrics server there
+# (multiprocessing runs the main module as __mp_main__ in each child): they bind the address app.py
+# chose, not all interfaces
 metrics_bind_from_environment()
 
 ROOT = Path(__file__).resolve().parent
@@ -341,7 +342,7 @@ def watch(flow, stop: threading.Event) -> int:
     lost: set = set()
     while not stop.wait(1.0):
         for name, workers in executor_processes(flow).items():
-            dead = [worker for worker in workers if not worker.is_alive()]
+            dead = [worker for worker in workers if not worker.is_alive() and not runs_on(worker.pid)]
             for worker in dead:
                 if worker.pid not in lost:
                     lost.add(worker.pid)
@@ -352,6 +353,17 @@ def watch(flow, stop: threading.Event) -> int:
                       "service again", file=sys.stderr, flush=True)
                 return 3
     return 0
+
+
+def runs_on(pid: int) -> bool:
+    """Whether a replica its worker reports ended still runs: workers learn of their process's end
+    through the forkserver it was forked from, so the forkserver's own end reads as all of theirs."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def executor_processes(flow) -> dict[str, list]:

@@ -1,5 +1,6 @@
 """Faults and load against `python app.py --offline` with 2 diffusion replicas, and secrets;
-then one without metrics whose trace collector is not there, and whose whisper replica dies.
+then one without metrics whose trace collector is not there, whose forkserver ends and whose
+whisper replica dies.
 
 A smaller run of bench/load.py (which does 1000 requests): mixed good and bad requests
 from 8 concurrent clients, one diffusion replica killed with SIGKILL mid-run, every
@@ -78,8 +79,8 @@ def test_the_hf_token_never_reaches_logs_answers_or_exports(server, tmp_path):
 
 @pytest.fixture(scope="module")
 def unmonitored():
-    """app.py without metrics, sending traces to a collector that is not there; its whisper
-    replica is killed by the last test that uses it."""
+    """app.py without metrics, sending traces to a collector that is not there; its forkserver is
+    killed, then its whisper replica, by the last tests that use it."""
     with App("--no-monitoring", "--tracing", f"http://localhost:{free_port()}") as app:
         yield app
 
@@ -89,6 +90,25 @@ def test_no_monitoring_and_a_dead_trace_collector_never_fail_a_request(unmonitor
                   "--out", tmp_path)
     assert done.returncode == 0, done.stderr
     assert not unmonitored.metrics_urls and not any(line.startswith("metrics:") for line in unmonitored.output)
+
+
+def test_the_forkservers_end_is_not_its_replicas(unmonitored, tmp_path):
+    """The Flow's processes are forked from one forkserver, through which app.py learns of their end:
+    when it ends, they serve on, and app.py must not stop as if they had all been lost."""
+    deadline = time.monotonic() + 60  # each replica announces itself a moment after it listens
+    while not unmonitored.replica_pids("whisper") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    [whisper] = unmonitored.replica_pids("whisper")
+    forkserver = psutil.Process(whisper).parent()
+    assert "forkserver" in " ".join(forkserver.cmdline())
+    forkserver.kill()  # it stays a zombie: app.py never reaps it
+    while forkserver.is_running() and forkserver.status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.1)
+    # app.py looks every second; a client process takes longer than that to start and be answered
+    done = client(SPEECH / "prompt4.wav", "--host", f"localhost:{unmonitored.port}", "--width", 32, "--steps", 1,
+                  "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert unmonitored.process.poll() is None and "died" not in unmonitored.stderr()
 
 
 def test_a_lost_whisper_executor_stops_app_py_with_exit_3_for_its_supervisor(unmonitored):
