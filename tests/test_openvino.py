@@ -7,6 +7,7 @@ checked everywhere. Speed is bench/diffusion_speed.py's, never measured here.
 """
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -96,6 +97,14 @@ def test_a_second_start_converts_nothing_and_compiles_from_the_cache(executor, c
     again = StableDiffusionExecutor(model="tiny", diffusion_backend="openvino", dtype="float32")
     assert len(run(again, SpeechImageDoc(prompt="a cat"), width=64, height=64)[0].images) == 1
     assert {path: path.stat().st_mtime_ns for path in converted} == written
+
+
+@needs_openvino
+def test_the_benchmark_says_where_the_unet_step_goes_by_kernel(executor):
+    from bench.diffusion_speed import unet_time_by_kernel
+
+    line = unet_time_by_kernel(executor.engine, executor.engine.resolve(GenerateOptions(seed=0, width=64, height=64)))
+    assert re.fullmatch(r"OpenVINO UNet step by kernel \([\d.]+ s\): \w+ \d+ %(, \w+ \d+ %)*", line), line
 
 
 @needs_openvino

@@ -73,17 +73,36 @@ class CompiledModel(torch.nn.Module):
         self.compiled = self._request = None  # for the latest shape
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        arrays = [np.ascontiguousarray(x.detach().cpu().float().numpy() if x.is_floating_point() else x.cpu().numpy())
-                  for x in inputs]
+        arrays = _arrays(inputs)
         shapes = [array.shape for array in arrays]
         if shapes != self._shapes:
-            model = self._model.clone()
-            model.reshape({index: list(shape) for index, shape in enumerate(shapes)})
-            self.compiled = self._core.compile_model(model, "CPU", self._config)
+            self.compiled = self._compile(shapes, self._config)
             self._request = self.compiled.create_infer_request()
             self._shapes = shapes
         self._request.infer(arrays)
         return torch.from_numpy(self._request.get_output_tensor(0).data.copy())
+
+    def seconds_by_kernel(self, *inputs: torch.Tensor) -> dict[str, float]:
+        """Where one run on `inputs` spends its time: seconds per OpenVINO kernel (e.g.
+        brgconv_avx2_f32), compiled again with OpenVINO's per-node counters (for benchmarks)."""
+        arrays = _arrays(inputs)
+        request = self._compile([a.shape for a in arrays], {**self._config, "PERF_COUNT": True}).create_infer_request()
+        request.infer(arrays)  # the first run also allocates
+        request.infer(arrays)
+        seconds: dict[str, float] = {}
+        for node in request.get_profiling_info():
+            seconds[node.exec_type] = seconds.get(node.exec_type, 0.0) + node.real_time.total_seconds()
+        return seconds
+
+    def _compile(self, shapes: list[tuple[int, ...]], config: dict):
+        model = self._model.clone()
+        model.reshape({index: list(shape) for index, shape in enumerate(shapes)})
+        return self._core.compile_model(model, "CPU", config)
+
+
+def _arrays(inputs) -> list[np.ndarray]:
+    return [np.ascontiguousarray(x.detach().cpu().float().numpy() if x.is_floating_point() else x.cpu().numpy())
+            for x in inputs]
 
 
 class TextEncoder(torch.nn.Module):
