@@ -342,7 +342,7 @@ def watch(flow, stop: threading.Event) -> int:
     lost: set = set()
     while not stop.wait(1.0):
         for name, workers in executor_processes(flow).items():
-            dead = [worker for worker in workers if not worker.is_alive() and not runs_on(worker.pid)]
+            dead = [worker for worker in workers if not process_runs(worker.pid)]
             for worker in dead:
                 if worker.pid not in lost:
                     lost.add(worker.pid)
@@ -355,9 +355,9 @@ def watch(flow, stop: threading.Event) -> int:
     return 0
 
 
-def runs_on(pid: int) -> bool:
-    """Whether a replica its worker reports ended still runs: workers learn of their process's end
-    through the forkserver it was forked from, so the forkserver's own end reads as all of theirs."""
+def process_runs(pid: int) -> bool:
+    """Whether a replica's process runs, asked of the system: Jina's worker learns of its process's
+    end through the forkserver it was forked from, whose own end would read as all of theirs."""
     import psutil
 
     try:

@@ -177,13 +177,10 @@ def openvino_kernels(engine) -> str:
     return f"OpenVINO UNet kernels: {counts['avx512']} AVX-512, {counts['avx2']} AVX2"
 
 
-def unet_time_by_kernel(engine, settings) -> str:
-    """Where the OpenVINO UNet's step goes, by kernel: which kind of work bounds it on this CPU."""
-    denoiser, step = engine.pipe.unet.denoiser, {}
-    hook = denoiser.register_forward_pre_hook(lambda module, inputs: step.setdefault("inputs", inputs))
-    generate(engine, PROMPT, settings)
-    hook.remove()
-    seconds = sorted(denoiser.seconds_by_kernel(*step["inputs"]).items(), key=lambda item: -item[1])
+def unet_time_by_kernel(engine) -> str:
+    """Where the OpenVINO UNet's step at the size timed goes, by kernel: which kind of work bounds
+    it on this CPU."""
+    seconds = sorted(engine.pipe.unet.denoiser.seconds_by_kernel().items(), key=lambda item: -item[1])
     total = sum(value for _, value in seconds)
     return f"OpenVINO UNet step by kernel ({total:.3f} s): " + ", ".join(
         f"{kernel} {100 * value / total:.0f} %" for kernel, value in seconds if value >= 0.01 * total)
@@ -236,7 +233,7 @@ def measure(args) -> None:
     if engine.backend == "openvino" and emulated_cpu():
         print(f"{model} {label}: {openvino_kernels(engine)} [{cpu_kind()}]", flush=True)
     if engine.backend == "openvino":
-        print(f"{model} {label}: {unet_time_by_kernel(engine, settings)} [{cpu_kind()}]", flush=True)
+        print(f"{model} {label}: {unet_time_by_kernel(engine)} [{cpu_kind()}]", flush=True)
     picture = np.asarray(Image.open(io.BytesIO(from_blob(image.png))).convert("RGB"), dtype=np.float64)
     np.savez(args.results / "result.npz", per_image=per_image, picture=picture, latents=latents.float().cpu().numpy())
 

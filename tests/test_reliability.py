@@ -36,10 +36,7 @@ def server():
 
 @pytest.mark.slow  # a load test: forty requests of both kinds while a replica dies (bench/load.py measures load)
 def test_mixed_load_with_a_replica_killed_loses_nothing_and_mixes_nothing_up(server):
-    deadline = time.monotonic() + 60  # each replica announces itself a moment after it listens
-    while len(server.replica_pids("diffusion")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert len(server.replica_pids("diffusion")) == 2
+    assert len(server.announced_replicas("diffusion", 2)) == 2
     requests = cases(90)
     report = asyncio.run(run_load(f"localhost:{server.port}", requests, clients=8, request_timeout=60,
                                   kill_after=30, server=server))
@@ -95,10 +92,7 @@ def test_no_monitoring_and_a_dead_trace_collector_never_fail_a_request(unmonitor
 def test_the_forkservers_end_is_not_its_replicas(unmonitored, tmp_path):
     """The Flow's processes are forked from one forkserver, through which app.py learns of their end:
     when it ends, they serve on, and app.py must not stop as if they had all been lost."""
-    deadline = time.monotonic() + 60  # each replica announces itself a moment after it listens
-    while not unmonitored.replica_pids("whisper") and time.monotonic() < deadline:
-        time.sleep(0.5)
-    [whisper] = unmonitored.replica_pids("whisper")
+    [whisper] = unmonitored.announced_replicas("whisper", 1)
     forkserver = psutil.Process(whisper).parent()
     assert "forkserver" in " ".join(forkserver.cmdline())
     forkserver.kill()  # it stays a zombie: app.py never reaps it

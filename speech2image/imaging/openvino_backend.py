@@ -73,7 +73,8 @@ class CompiledModel(torch.nn.Module):
         self.compiled = self._request = None  # for the latest shape
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        arrays = _arrays(inputs)
+        arrays = [np.ascontiguousarray(x.detach().cpu().float().numpy() if x.is_floating_point() else x.cpu().numpy())
+                  for x in inputs]
         shapes = [array.shape for array in arrays]
         if shapes != self._shapes:
             self.compiled = self._compile(shapes, self._config)
@@ -82,13 +83,15 @@ class CompiledModel(torch.nn.Module):
         self._request.infer(arrays)
         return torch.from_numpy(self._request.get_output_tensor(0).data.copy())
 
-    def seconds_by_kernel(self, *inputs: torch.Tensor) -> dict[str, float]:
-        """Where one run on `inputs` spends its time: seconds per OpenVINO kernel (e.g.
-        brgconv_avx2_f32), compiled again with OpenVINO's per-node counters (for benchmarks)."""
-        arrays = _arrays(inputs)
-        request = self._compile([a.shape for a in arrays], {**self._config, "PERF_COUNT": True}).create_infer_request()
-        request.infer(arrays)  # the first run also allocates
-        request.infer(arrays)
+    def seconds_by_kernel(self) -> dict[str, float]:
+        """Where a run at the latest inputs' shapes spends its time (its values do not change it):
+        seconds per OpenVINO kernel (e.g. brgconv_avx2_f32), compiled again with OpenVINO's per-node
+        counters (for benchmarks)."""
+        request = self._compile(self._shapes, {**self._config, "PERF_COUNT": True}).create_infer_request()
+        inputs = [np.zeros(shape, port.get_element_type().to_dtype()) for shape, port in zip(
+            self._shapes, self.compiled.inputs, strict=True)]
+        request.infer(inputs)  # the first run also allocates
+        request.infer(inputs)
         seconds: dict[str, float] = {}
         for node in request.get_profiling_info():
             seconds[node.exec_type] = seconds.get(node.exec_type, 0.0) + node.real_time.total_seconds()
@@ -98,11 +101,6 @@ class CompiledModel(torch.nn.Module):
         model = self._model.clone()
         model.reshape({index: list(shape) for index, shape in enumerate(shapes)})
         return self._core.compile_model(model, "CPU", config)
-
-
-def _arrays(inputs) -> list[np.ndarray]:
-    return [np.ascontiguousarray(x.detach().cpu().float().numpy() if x.is_floating_point() else x.cpu().numpy())
-            for x in inputs]
 
 
 class TextEncoder(torch.nn.Module):

@@ -131,6 +131,14 @@ class App(Service):
                 self.kill()
                 raise
 
+    def announced_replicas(self, executor: str, count: int, seconds: float = 60) -> list[int]:
+        """`replica_pids(executor)` once `count` have announced themselves (each a moment after it
+        listens), or when `seconds` have passed."""
+        deadline = time.monotonic() + seconds
+        while len(pids := self.replica_pids(executor)) < count and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return pids
+
     def replica_pids(self, executor: str) -> list[int]:
         """The pids of `executor`'s replicas that announced themselves ("… serving (pid N)") and live."""
         import psutil
