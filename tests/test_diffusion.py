@@ -3,7 +3,9 @@
 import hashlib
 import io
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from speech2image.errors import DeadlineExceeded, InvalidRequest, ModelLoadError
@@ -53,6 +55,22 @@ def test_same_seed_same_bytes_and_each_image_reproducible_alone(engine):
     assert first == again
     assert first[0] != first[1]
     assert alone[0] == first[1]
+
+
+@pytest.mark.parametrize("guidance,negative,encodings", [(1.0, "", 1), (3.0, "blur", 2)])
+def test_the_prompt_is_encoded_once_per_request_and_draws_what_the_pipeline_would(engine, guidance, negative,
+                                                                                   encodings):
+    runs = []
+    hook = engine.pipe.text_encoder.register_forward_hook(lambda *_: runs.append(1))
+    try:
+        images = draw(engine, "a red apple", num_images=3, seed=5, steps=2, guidance_scale=guidance,
+                      negative_prompt=negative)
+    finally:
+        hook.remove()
+    assert len(runs) == encodings  # the prompt (and the negative one where guidance needs it), not per image
+    own = engine.pipe(prompt="a red apple", negative_prompt=negative or None, num_inference_steps=2,
+                      guidance_scale=guidance, width=64, height=64, generator=torch.Generator("cpu").manual_seed(7))
+    assert np.array_equal(np.asarray(own.images[0]), np.asarray(Image.open(io.BytesIO(from_blob(images[2].png)))))
 
 
 def test_different_seed_or_prompt_gives_different_images(engine):
@@ -137,3 +155,43 @@ def test_progress_tells_each_step_each_preview_and_each_image_as_it_is_done(engi
     completed = [image for event, _, _, _, image in told if event == "image.completed"]
     assert pngs(completed) == pngs(images) == pngs(draw(engine, "a cat", num_images=2, steps=4, width=64, height=64,
                                                         seed=3))  # previews do not change the images
+
+
+@pytest.fixture(scope="module")
+def sdxl_engine(tmp_path_factory):
+    """An SDXL pipeline (two text encoders, pooled embeddings, time ids) shrunk like `tiny`, random weights."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from speech2image.imaging.random_pipelines import ARCHITECTURES, _byte_level_tokenizer
+
+    tiny = ARCHITECTURES["tiny"]
+    tokenizer = _byte_level_tokenizer()
+    torch.manual_seed(0)
+    text = CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **tiny["text"])
+    unet = UNet2DConditionModel(**{**tiny["unet"], "cross_attention_dim": 64}, addition_embed_type="text_time",
+                                addition_time_embed_dim=8, projection_class_embeddings_input_dim=80)
+    pipe = StableDiffusionXLPipeline(
+        vae=AutoencoderKL(**tiny["vae"]), text_encoder=CLIPTextModel(text),
+        text_encoder_2=CLIPTextModelWithProjection(text), tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
+        scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    directory = tmp_path_factory.mktemp("models") / "tiny-sdxl"
+    pipe.save_pretrained(directory)
+    return load_engine(DiffusionConfig(model=str(directory), local_files_only=True, vae="full"))
+
+
+def test_sdxl_draws_what_its_pipeline_would_with_each_encoder_run_once(sdxl_engine):
+    runs = []
+    hooks = [encoder.register_forward_hook(lambda *_: runs.append(1))
+             for encoder in (sdxl_engine.pipe.text_encoder, sdxl_engine.pipe.text_encoder_2)]
+    try:
+        images = draw(sdxl_engine, "a red apple", num_images=2, seed=5, steps=2, guidance_scale=3.0,
+                      negative_prompt="blur", width=64, height=64)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(runs) == 4  # each encoder: the prompt and the negative one
+    own = sdxl_engine.pipe(prompt="a red apple", negative_prompt="blur", num_inference_steps=2, guidance_scale=3.0,
+                           width=64, height=64, generator=torch.Generator("cpu").manual_seed(6))
+    assert np.array_equal(np.asarray(own.images[0]), np.asarray(Image.open(io.BytesIO(from_blob(images[1].png)))))

@@ -396,8 +396,9 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
              source: Optional[Source] = None, heard: Optional[dict] = None) -> list[GeneratedImage]:
     """Draw the images of `settings` (from :meth:`DiffusionEngine.resolve`) for `prompt`, anew or
     from `source` (an edit: image to image, or inpainting with its mask); between
-    two denoising steps `turn` may stop it (DeadlineExceeded, Cancelled). `clock` times each
-    image's stages: text_encode, denoise, vae_decode, png_encode; `drawn` is told how many images
+    two denoising steps `turn` may stop it (DeadlineExceeded, Cancelled). `clock` times the
+    request's text_encode (once, however many images) and each image's denoise, vae_decode and
+    png_encode; `drawn` is told how many images
     each pipeline call drew, as they come (work done counts even when the rest is stopped).
     `progress`, when given, is told each step, `partial_images` previews of each image (decoded
     from its latents by the pipeline's VAE) and each image as soon as it is done. Each PNG carries
@@ -440,6 +441,8 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
 
     pipe.scheduler = engine.scheduler(settings.scheduler)
     try:
+        with clock.watch(engine.stage_modules):
+            embeddings = _encode_prompt(pipe, engine.device, prompt, settings)
         for seeds in batches:
             first = len(images)
             turn.check(f"image {first + 1} of {n}, before its first step")
@@ -460,15 +463,15 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
 
             with clock.watch(engine.stage_modules):
                 output = pipe(
-                    prompt=[prompt] * len(seeds),
-                    negative_prompt=[settings.negative_prompt] * len(seeds) if settings.negative_prompt else None,
+                    **{name: tensor.repeat(len(seeds), *(1,) * (tensor.dim() - 1))
+                       for name, tensor in embeddings.items() if tensor is not None},
                     num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
                     generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
                     output_type="pil", callback_on_step_end=after_step, **edit,
                 )
             drawn(len(output.images))
             seconds = (time.perf_counter() - started) / len(seeds)
-            flagged = output.nsfw_content_detected or [False] * len(seeds)
+            flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(seeds)  # SDXL has no checker
             pictures = output.images
             if "mask_image" in edit:  # OpenAI's edits keep the image outside the mask as it was, pixel for pixel
                 pictures = [pipe.image_processor.apply_overlay(edit["mask_image"], edit["image"], picture).convert("RGB")
@@ -484,6 +487,17 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
             "ask for fewer images or a smaller size"
         ) from e
     return images
+
+
+def _encode_prompt(pipe, device: str, prompt: str, settings: Settings) -> dict:
+    """The pipeline's own encoding of the prompt (and of the negative prompt where guidance needs
+    it), by the names its call takes them: once per request, not once per image. SD gives two
+    tensors, SDXL four (with the pooled ones)."""
+    encoded = pipe.encode_prompt(prompt=prompt, device=device, num_images_per_prompt=1,
+                                 do_classifier_free_guidance=settings.guidance_scale > 1,
+                                 negative_prompt=settings.negative_prompt or None)
+    return dict(zip(("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                     "negative_pooled_prompt_embeds"), encoded, strict=False))
 
 
 def _decode(pipe, latents) -> list:
