@@ -20,7 +20,9 @@ what a replica of it would hold. PyTorch's configurations are pinned to PyTorch;
 (auto)" is what the executor chooses here (OpenVINO where it is installed, but on AMX CPUs;
 OpenVINO's int8 modes are timed beside it). Then, same seed, how far
 each fast configuration draws from its exact one (relative L2 of the latents and of the
-images); last, the speedup of the defaults. Configurations this CPU cannot compute natively
+images); then the arithmetic of each part, counted, against the fastest rate this CPU's kernels
+reach, which says how far a configuration is from what any engine could do here; last, the
+speedup of the defaults. Configurations this CPU cannot compute natively
 (bfloat16 without AVX512-BF16 or AMX: emulated, many times slower) are skipped with a line
 saying so, unless `--all`. Every run prints the CPU model and the features that decide the
 paths first.
@@ -33,6 +35,7 @@ such a CPU on a newer one, not its speed. Every line says whether the CPU is rea
 
 import argparse
 import io
+import json
 import os
 import resource
 import statistics
@@ -61,7 +64,12 @@ from speech2image.hardware import (
 from speech2image.imaging import openvino_backend
 from speech2image.imaging.diffusion import encode_png, generate, load_engine, resolve_backend, resolve_device
 from speech2image.imaging.options import DiffusionConfig, GenerateOptions
-from speech2image.imaging.random_pipelines import ARCHITECTURES, build_random_pipeline, save_random_pipeline
+from speech2image.imaging.random_pipelines import (
+    ARCHITECTURES,
+    TINY_VAE_SUBFOLDER,
+    build_random_pipeline,
+    save_random_pipeline,
+)
 from speech2image.schema import from_blob
 
 PROMPT = "a photograph of an astronaut riding a horse"
@@ -168,6 +176,89 @@ def resolved(config: DiffusionConfig) -> tuple:
     return resolve_backend(config, device), dtype, vae, config.openvino_int8
 
 
+def arithmetic(model_dir: Path, size: int) -> dict[str, dict[str, float]]:
+    """Floating-point operations (GFLOP) of each part of one size² image by kind of work
+    (convolution, matrix product: all the arithmetic PyTorch's FlopCounterMode counts), on the saved
+    model's modules built on the meta device (shapes only: nothing is computed, seconds): text
+    encoder, one UNet step, the model's VAE decode, the tiny one's."""
+    import diffusers
+    import transformers
+    from torch.utils.flop_counter import FlopCounterMode
+
+    index = json.loads((model_dir / "model_index.json").read_text())
+
+    def module(folder: str, library: str, name: str) -> torch.nn.Module:
+        if library == "diffusers":
+            cls = getattr(diffusers, name)
+            return cls.from_config(cls.load_config(model_dir, subfolder=folder))
+        cls = getattr(transformers, name)
+        return cls(cls.config_class.from_pretrained(model_dir / folder))
+
+    with torch.device("meta"):
+        text_encoder, unet, vae = (module(folder, *index[folder]) for folder in ("text_encoder", "unet", "vae"))
+        tiny = module(TINY_VAE_SUBFOLDER, "diffusers", "AutoencoderTiny")
+        latent = size // 8  # SD's latent scale
+        latents = torch.randn(1, unet.config.in_channels, latent, latent)
+        ids = torch.zeros(1, text_encoder.config.max_position_embeddings, dtype=torch.int64)
+        embeddings = torch.randn(1, text_encoder.config.max_position_embeddings, unet.config.cross_attention_dim)
+        runs = {"text encoder": lambda: text_encoder(ids), "UNet step": lambda: unet(latents, 999, embeddings),
+                "VAE decode": lambda: vae.decode(latents), "tiny VAE decode": lambda: tiny.decode(latents)}
+        counted = {}
+        for part, run in runs.items():
+            with FlopCounterMode(display=False) as counter, torch.inference_mode():
+                run()
+            counted[part] = dict.fromkeys(RATE_WORK, 0.0)
+            for op, flops in counter.get_flop_counts()["Global"].items():
+                counted[part]["convolution" if "convolution" in str(op) else "matrix product"] += flops / 1e9
+    return counted
+
+
+# the kinds of work that take an SD UNet's time, at an SD-Turbo 512² UNet's finest level: input and
+# weight shapes, GFLOP
+RATE_WORK = {
+    "convolution": ((1, 320, 64, 64), (320, 320, 3, 3), 2 * 320 * 320 * 9 * 64 * 64 / 1e9),
+    "matrix product": ((4096, 320), (320, 1280), 2 * 4096 * 320 * 1280 / 1e9),
+}
+
+
+def fastest_rates(dtype: str) -> dict[str, float]:
+    """GFLOPS this CPU reaches in `dtype` on each kind of RATE_WORK (a 3×3 convolution, a matrix
+    product), through PyTorch and, where installed, OpenVINO: the best of 5 runs each."""
+    rates = {}
+    for kind, (x_shape, w_shape, gflop) in RATE_WORK.items():
+        x, w = torch.randn(x_shape), torch.randn(w_shape) / 30
+        runs = {"PyTorch": torch_run(kind, x.to(getattr(torch, dtype)), w.to(getattr(torch, dtype)))}
+        if openvino_backend.available():
+            runs["OpenVINO"] = openvino_run(kind, x.numpy(), w.numpy(), dtype)
+        for engine, run in runs.items():
+            run()
+            rates[f"{kind}, {engine}"] = gflop / median_seconds(run, "cpu", 5, best=True)
+    return rates
+
+
+def torch_run(kind: str, x: torch.Tensor, w: torch.Tensor):
+    """One PyTorch convolution or matrix product on x and w: a callable."""
+    def run():
+        with torch.inference_mode():
+            return torch.nn.functional.conv2d(x, w, padding=1) if kind == "convolution" else x @ w
+    return run
+
+
+def openvino_run(kind: str, x: np.ndarray, w: np.ndarray, dtype: str):
+    """One OpenVINO convolution or matrix product on x and constant w, compiled in `dtype`: a callable."""
+    import openvino
+    import openvino.opset13 as ops
+
+    inputs = ops.parameter(list(x.shape), np.float32)
+    weights = ops.constant(w)
+    output = ops.convolution(inputs, weights, [1, 1], [1, 1], [1, 1], [1, 1]) if kind == "convolution" \
+        else ops.matmul(inputs, weights, False, False)
+    compiled = openvino.Core().compile_model(openvino.Model([output], [inputs]), "CPU", {
+        "INFERENCE_PRECISION_HINT": openvino_backend.PRECISIONS[dtype], "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    return lambda: request.infer([x])
+
+
 def openvino_kernels(engine) -> str:
     """How many of the OpenVINO UNet's kernels were compiled for each instruction set (the check
     that an emulation holds OpenVINO too: its own JIT kernels are not all held by oneDNN's cap)."""
@@ -235,7 +326,8 @@ def measure(args) -> None:
     if engine.backend == "openvino":
         print(f"{model} {label}: {unet_time_by_kernel(engine)} [{cpu_kind()}]", flush=True)
     picture = np.asarray(Image.open(io.BytesIO(from_blob(image.png))).convert("RGB"), dtype=np.float64)
-    np.savez(args.results / "result.npz", per_image=per_image, picture=picture, latents=latents.float().cpu().numpy())
+    np.savez(args.results / "result.npz", per_image=per_image, picture=picture, latents=latents.float().cpu().numpy(),
+             part_names=np.array(list(timings)), part_seconds=np.array(list(timings.values())))
 
 
 def compare_model(model: str, args) -> tuple[dict[str, float], str]:
@@ -284,7 +376,40 @@ def compare_model(model: str, args) -> tuple[dict[str, float], str]:
               f"{np.linalg.norm(y - x) / np.linalg.norm(x):.2%} (relative L2); images by "
               f"{np.linalg.norm(b - a) / np.linalg.norm(a):.2%} (relative L2), {np.abs(a - b).mean():.2f} of 255 on "
               f"average, correlation {np.corrcoef(a.ravel(), b.ravel())[0, 1]:.4f} [{cpu_kind()}]")
+    if not gpu:
+        arithmetic_against_rates(model, model_dir, args.size, config_of, results)
     return {label: float(result["per_image"]) for label, result in results.items()}, next(iter(configs))
+
+
+def arithmetic_against_rates(model: str, model_dir: Path, size: int, config_of: dict[str, DiffusionConfig],
+                             results: dict[str, dict]) -> None:
+    """Each float configuration's GFLOPS, per image and per part, and the least time its arithmetic
+    could take here: each kind of work at the fastest rate this CPU reaches on it in that dtype
+    (PyTorch's or OpenVINO's kernels), whatever the engine."""
+    counted = arithmetic(model_dir, size)
+    print(f"{model} arithmetic per {size}² image (PyTorch's FlopCounterMode): " + ", ".join(
+        f"{part} {sum(kinds.values()):.1f} GFLOP ({kinds['convolution'] / sum(kinds.values()):.0%} convolution)"
+        for part, kinds in counted.items()) + f" [{cpu_kind()}]")
+    floats = {label: resolved(config) for label, config in config_of.items() if config.openvino_int8 == "none"}
+    for dtype in sorted({dtype for _, dtype, _, _ in floats.values()}):
+        rates = fastest_rates(dtype)
+        fastest = {kind: max(rate for name, rate in rates.items() if name.startswith(kind)) for kind in RATE_WORK}
+        print(f"{model} this CPU's {dtype} rates, {torch.get_num_threads()} threads: " + ", ".join(
+            f"{name} {rate:.0f} GFLOPS" for name, rate in rates.items()) + f" [{cpu_kind()}]")
+        for label, (_, config_dtype, vae, _) in floats.items():
+            if config_dtype != dtype:
+                continue
+            result = results[label]
+            kinds = {"text encoder": counted["text encoder"], "UNet step": counted["UNet step"],
+                     "VAE decode": counted["tiny VAE decode" if vae == "tiny" else "VAE decode"]}
+            seconds = dict(zip(result["part_names"].tolist(), result["part_seconds"].tolist(), strict=True))
+            gflop = sum(sum(work.values()) for work in kinds.values())
+            least = sum(work[kind] / fastest[kind] for work in kinds.values() for kind in work)
+            per_image = float(result["per_image"])
+            print(f"{model} {label}: {gflop:.0f} GFLOP in {per_image:.2f} s per image ({gflop / per_image:.0f} GFLOPS; "
+                  + ", ".join(f"{part} {sum(work.values()) / seconds[part]:.0f}" for part, work in kinds.items())
+                  + f"); at this CPU's fastest rates it would take {least:.2f} s ({least / per_image:.0%} of the "
+                  f"time measured) [{cpu_kind()}]")
 
 
 def compare(args) -> None:
