@@ -317,8 +317,11 @@ def measure(args) -> None:
     timings = parts(engine, args.size, args.repeat, args.best)
     backend = "OpenVINO" if engine.backend == "openvino" else "PyTorch"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+    # of what is resident, files mapped read-only (libraries, OpenVINO's model files): the kernel can drop them
+    resident = psutil.Process().memory_info()
     print(f"{model} {label:28s} {backend:8s} {engine.dtype:8s} {engine.vae:4s} VAE: {per_image:7.3f} s per image "
-          f"(load {loaded:.1f} s, first {first:.1f} s; peak memory {peak:.2f} GiB; other processes busy "
+          f"(load {loaded:.1f} s, first {first:.1f} s; peak memory {peak:.2f} GiB; resident at the end "
+          f"{resident.rss / 2**30:.2f} GiB, {resident.shared / 2**30:.2f} GiB of it mapped files; other processes busy "
           f"{others.cores:.2f} cores meanwhile); " + ", ".join(f"{k} {v:.3f} s" for k, v in timings.items())
           + f" [{cpu_kind()}]", flush=True)
     if engine.backend == "openvino" and emulated_cpu():
