@@ -66,9 +66,9 @@ class CompiledModel(torch.nn.Module):
     size compiles again: once per shape, then from OpenVINO's cache). A torch module, so the
     pipeline's stage clock times it through forward hooks as it times torch's."""
 
-    def __init__(self, core, model, config: dict):
+    def __init__(self, core, path: Path, config: dict):
         super().__init__()
-        self._core, self._model, self._config = core, model, config
+        self._core, self._path, self._config = core, path, config
         self._shapes: list[tuple[int, ...]] = []
         self.compiled = self._request = None  # for the latest shape
 
@@ -98,7 +98,7 @@ class CompiledModel(torch.nn.Module):
         return seconds
 
     def _compile(self, shapes: list[tuple[int, ...]], config: dict):
-        model = self._model.clone()
+        model = self._core.read_model(self._path)  # not kept: its mapped weights are cold once compiled
         model.reshape({index: list(shape) for index, shape in enumerate(shapes)})
         return self._core.compile_model(model, "CPU", config)
 
@@ -312,7 +312,7 @@ def load_parts(model: str, model_dir: Path, *, int8: str, vae_part: str, torch_p
     wrappers = {"text_encoder": TextEncoder, "unet": UNet, "vae_decoder": VaeDecoder}
     loaded = {}
     for role, part in parts.items():
-        compiled = CompiledModel(core, core.read_model(directory / f"{part}.xml"), config)
+        compiled = CompiledModel(core, directory / f"{part}.xml", config)
         loaded[role.removesuffix("_decoder")] = wrappers[role](
             compiled, FrozenDict(json.loads((directory / f"{part}.json").read_text())))
     return loaded
