@@ -73,6 +73,16 @@ def test_the_prompt_is_encoded_once_per_request_and_draws_what_the_pipeline_woul
     assert np.array_equal(np.asarray(own.images[0]), np.asarray(Image.open(io.BytesIO(from_blob(images[2].png)))))
 
 
+def test_the_prompt_is_encoded_without_autograd_in_pytorch():
+    """Outside the pipeline's call no_grad is not on: PyTorch would keep the text encoder's
+    activations (118 MiB for SD-Turbo's) for the whole request."""
+    engine = load_engine(DiffusionConfig(model="tiny", diffusion_backend="torch"))
+    autograd = []
+    engine.pipe.text_encoder.register_forward_hook(lambda *_: autograd.append(torch.is_grad_enabled()))
+    draw(engine, "a red apple", steps=2, guidance_scale=3.0)
+    assert autograd == [False, False]  # the prompt and the negative one
+
+
 def test_different_seed_or_prompt_gives_different_images(engine):
     base = pngs(draw(engine, "a red apple", seed=5))
     assert pngs(draw(engine, "a red apple", seed=6)) != base
@@ -121,10 +131,22 @@ def test_unavailable_model_fails_with_what_to_do():
 
 
 def test_drawing_stops_between_two_denoising_steps_when_its_turn_ends(engine):
-    turn = DeadlineAfterChecks(3)
+    turn = DeadlineAfterChecks(4)
     with pytest.raises(DeadlineExceeded, match=r"^deadline passed at step 3 of 4 of image 1 of 3; "):
         generate(engine, "a cat", engine.resolve(GenerateOptions(num_images=3, steps=4, width=32, height=32)), turn=turn)
-    assert turn.places[0] == "image 1 of 3, before its first step" and len(turn.places) == 4
+    assert turn.places[:2] == ["the prompt, before its encoding", "image 1 of 3, before its first step"]
+    assert len(turn.places) == 5
+
+
+def test_a_turn_ended_before_the_drawing_does_not_encode_the_prompt(engine):
+    runs = []
+    hook = engine.pipe.text_encoder.register_forward_hook(lambda *_: runs.append(1))
+    try:
+        with pytest.raises(DeadlineExceeded, match=r"^deadline passed at the prompt, before its encoding; "):
+            generate(engine, "a cat", engine.resolve(GenerateOptions(width=32, height=32)), turn=DeadlineAfterChecks(0))
+    finally:
+        hook.remove()
+    assert not runs
 
 
 def test_pndm_with_fewer_steps_than_its_runge_kutta_start_is_refused(engine):

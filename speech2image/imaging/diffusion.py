@@ -441,6 +441,7 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
 
     pipe.scheduler = engine.scheduler(settings.scheduler)
     try:
+        turn.check("the prompt, before its encoding")
         with clock.watch(engine.stage_modules):
             embeddings = _encode_prompt(pipe, engine.device, prompt, settings)
         for seeds in batches:
@@ -492,10 +493,16 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
 def _encode_prompt(pipe, device: str, prompt: str, settings: Settings) -> dict:
     """The pipeline's own encoding of the prompt (and of the negative prompt where guidance needs
     it), by the names its call takes them: once per request, not once per image. SD gives two
-    tensors, SDXL four (with the pooled ones)."""
-    encoded = pipe.encode_prompt(prompt=prompt, device=device, num_images_per_prompt=1,
-                                 do_classifier_free_guidance=settings.guidance_scale > 1,
-                                 negative_prompt=settings.negative_prompt or None)
+    tensors, SDXL four (with the pooled ones). Without autograd, as the pipeline's call runs."""
+    import torch
+
+    # diffusers' own condition for classifier-free guidance (a UNet conditioned on the guidance
+    # scale, as LCM's, needs no negative prompt)
+    guided = settings.guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
+    with torch.no_grad():
+        encoded = pipe.encode_prompt(prompt=prompt, device=device, num_images_per_prompt=1,
+                                     do_classifier_free_guidance=guided,
+                                     negative_prompt=settings.negative_prompt or None)
     return dict(zip(("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                      "negative_pooled_prompt_embeds"), encoded, strict=False))
 
