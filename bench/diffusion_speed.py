@@ -386,9 +386,9 @@ def compare_model(model: str, args) -> tuple[dict[str, float], str]:
 
 def arithmetic_against_rates(model: str, model_dir: Path, size: int, config_of: dict[str, DiffusionConfig],
                              results: dict[str, dict]) -> None:
-    """Each float configuration's GFLOPS, per image and per part, and the least time its arithmetic
-    could take here: each kind of work at the fastest rate this CPU reaches on it in that dtype
-    (PyTorch's or OpenVINO's kernels), whatever the engine."""
+    """Each float configuration's GFLOPS, per image and per part, and the time its arithmetic would
+    take if all of it ran at the best rate this CPU reached in that dtype (any kind of work, PyTorch's
+    or OpenVINO's kernels): a bound no engine passes without faster kernels than those."""
     counted = arithmetic(model_dir, size)
     print(f"{model} arithmetic per {size}² image (PyTorch's FlopCounterMode): " + ", ".join(
         f"{part} {sum(kinds.values()):.1f} GFLOP ({kinds['convolution'] / sum(kinds.values()):.0%} convolution)"
@@ -396,23 +396,21 @@ def arithmetic_against_rates(model: str, model_dir: Path, size: int, config_of: 
     floats = {label: resolved(config) for label, config in config_of.items() if config.openvino_int8 == "none"}
     for dtype in sorted({dtype for _, dtype, _, _ in floats.values()}):
         rates = fastest_rates(dtype)
-        fastest = {kind: max(rate for name, rate in rates.items() if name.startswith(kind)) for kind in RATE_WORK}
+        best = max(rates.values())
         print(f"{model} this CPU's {dtype} rates, {torch.get_num_threads()} threads: " + ", ".join(
             f"{name} {rate:.0f} GFLOPS" for name, rate in rates.items()) + f" [{cpu_kind()}]")
         for label, (_, config_dtype, vae, _) in floats.items():
             if config_dtype != dtype:
                 continue
             result = results[label]
-            kinds = {"text encoder": counted["text encoder"], "UNet step": counted["UNet step"],
-                     "VAE decode": counted["tiny VAE decode" if vae == "tiny" else "VAE decode"]}
+            gflop = {part: sum(counted[part].values()) for part in ("text encoder", "UNet step")}
+            gflop["VAE decode"] = sum(counted["tiny VAE decode" if vae == "tiny" else "VAE decode"].values())
             seconds = dict(zip(result["part_names"].tolist(), result["part_seconds"].tolist(), strict=True))
-            gflop = sum(sum(work.values()) for work in kinds.values())
-            least = sum(work[kind] / fastest[kind] for work in kinds.values() for kind in work)
-            per_image = float(result["per_image"])
-            print(f"{model} {label}: {gflop:.0f} GFLOP in {per_image:.2f} s per image ({gflop / per_image:.0f} GFLOPS; "
-                  + ", ".join(f"{part} {sum(work.values()) / seconds[part]:.0f}" for part, work in kinds.items())
-                  + f"); at this CPU's fastest rates it would take {least:.2f} s ({least / per_image:.0%} of the "
-                  f"time measured) [{cpu_kind()}]")
+            total, per_image = sum(gflop.values()), float(result["per_image"])
+            print(f"{model} {label}: {total:.0f} GFLOP in {per_image:.2f} s per image ({total / per_image:.0f} GFLOPS; "
+                  + ", ".join(f"{part} {gflop[part] / seconds[part]:.0f}" for part in gflop)
+                  + f"); all at the best rate ({best:.0f} GFLOPS) it would take {total / best:.2f} s "
+                  f"({total / best / per_image:.0%} of the time measured) [{cpu_kind()}]")
 
 
 def compare(args) -> None:
