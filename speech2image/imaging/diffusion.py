@@ -442,12 +442,14 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
     pipe.scheduler = engine.scheduler(settings.scheduler)
     try:
         turn.check("the prompt, before its encoding")
+        encoding_started = time.perf_counter()
         with clock.watch(engine.stage_modules):
             embeddings = _encode_prompt(pipe, engine.device, prompt, settings)
         for seeds in batches:
             first = len(images)
             turn.check(f"image {first + 1} of {n}, before its first step")
-            started = time.perf_counter()
+            # the first image's seconds count the prompt's encoding, as when it is drawn alone
+            started = encoding_started if first == 0 else time.perf_counter()
 
             def after_step(pipe, step, timestep, callback_kwargs, seeds=seeds, first=first, started=started):
                 turn.check(f"step {step + 1} of {steps} of image {first + 1} of {n}")
