@@ -176,11 +176,11 @@ def resolved(config: DiffusionConfig) -> tuple:
     return resolve_backend(config, device), dtype, vae, config.openvino_int8
 
 
-def arithmetic(model_dir: Path, size: int) -> dict[str, dict[str, float]]:
-    """Floating-point operations (GFLOP) of each part of one size² image by kind of work
-    (convolution, matrix product: all the arithmetic PyTorch's FlopCounterMode counts), on the saved
-    model's modules built on the meta device (shapes only: nothing is computed, seconds): text
-    encoder, one UNet step, the model's VAE decode, the tiny one's."""
+def arithmetic(model_dir: Path, size: int) -> dict[str, float]:
+    """Floating-point operations (GFLOP) of each part of one size² image (its convolutions and matrix
+    products, attention's included: what PyTorch's FlopCounterMode counts), on the saved model's
+    modules built on the meta device (shapes only: nothing is computed, seconds): text encoder, one
+    UNet step, the model's VAE decode, the tiny one's."""
     import diffusers
     import transformers
     from torch.utils.flop_counter import FlopCounterMode
@@ -207,9 +207,7 @@ def arithmetic(model_dir: Path, size: int) -> dict[str, dict[str, float]]:
         for part, run in runs.items():
             with FlopCounterMode(display=False) as counter, torch.inference_mode():
                 run()
-            counted[part] = dict.fromkeys(RATE_WORK, 0.0)
-            for op, flops in counter.get_flop_counts()["Global"].items():
-                counted[part]["convolution" if "convolution" in str(op) else "matrix product"] += flops / 1e9
+            counted[part] = counter.get_total_flops() / 1e9
     return counted
 
 
@@ -391,8 +389,7 @@ def arithmetic_against_rates(model: str, model_dir: Path, size: int, config_of: 
     or OpenVINO's kernels): a bound no engine passes without faster kernels than those."""
     counted = arithmetic(model_dir, size)
     print(f"{model} arithmetic per {size}² image (PyTorch's FlopCounterMode): " + ", ".join(
-        f"{part} {sum(kinds.values()):.1f} GFLOP ({kinds['convolution'] / sum(kinds.values()):.0%} convolution)"
-        for part, kinds in counted.items()) + f" [{cpu_kind()}]")
+        f"{part} {gflop:.1f} GFLOP" for part, gflop in counted.items()) + f" [{cpu_kind()}]")
     floats = {label: resolved(config) for label, config in config_of.items() if config.openvino_int8 == "none"}
     for dtype in sorted({dtype for _, dtype, _, _ in floats.values()}):
         rates = fastest_rates(dtype)
@@ -403,8 +400,8 @@ def arithmetic_against_rates(model: str, model_dir: Path, size: int, config_of: 
             if config_dtype != dtype:
                 continue
             result = results[label]
-            gflop = {part: sum(counted[part].values()) for part in ("text encoder", "UNet step")}
-            gflop["VAE decode"] = sum(counted["tiny VAE decode" if vae == "tiny" else "VAE decode"].values())
+            gflop = {"text encoder": counted["text encoder"], "UNet step": counted["UNet step"],
+                     "VAE decode": counted["tiny VAE decode" if vae == "tiny" else "VAE decode"]}
             seconds = dict(zip(result["part_names"].tolist(), result["part_seconds"].tolist(), strict=True))
             total, per_image = sum(gflop.values()), float(result["per_image"])
             print(f"{model} {label}: {total:.0f} GFLOP in {per_image:.2f} s per image ({total / per_image:.0f} GFLOPS; "

@@ -1,5 +1,6 @@
 """Text → images with the tiny random-weights SD pipeline: real diffusers, no network."""
 
+import contextlib
 import hashlib
 import io
 
@@ -28,6 +29,18 @@ def draw(engine, prompt: str, **options):
 
 def pngs(images):
     return [from_blob(image.png) for image in images]
+
+
+@contextlib.contextmanager
+def runs_of(*modules):
+    """A list that gets an item each time one of `modules` runs, while the block runs."""
+    runs = []
+    hooks = [module.register_forward_hook(lambda *_: runs.append(1)) for module in modules]
+    try:
+        yield runs
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def test_n_decodable_pngs_of_the_requested_size_with_their_settings(engine):
@@ -60,13 +73,9 @@ def test_same_seed_same_bytes_and_each_image_reproducible_alone(engine):
 @pytest.mark.parametrize("guidance,negative,encodings", [(1.0, "", 1), (3.0, "blur", 2)])
 def test_the_prompt_is_encoded_once_per_request_and_draws_what_the_pipeline_would(engine, guidance, negative,
                                                                                    encodings):
-    runs = []
-    hook = engine.pipe.text_encoder.register_forward_hook(lambda *_: runs.append(1))
-    try:
+    with runs_of(engine.pipe.text_encoder) as runs:
         images = draw(engine, "a red apple", num_images=3, seed=5, steps=2, guidance_scale=guidance,
                       negative_prompt=negative)
-    finally:
-        hook.remove()
     assert len(runs) == encodings  # the prompt (and the negative one where guidance needs it), not per image
     own = engine.pipe(prompt="a red apple", negative_prompt=negative or None, num_inference_steps=2,
                       guidance_scale=guidance, width=64, height=64, generator=torch.Generator("cpu").manual_seed(7))
@@ -139,13 +148,9 @@ def test_drawing_stops_between_two_denoising_steps_when_its_turn_ends(engine):
 
 
 def test_a_turn_ended_before_the_drawing_does_not_encode_the_prompt(engine):
-    runs = []
-    hook = engine.pipe.text_encoder.register_forward_hook(lambda *_: runs.append(1))
-    try:
-        with pytest.raises(DeadlineExceeded, match=r"^deadline passed at the prompt, before its encoding; "):
-            generate(engine, "a cat", engine.resolve(GenerateOptions(width=32, height=32)), turn=DeadlineAfterChecks(0))
-    finally:
-        hook.remove()
+    with runs_of(engine.pipe.text_encoder) as runs, \
+            pytest.raises(DeadlineExceeded, match=r"^deadline passed at the prompt, before its encoding; "):
+        generate(engine, "a cat", engine.resolve(GenerateOptions(width=32, height=32)), turn=DeadlineAfterChecks(0))
     assert not runs
 
 
@@ -182,37 +187,28 @@ def test_progress_tells_each_step_each_preview_and_each_image_as_it_is_done(engi
 @pytest.fixture(scope="module")
 def sdxl_engine(tmp_path_factory):
     """An SDXL pipeline (two text encoders, pooled embeddings, time ids) shrunk like `tiny`, random weights."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModelWithProjection
 
-    from speech2image.imaging.random_pipelines import ARCHITECTURES, _byte_level_tokenizer
+    from speech2image.imaging.random_pipelines import ARCHITECTURES, build_random_pipeline
 
-    tiny = ARCHITECTURES["tiny"]
-    tokenizer = _byte_level_tokenizer()
-    torch.manual_seed(0)
-    text = CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **tiny["text"])
-    unet = UNet2DConditionModel(**{**tiny["unet"], "cross_attention_dim": 64}, addition_embed_type="text_time",
-                                addition_time_embed_dim=8, projection_class_embeddings_input_dim=80)
+    tiny = build_random_pipeline("tiny")
+    unet = UNet2DConditionModel(**{**ARCHITECTURES["tiny"]["unet"], "cross_attention_dim": 64},
+                                addition_embed_type="text_time", addition_time_embed_dim=8,
+                                projection_class_embeddings_input_dim=80)  # 6 time ids × 8 + the pooled 32
     pipe = StableDiffusionXLPipeline(
-        vae=AutoencoderKL(**tiny["vae"]), text_encoder=CLIPTextModel(text),
-        text_encoder_2=CLIPTextModelWithProjection(text), tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
-        scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+        vae=tiny.vae, text_encoder=tiny.text_encoder, text_encoder_2=CLIPTextModelWithProjection(
+            tiny.text_encoder.config), tokenizer=tiny.tokenizer, tokenizer_2=tiny.tokenizer, unet=unet,
+        scheduler=tiny.scheduler)
     directory = tmp_path_factory.mktemp("models") / "tiny-sdxl"
     pipe.save_pretrained(directory)
     return load_engine(DiffusionConfig(model=str(directory), local_files_only=True, vae="full"))
 
 
 def test_sdxl_draws_what_its_pipeline_would_with_each_encoder_run_once(sdxl_engine):
-    runs = []
-    hooks = [encoder.register_forward_hook(lambda *_: runs.append(1))
-             for encoder in (sdxl_engine.pipe.text_encoder, sdxl_engine.pipe.text_encoder_2)]
-    try:
+    with runs_of(sdxl_engine.pipe.text_encoder, sdxl_engine.pipe.text_encoder_2) as runs:
         images = draw(sdxl_engine, "a red apple", num_images=2, seed=5, steps=2, guidance_scale=3.0,
                       negative_prompt="blur", width=64, height=64)
-    finally:
-        for hook in hooks:
-            hook.remove()
     assert len(runs) == 4  # each encoder: the prompt and the negative one
     own = sdxl_engine.pipe(prompt="a red apple", negative_prompt="blur", num_inference_steps=2, guidance_scale=3.0,
                            width=64, height=64, generator=torch.Generator("cpu").manual_seed(6))

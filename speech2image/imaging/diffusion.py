@@ -466,9 +466,8 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
 
             with clock.watch(engine.stage_modules):
                 output = pipe(
-                    **{name: tensor.repeat(len(seeds), *(1,) * (tensor.dim() - 1))
-                       for name, tensor in embeddings.items() if tensor is not None},
-                    num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
+                    **embeddings, num_images_per_prompt=len(seeds), num_inference_steps=settings.steps,
+                    guidance_scale=settings.guidance_scale,
                     generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
                     output_type="pil", callback_on_step_end=after_step, **edit,
                 )
@@ -494,8 +493,9 @@ def generate(engine: DiffusionEngine, prompt: str, settings: Settings, *, turn: 
 
 def _encode_prompt(pipe, device: str, prompt: str, settings: Settings) -> dict:
     """The pipeline's own encoding of the prompt (and of the negative prompt where guidance needs
-    it), by the names its call takes them: once per request, not once per image. SD gives two
-    tensors, SDXL four (with the pooled ones). Without autograd, as the pipeline's call runs."""
+    it), by the names its call takes them, for one image (its `num_images_per_prompt` repeats them):
+    once per request, not once per image. SD gives two tensors, SDXL four (with the pooled ones).
+    Without autograd, as the pipeline's call runs."""
     import torch
 
     # diffusers' own condition for classifier-free guidance (a UNet conditioned on the guidance
